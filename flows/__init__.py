@@ -1,0 +1,1 @@
+"""Prefect flows over the slidead library: ``retrain`` and ``score``. Tasks are a few lines each."""

@@ -1,0 +1,76 @@
+"""Flow ``score``: a night's drops -> features -> champion scores -> DuckDB.
+
+Deployment ``score/nightly`` runs it at 02:00 with ``night`` defaulting to the night before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+
+from slidead import nightly
+from slidead.progress import Progress
+from slidead.services import Services
+from slidead.settings import Settings
+
+
+@task(retries=2, retry_delay_seconds=10, cache_policy=NONE)
+def score_shards(svc: Services, night: str, family: str, machine_type: str | None, shard_size: int, run_id: str):
+    log = get_run_logger().info
+    return nightly.score_night(svc, night, family, machine_type, shard_size, run_id, Progress("score", log), log)
+
+
+@task(retries=3, retry_delay_seconds=10, cache_policy=NONE)
+def load(svc: Services, res: nightly.NightResult) -> nightly.NightResult:
+    return nightly.load_night(svc, res, get_run_logger().info)
+
+
+def yesterday(tz: str | None = None) -> str:
+    from zoneinfo import ZoneInfo
+
+    now = dt.datetime.now(ZoneInfo(tz)) if tz else dt.datetime.now()
+    return (now.date() - dt.timedelta(days=1)).isoformat()
+
+
+@flow(name="score", log_prints=True)
+def score(night: str | None = None, family: str | None = None, machine_type: str | None = None,
+          shard_size: int = 256, timezone: str | None = None) -> dict:
+    """Score every clip of ``night`` (default: the night before) with the champion models."""
+    settings = Settings()
+    svc = Services.from_settings(settings)
+    night = night or yesterday(timezone)
+    family = family or settings.family
+    started = dt.datetime.now()
+    res = nightly.NightResult(night, "")
+    try:
+        res = score_shards(svc, night, family, machine_type, shard_size, _run_id())
+        res = load(svc, res)
+    except Exception as e:
+        if res.run_id:
+            nightly.record_run(svc, res, family, "failed", started, str(e)[:500])
+        raise
+    nightly.record_run(svc, res, family, "completed", started)
+    cols, rows = svc.db.query(
+        "SELECT machine_type, machine_id, uri, score, threshold, ratio, peak_time_s, peak_freq_lo_hz, "
+        "peak_freq_hi_hz FROM anomalies WHERE night = ?::DATE AND model_name = ANY(?) ORDER BY ratio DESC",
+        [night, list(res.models)])
+    create_table_artifact(key=f"flagged-{night}", table=[dict(zip(cols, r)) for r in rows],
+                          description=f"flagged clips of night {night}")
+    create_markdown_artifact(
+        key=f"night-{night}",
+        markdown=(f"# Night {night}\n\n{res.n_clips} clips: {res.n_scored} newly scored, {res.n_skipped} "
+                  f"already scored, {res.n_rejected} rejected, {res.n_flagged} flagged.\n\n"
+                  + "".join(f"- {name} v{v}\n" for name, v in res.models.items())),
+        description="nightly summary")
+    return {"night": night, "run_id": res.run_id, "models": res.models, "n_clips": res.n_clips,
+            "n_scored": res.n_scored, "n_skipped": res.n_skipped, "n_rejected": res.n_rejected,
+            "n_flagged": res.n_flagged, "shards_resumed": res.n_shards_resumed}
+
+
+def _run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id or "")[:12] or dt.datetime.now().strftime("%Y%m%d%H%M%S")

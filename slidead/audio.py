@@ -1,0 +1,111 @@
+"""Read a WAV (bytes or file) into float32 mono at 16 kHz, or say why it cannot be scored.
+
+``decode(data) -> Decoded`` with ``audio`` of shape ``(samples,)`` float32 in [-1, 1] at
+``target_rate``. Multichannel files (MIMII clips are 8-channel WAVE_FORMAT_EXTENSIBLE) give
+one configurable channel; other rates are resampled with torchaudio. Anything that cannot be
+scored raises :class:`~slidead.errors.AudioError` with a short ``reason``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .errors import AudioError
+
+NOMINAL_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    target_rate: int = 16000
+    channel: int = 0
+    min_rate: int = 8000          # below this, resampling up would invent the spectrum: reject
+    min_samples: int = 2048       # one context window of 5 frames at hop 512
+    max_seconds: float = 600.0    # guards against absurd files
+
+    def __post_init__(self):
+        if self.target_rate <= 0 or self.min_rate <= 0:
+            raise ValueError(f"AudioConfig rates must be > 0, got {self.target_rate}, {self.min_rate}")
+        if self.channel < 0:
+            raise ValueError(f"AudioConfig.channel={self.channel!r} must be >= 0")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    audio: np.ndarray            # (samples,) float32 at target rate
+    sample_rate: int             # the file's own rate
+    channels: int
+    duration_s: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def note(self) -> str | None:
+        return "; ".join(self.notes) or None
+
+
+def read_file(path: str | Path, config: AudioConfig = AudioConfig()) -> Decoded:
+    return decode(Path(path).read_bytes(), config)
+
+
+def decode(data: bytes, config: AudioConfig = AudioConfig()) -> Decoded:
+    """Decode WAV bytes. Raises AudioError(reason, detail) for anything unscorable."""
+    if not data:
+        raise AudioError("empty", "zero bytes")
+    if data[:4] not in (b"RIFF", b"RIFX", b"RF64") or data[8:12] != b"WAVE":
+        raise AudioError("not_wav", f"no RIFF/WAVE header (starts with {data[:12]!r})")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            rate, channels, frames = f.samplerate, f.channels, f.frames
+            if rate <= 0 or channels <= 0:
+                raise AudioError("corrupt_header", f"sample rate {rate}, channels {channels}")
+            if frames > config.max_seconds * rate:
+                raise AudioError("too_long", f"{frames / rate:.0f} s is over the {config.max_seconds:.0f} s limit")
+            x = f.read(dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError with a message
+        raise AudioError("unreadable", str(e).strip() or type(e).__name__) from None
+    notes: list[str] = []
+    if x.shape[0] < frames:
+        notes.append(f"truncated: {x.shape[0]} of {frames} frames present")
+    if channels > 1:
+        if config.channel >= channels:
+            raise AudioError("no_such_channel", f"channel {config.channel} asked for, file has {channels}")
+        notes.append(f"channel {config.channel} of {channels}")
+    audio = np.ascontiguousarray(x[:, config.channel if channels > 1 else 0])
+    if not np.all(np.isfinite(audio)):
+        raise AudioError("non_finite", f"{int(np.sum(~np.isfinite(audio)))} NaN/Inf samples")
+    if audio.size == 0 or not np.any(audio):
+        raise AudioError("silent", "digital silence (every sample is zero)" if audio.size else "no samples")
+    if rate < config.min_rate:
+        raise AudioError("sample_rate_too_low", f"{rate} Hz is below the {config.min_rate} Hz minimum")
+    if rate != config.target_rate:
+        audio = resample(audio, rate, config.target_rate)
+        notes.append(f"resampled from {rate} Hz")
+    if audio.size < config.min_samples:
+        raise AudioError(
+            "too_short",
+            f"{audio.size / config.target_rate:.3f} s is shorter than one context window "
+            f"({config.min_samples / config.target_rate:.3f} s)",
+        )
+    duration = audio.size / config.target_rate
+    if duration > NOMINAL_SECONDS * 1.5:
+        notes.append(f"long clip: {duration:.1f} s")
+    peak = float(np.max(np.abs(audio)))
+    if peak > 1.0:
+        audio = np.clip(audio, -1.0, 1.0)
+        notes.append("samples beyond full scale clipped")
+    return Decoded(audio.astype(np.float32, copy=False), rate, channels, duration, tuple(notes))
+
+
+def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    import torch
+    import torchaudio.functional as AF
+
+    y = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), orig_rate, new_rate)
+    return y.numpy()

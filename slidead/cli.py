@@ -1,0 +1,324 @@
+"""The ``slidead`` command line.
+
+Commands: ``demo``, ``generate``, ``import dcase2020|mimii DIR``, ``upload-night DIR``,
+``train``, ``evaluate``, ``score``, ``report``, ``models``. ``train`` and ``score`` run the
+Prefect flows (a temporary local API when ``PREFECT_API_URL`` is unset) unless
+``--no-prefect`` is given. Settings come from ``SLIDEAD_*`` variables (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .settings import Settings
+
+EPILOG = ("environment: SLIDEAD_HOME (default ./slidead-data), SLIDEAD_STORE, SLIDEAD_S3_ENDPOINT, "
+          "SLIDEAD_MLFLOW_URI, SLIDEAD_DUCKDB, SLIDEAD_FAMILY (default vae), SLIDEAD_DEVICE (auto|cpu|cuda)")
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _prefect_env(settings: Settings) -> None:
+    """Keep Prefect's own state under SLIDEAD_HOME unless the user points it elsewhere."""
+    os.environ.setdefault("PREFECT_HOME", str(settings.home_dir / "prefect"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def _services(settings: Settings):
+    from .services import Services
+
+    return Services.from_settings(settings)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+def cmd_generate(a, settings: Settings) -> int:
+    from .progress import Progress
+    from .synth import PlantSpec, generate_plant
+
+    svc = _services(settings)
+    spec = PlantSpec(machine_type=a.machine_type, machine_ids=tuple(a.ids.split(",")), n_train=a.n_train,
+                     n_eval_normal=a.n_eval, n_eval_anomaly=a.n_eval, nights=tuple(a.night),
+                     night_normal=a.night_normal, night_anomaly=a.night_anomaly, seed=a.seed)
+    summary = generate_plant(svc.store.put, spec, Progress("generate", say))
+    say(f"wrote synthetic plant to {svc.store.uri}: " +
+        ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int)))
+    return 0
+
+
+def cmd_import(a, settings: Settings) -> int:
+    from .importers import import_dcase2020, import_mimii
+    from .progress import Progress
+
+    svc = _services(settings)
+    if a.layout == "dcase2020":
+        out = import_dcase2020(svc.store, a.src, Progress("import", say))
+    else:
+        out = import_mimii(svc.store, a.src, a.night, Progress("import", say))
+    for path, why in out["skipped"]:
+        say(f"skipped {path}: {why}")
+    say(f"imported {out['uploaded']} clips into {svc.store.uri}")
+    return 0
+
+
+def cmd_upload_night(a, settings: Settings) -> int:
+    from .importers import upload_night
+    from .progress import Progress
+
+    svc = _services(settings)
+    out = upload_night(svc.store, a.src, a.night, Progress("upload", say))
+    for path, why in out["skipped"]:
+        say(f"skipped {path}: {why}")
+    say(f"uploaded {out['uploaded']} clips as night {a.night}")
+    return 0
+
+
+def run_retrain(settings: Settings, family: str, machine_type: str, epochs=None, device=None,
+                tolerance=0.0, patience=None, use_prefect=True) -> dict:
+    if use_prefect:
+        _prefect_env(settings)
+        from flows.retrain import retrain
+
+        return retrain(family=family, machine_type=machine_type, epochs=epochs, device=device,
+                       tolerance=tolerance, patience=patience)
+    from . import retrain as steps
+    from .config import RunConfig
+    from .progress import Progress, epochs as epoch_progress
+
+    svc = _services(settings)
+    overrides = {"device": device or settings.device}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if patience is not None:
+        overrides["patience"] = patience
+    cfg = RunConfig.default(family, machine_type, **overrides)
+    data = steps.ingest_sets(svc, machine_type, [cfg.features], Progress("ingest", say), say)
+    outcome = steps.train_and_evaluate(cfg, data.rows(cfg.features, "train"), data.rows(cfg.features, "eval"),
+                                       epoch_progress(family, say), say)
+    run_id, version, decision = steps.register(svc, outcome, data.rows(cfg.features, "eval"), tolerance, say)
+    return {"family": family, "machine_type": machine_type, "model_version": version, "mlflow_run_id": run_id,
+            "promoted": decision.promoted, "decision": decision.reason, "report": outcome.report,
+            "epochs_run": outcome.epochs_run, "best_epoch": outcome.best_epoch}
+
+
+def cmd_train(a, settings: Settings) -> int:
+    out = run_retrain(settings, a.family, a.machine_type, a.epochs, a.device, a.tolerance, a.patience,
+                      not a.no_prefect)
+    print(format_metrics({f"{a.family} v{out['model_version']}": out["report"]}))
+    say(f"{'promoted to champion' if out['promoted'] else 'not promoted'}: {out['decision']}")
+    return 0
+
+
+def evaluate_version(settings: Settings, family: str, machine_type: str, version: int | None = None) -> dict:
+    from . import retrain as steps
+    from .ingest import ingest, list_refs
+    from .tracking import model_name
+
+    svc = _services(settings)
+    loaded = svc.tracker.load(model_name(machine_type, family), version)
+    refs, _ = list_refs(svc.store, "eval", machine_type)
+    if not refs:
+        raise SystemExit(f"no labelled clips under eval/{machine_type}/ in {svc.store.uri}")
+    res = ingest(svc.store, svc.features, refs, [loaded.config.features], svc.audio)
+    rows = [res.features[loaded.config.features.hash][c] for c in sorted(res.features[loaded.config.features.hash])]
+    report, _ = steps.evaluate(loaded.model, loaded.config, rows, loaded.thresholds)
+    per_id = {mid: {k: r[k] for k in ("auc", "pauc", "precision", "recall", "f1", "accuracy") if k in r}
+              for mid, r in report["per_id"].items()}
+    return {"family": family, "machine_type": machine_type, "model_version": loaded.version, "per_id": per_id,
+            "mean": {k: report["mean"][k] for k in ("auc", "pauc") if k in report["mean"]}}
+
+
+def cmd_evaluate(a, settings: Settings) -> int:
+    out = evaluate_version(settings, a.family, a.machine_type, a.version)
+    if a.json:
+        print(json.dumps(out))
+    else:
+        print(format_metrics({f"{a.family} v{out['model_version']}": out}))
+    return 0
+
+
+def run_score(settings: Settings, night: str, family: str | None, machine_type=None, shard_size=256,
+              use_prefect=True) -> dict:
+    from .layout import check_night
+
+    check_night(night)
+    if use_prefect:
+        _prefect_env(settings)
+        from flows.score import score
+
+        return score(night=night, family=family, machine_type=machine_type, shard_size=shard_size)
+    import datetime as dt
+
+    from . import nightly
+    from .progress import Progress
+
+    svc = _services(settings)
+    family = family or settings.family
+    started = dt.datetime.now()
+    res = nightly.score_night(svc, night, family, machine_type, shard_size, progress=Progress("score", say), log=say)
+    res = nightly.load_night(svc, res, say)
+    nightly.record_run(svc, res, family, "completed", started)
+    return {"night": night, "run_id": res.run_id, "models": res.models, "n_clips": res.n_clips,
+            "n_scored": res.n_scored, "n_skipped": res.n_skipped, "n_rejected": res.n_rejected,
+            "n_flagged": res.n_flagged, "shards_resumed": res.n_shards_resumed}
+
+
+def cmd_score(a, settings: Settings) -> int:
+    out = run_score(settings, a.night, a.family, a.machine_type, a.shard_size, not a.no_prefect)
+    print(json.dumps(out) if a.json else
+          f"night {out['night']}: {out['n_clips']} clips, {out['n_scored']} newly scored, "
+          f"{out['n_skipped']} already scored, {out['n_rejected']} rejected, {out['n_flagged']} flagged "
+          f"({', '.join(f'{k} v{v}' for k, v in out['models'].items())})")
+    return 0
+
+
+def cmd_report(a, settings: Settings) -> int:
+    from .report import format_table, run_report
+
+    for title, cols, rows in run_report(settings.duckdb_path, a.night, a.only or None):
+        print(f"\n== {title}\n{format_table(cols, rows)}")
+    return 0
+
+
+def cmd_models(a, settings: Settings) -> int:
+    from .tracking import model_name
+
+    svc = _services(settings)
+    rows = []
+    for family in ("ae", "vae"):
+        name = model_name(a.machine_type, family)
+        champ = svc.tracker.champion_version(name)
+        for v in svc.tracker.versions(name):
+            rows.append((name, int(v.version), v.tags.get("mean_auc", ""), v.tags.get("mean_pauc", ""),
+                         "champion" if champ is not None and champ.version == v.version else "", v.run_id))
+    from .report import format_table
+
+    print(format_table(["model", "version", "mean_auc", "mean_pauc", "alias", "mlflow_run_id"],
+                       [(n, v, _num(a_), _num(p), al, r) for n, v, a_, p, al, r in rows]))
+    return 0
+
+
+def _num(s: str):
+    try:
+        return round(float(s), 4)
+    except ValueError:
+        return s
+
+
+def format_metrics(reports: dict[str, dict]) -> str:
+    """A table: machine ID rows, AUC/pAUC columns per model, and the mean."""
+    ids = sorted({mid for r in reports.values() for mid in r.get("per_id", {})})
+    header = ["machine_id"] + [f"{name} {k}" for name in reports for k in ("AUC", "pAUC")]
+    lines = []
+    for mid in ids + ["mean"]:
+        row = [mid]
+        for r in reports.values():
+            src = r.get("mean", {}) if mid == "mean" else r.get("per_id", {}).get(mid, {})
+            row += [f"{src['auc']:.3f}" if "auc" in src else "-", f"{src['pauc']:.3f}" if "pauc" in src else "-"]
+        lines.append(row)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*r) for r in lines]
+    return "\n".join(out)
+
+
+def cmd_demo(a, settings: Settings) -> int:
+    from .demo import run_demo
+
+    return run_demo(settings, epochs=a.epochs, use_prefect=not a.no_prefect, fresh=a.fresh)
+
+
+# -- parser --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slidead", description="Find faulty slide rails by their sound.", epilog=EPILOG)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, fn, help_):
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    d = add("demo", cmd_demo, "generate a small synthetic plant, train AE and VAE, score a night, report")
+    d.add_argument("--epochs", type=int, default=20, help="training epochs per model for the demo (default 20)")
+    d.add_argument("--fresh", action="store_true", help="delete SLIDEAD_HOME's demo state first")
+    d.add_argument("--no-prefect", action="store_true", help="call the library directly instead of the flows")
+
+    g = add("generate", cmd_generate, "write a seeded synthetic slide-rail plant into the store")
+    g.add_argument("--machine-type", default="slider")
+    g.add_argument("--ids", default="00,02,04", help="comma-separated machine IDs (default 00,02,04)")
+    g.add_argument("--n-train", type=int, default=40, help="normal training clips per ID")
+    g.add_argument("--n-eval", type=int, default=12, help="normal and anomalous evaluation clips per ID")
+    g.add_argument("--night", action="append", default=None, help="a drop night YYYY-MM-DD (repeatable)")
+    g.add_argument("--night-normal", type=int, default=8, help="normal clips per ID per night")
+    g.add_argument("--night-anomaly", type=int, default=2, help="faulty clips per ID per night")
+    g.add_argument("--seed", type=int, default=0)
+
+    i = add("import", cmd_import, "import a DCASE 2020 Task 2 or MIMII folder into the store")
+    i.add_argument("layout", choices=["dcase2020", "mimii"])
+    i.add_argument("src", help="the data set folder (root or one machine type)")
+    i.add_argument("--night", help="mimii only: import every clip as a drop of this night instead")
+
+    u = add("upload-night", cmd_upload_night, "drop a folder of <type>/id_<NN>/*.wav as a night")
+    u.add_argument("src")
+    u.add_argument("--night", required=True, help="YYYY-MM-DD")
+
+    t = add("train", cmd_train, "train, evaluate and register a model; promote it if no worse than the champion")
+    t.add_argument("--family", choices=["ae", "vae"], required=True)
+    t.add_argument("--machine-type", default="slider")
+    t.add_argument("--epochs", type=int, default=None, help="default 100 (the seed's schedule)")
+    t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 10)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    t.add_argument("--tolerance", type=float, default=0.0, help="promotion gate tolerance on mean AUC/pAUC")
+    t.add_argument("--no-prefect", action="store_true")
+
+    e = add("evaluate", cmd_evaluate, "AUC/pAUC per machine ID of the champion (or --version) on eval/")
+    e.add_argument("--family", choices=["ae", "vae"], required=True)
+    e.add_argument("--machine-type", default="slider")
+    e.add_argument("--version", type=int, default=None)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+
+    s = add("score", cmd_score, "score a night's drops with the champion and write DuckDB")
+    s.add_argument("--night", required=True, help="YYYY-MM-DD")
+    s.add_argument("--family", choices=["ae", "vae"], default=None, help="default: SLIDEAD_FAMILY (vae)")
+    s.add_argument("--machine-type", default=None, help="default: every type in the night")
+    s.add_argument("--shard-size", type=int, default=256)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--no-prefect", action="store_true")
+
+    r = add("report", cmd_report, "print the reporting queries in sql/ as tables")
+    r.add_argument("--night", default=None, help="YYYY-MM-DD (default: the latest scored night)")
+    r.add_argument("--only", action="append", help="one report by name (repeatable)")
+
+    m = add("models", cmd_models, "list registered model versions, their metrics and the champion")
+    m.add_argument("--machine-type", default="slider")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import SlideadError
+
+    try:
+        settings = Settings()
+        t0 = time.perf_counter()
+        rc = args.fn(args, settings)
+        if args.command in ("demo", "train", "score"):
+            say(f"done in {time.perf_counter() - t0:.0f} s")
+        return rc
+    except (SlideadError, ValueError, FileNotFoundError) as e:
+        say(f"slidead {args.command}: error: {e}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Ingest: list clips in the store, read each once, hash, decode, and compute features.
+
+``ingest(store, features, refs, configs)`` reads every clip once (into memory, no temp
+files), names it by the SHA-256 of its bytes (``clip_id``), reuses features already in the
+Parquet store for that clip and config, decodes the rest once and computes every requested
+feature config from the same audio. Unscorable clips become ``rejected`` rows with a reason;
+nothing raises for a bad clip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import soundfile as sf
+
+from .audio import AudioConfig, decode
+from .errors import AudioError, LayoutError
+from .features import FeatureConfig, LogMel
+from .layout import ClipRef, parse_key, prefix
+from .store.features import FeatureRow, FeatureStore, partition
+from .store.objects import ObjectStore
+
+
+@dataclass
+class IngestResult:
+    clips: list[dict] = field(default_factory=list)       # rows for the clips table
+    rejected: list[dict] = field(default_factory=list)    # rows for the rejected table
+    features: dict[str, dict[str, FeatureRow]] = field(default_factory=dict)  # config hash -> clip_id -> row
+    refs: dict[str, ClipRef] = field(default_factory=dict)                    # clip_id -> where it was
+    n_reused: int = 0
+    n_skipped: int = 0
+    n_duplicates: int = 0
+
+
+def list_refs(store: ObjectStore, split: str, machine_type: str | None = None,
+              night: str | None = None) -> tuple[list[ClipRef], list[dict]]:
+    """Clips under a split's prefix, and a rejected row for each key that breaks the layout."""
+    refs, rejected = [], []
+    for key in store.list(prefix(split, machine_type, night)):
+        try:
+            refs.append(parse_key(key))
+        except LayoutError as e:
+            rejected.append({"uri": store.uri_for(key), "night": night, "reason": "bad_key", "detail": str(e)})
+    return refs, rejected
+
+
+def _rejected(store, ref: ClipRef, reason: str, detail: str, clip_id=None) -> dict:
+    return {"uri": store.uri_for(ref.key), "night": ref.night, "machine_type": ref.machine_type,
+            "machine_id": ref.machine_id, "reason": reason, "detail": detail, "clip_id": clip_id}
+
+
+def _clip_row(store, ref: ClipRef, clip_id: str, rate, channels, duration, note) -> dict:
+    return {"clip_id": clip_id, "uri": store.uri_for(ref.key), "night": ref.night, "split": ref.split,
+            "machine_type": ref.machine_type, "machine_id": ref.machine_id, "label": ref.label,
+            "sample_rate": rate, "channels": channels, "duration_s": duration, "note": note}
+
+
+def ingest(
+    store: ObjectStore,
+    fstore: FeatureStore,
+    refs: Sequence[ClipRef],
+    configs: Iterable[FeatureConfig],
+    audio_config: AudioConfig = AudioConfig(),
+    skip_ids: set[str] | frozenset = frozenset(),
+    progress: Callable[[int, int], None] | None = None,
+    workers: int = 4,
+    device: str = "cpu",
+) -> IngestResult:
+    configs = list(configs)
+    res = IngestResult(features={c.hash: {} for c in configs})
+    extractors = {c.hash: LogMel(c, device) for c in configs}
+    groups: dict[tuple, list[ClipRef]] = defaultdict(list)
+    for r in refs:
+        groups[(partition(r.split, r.night), r.machine_type)].append(r)
+    done, total = 0, len(refs)
+
+    def fetch(ref: ClipRef):
+        try:
+            return ref, store.get(ref.key), None
+        except Exception as e:  # noqa: BLE001 - any read failure is reported per clip
+            return ref, None, e
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for (part, mtype), group in groups.items():
+            have = {c.hash: fstore.existing(c, part, mtype) for c in configs}
+            new_rows: dict[str, list[FeatureRow]] = {c.hash: [] for c in configs}
+            cached_ids: dict[str, str] = {}
+            for ref, data, err in pool.map(fetch, group):
+                done += 1
+                if progress:
+                    progress(done, total)
+                if err is not None:
+                    res.rejected.append(_rejected(store, ref, "unreadable_object", f"{type(err).__name__}: {err}"))
+                    continue
+                clip_id = hashlib.sha256(data).hexdigest()
+                if clip_id in res.refs:
+                    res.n_duplicates += 1
+                    continue
+                if clip_id in skip_ids:
+                    res.n_skipped += 1
+                    continue
+                if all(clip_id in have[c.hash] for c in configs):
+                    info = _header(data)
+                    if info is not None:
+                        res.refs[clip_id] = ref
+                        res.clips.append(_clip_row(store, ref, clip_id, *info, None))
+                        cached_ids[clip_id] = ref.machine_id
+                        res.n_reused += 1
+                        continue
+                try:
+                    dec = decode(data, audio_config)
+                except AudioError as e:
+                    res.rejected.append(_rejected(store, ref, e.reason, e.detail, clip_id))
+                    continue
+                res.refs[clip_id] = ref
+                res.clips.append(_clip_row(store, ref, clip_id, dec.sample_rate, dec.channels, dec.duration_s, dec.note))
+                for c in configs:
+                    row = FeatureRow(clip_id, ref.machine_id, ref.label, extractors[c.hash](dec.audio))
+                    res.features[c.hash][clip_id] = row
+                    new_rows[c.hash].append(row)
+            for c in configs:
+                fstore.write(c, part, mtype, new_rows[c.hash])
+                if cached_ids:
+                    res.features[c.hash].update(fstore.read(c, part, mtype, set(cached_ids)))
+    return res
+
+
+def _header(data: bytes):
+    """(rate, channels, duration) from a WAV header, or None."""
+    try:
+        info = sf.info(io.BytesIO(data))
+        return info.samplerate, info.channels, info.frames / info.samplerate
+    except Exception:  # noqa: BLE001
+        return None

@@ -1,0 +1,192 @@
+"""Nightly scoring: a night's drops -> features -> champion scores -> shard Parquet -> DuckDB.
+
+The night is processed in shards of ``shard_size`` clips. Each shard's results (scores, clip
+facts, rejected inputs) are written to the store as Parquet; only :func:`load_night` writes
+DuckDB, in one transaction. Clips already scored by the champion version are skipped, and a
+shard whose results are already in the store is loaded, not recomputed, so re-running a
+night after a crash finishes the work without scoring anything twice.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from .ingest import ingest, list_refs
+from .layout import check_night
+from .score import score_logmels
+from .services import Services
+from .store.results import CLIP_COLUMNS, REJECTED_COLUMNS
+from .store.shards import ShardStore, shard_id
+from .thresholds import threshold_for
+from .tracking import LoadedModel, model_name
+from .train import resolve_device
+
+Log = Callable[[str], None]
+
+_SCORE_SCHEMA = pa.schema([
+    ("clip_id", pa.string()), ("model_name", pa.string()), ("model_version", pa.int32()),
+    ("family", pa.string()), ("night", pa.string()), ("machine_type", pa.string()),
+    ("machine_id", pa.string()), ("score", pa.float64()), ("threshold", pa.float64()),
+    ("is_anomaly", pa.bool_()), ("peak_time_s", pa.float64()), ("peak_freq_lo_hz", pa.float64()),
+    ("peak_freq_hi_hz", pa.float64()), ("run_id", pa.string()),
+])
+_CLIP_SCHEMA = pa.schema([(c, pa.int32() if c in ("sample_rate", "channels") else
+                           pa.float64() if c == "duration_s" else pa.string()) for c in CLIP_COLUMNS])
+_REJ_SCHEMA = pa.schema([(c, pa.string()) for c in REJECTED_COLUMNS])
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass
+class NightResult:
+    night: str
+    run_id: str
+    models: dict[str, int] = field(default_factory=dict)   # model name -> version used
+    n_clips: int = 0
+    n_scored: int = 0
+    n_skipped: int = 0
+    n_rejected: int = 0
+    n_flagged: int = 0
+    n_shards_resumed: int = 0
+    seconds: float = 0.0
+    shards: list[tuple[str, str, int, str]] = field(default_factory=list)  # (night, model, version, shard)
+
+
+def shard_store(svc: Services) -> ShardStore:
+    fs = svc.features
+    return ShardStore(fs.fs, fs.root.rsplit("/", 1)[0] + "/results")
+
+
+def machine_types(svc: Services, night: str) -> list[str]:
+    refs, _ = list_refs(svc.store, "drop", None, night)
+    return sorted({r.machine_type for r in refs})
+
+
+def score_night(svc: Services, night: str, family: str, machine_type: str | None = None,
+                shard_size: int = 256, run_id: str | None = None,
+                progress: Callable[[int, int], None] | None = None, log: Log = _quiet,
+                models: dict[str, LoadedModel] | None = None) -> NightResult:
+    """Score every clip of a night with each machine type's champion; writes shard results only."""
+    check_night(night)
+    if shard_size < 1:
+        raise ValueError(f"shard_size={shard_size!r} must be >= 1")
+    run_id = run_id or uuid.uuid4().hex[:12]
+    res = NightResult(night, run_id)
+    t0 = time.perf_counter()
+    types = [machine_type] if machine_type else machine_types(svc, night)
+    refs_all, bad_all = list_refs(svc.store, "drop", machine_type, night)
+    res.n_clips = len(refs_all) + len(bad_all)
+    if not refs_all and not bad_all:
+        log(f"night {night}: no clips under drops/{night}/")
+    shards = shard_store(svc)
+    device = resolve_device(svc.device)
+    done = 0
+    # keys that break the layout have no machine type to score with: report them once
+    if bad_all:
+        _write_rejected_only(shards, night, run_id, bad_all, res)
+    for mtype in types:
+        name = model_name(mtype, family)
+        loaded = (models or {}).get(name) or svc.tracker.load(name)
+        res.models[name] = loaded.version
+        already = svc.db.scored_clip_ids(name, loaded.version)
+        refs = [r for r in refs_all if r.machine_type == mtype]
+        log(f"{night} {mtype}: {len(refs)} clips, scoring with {name} v{loaded.version} "
+            f"({len(already)} clips already scored by it)")
+        for start in range(0, len(refs), shard_size):
+            part = refs[start:start + shard_size]
+            sid = shard_id([r.key for r in part])
+            res.shards.append((night, name, loaded.version, sid))
+            if shards.done(night, name, loaded.version, sid) and shards.read(night, name, loaded.version, sid):
+                res.n_shards_resumed += 1
+            else:
+                tables = _score_shard(svc, loaded, part, already, run_id, device, res)
+                shards.write(night, name, loaded.version, sid, tables)
+            done += len(part)
+            if progress:
+                progress(done, len(refs_all))
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _score_shard(svc, loaded: LoadedModel, refs, already, run_id, device, res: NightResult) -> dict[str, pa.Table]:
+    cfg = loaded.config
+    ing = ingest(svc.store, svc.features, refs, [cfg.features], svc.audio, skip_ids=already, device=str(device))
+    res.n_skipped += ing.n_skipped
+    rows = ing.features[cfg.features.hash]
+    ids = [c["clip_id"] for c in ing.clips if c["clip_id"] in rows]
+    sc = score_logmels(loaded.model, [rows[i].logmel for i in ids], cfg.features, cfg.score, device)
+    refs_by_id = ing.refs
+    thr = [threshold_for(loaded.thresholds, refs_by_id[i].machine_id) for i in ids]
+    flagged = [t is not None and s > t for s, t in zip(sc.score, thr)]
+    scores = pa.table({
+        "clip_id": ids, "model_name": [loaded.name] * len(ids), "model_version": [loaded.version] * len(ids),
+        "family": [cfg.family] * len(ids), "night": [refs_by_id[i].night for i in ids],
+        "machine_type": [refs_by_id[i].machine_type for i in ids],
+        "machine_id": [refs_by_id[i].machine_id for i in ids],
+        "score": sc.score.astype(np.float64), "threshold": thr, "is_anomaly": flagged,
+        "peak_time_s": sc.peak_time_s, "peak_freq_lo_hz": sc.peak_freq_lo_hz,
+        "peak_freq_hi_hz": sc.peak_freq_hi_hz, "run_id": [run_id] * len(ids),
+    }, schema=_SCORE_SCHEMA)
+    rejected = [dict(r, run_id=run_id) for r in ing.rejected]
+    return {"scores": scores, "clips": _table(ing.clips, _CLIP_SCHEMA), "rejected": _table(rejected, _REJ_SCHEMA)}
+
+
+def _write_rejected_only(shards: ShardStore, night, run_id, bad, res: NightResult) -> None:
+    rows = [dict(r, run_id=run_id) for r in bad]
+    sid = shard_id([r["uri"] for r in bad])
+    empty = _SCORE_SCHEMA.empty_table()
+    shards.write(night, "_layout", 0, sid, {"scores": empty, "clips": _table([], _CLIP_SCHEMA),
+                                            "rejected": _table(rows, _REJ_SCHEMA)})
+    res.shards.append((night, "_layout", 0, sid))
+
+
+def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    cols = {}
+    for f in schema:
+        vals = [r.get(f.name) for r in rows]
+        if pa.types.is_string(f.type):
+            vals = [None if v is None else str(v) for v in vals]
+        cols[f.name] = pa.array(vals, type=f.type)
+    return pa.table(cols, schema=schema)
+
+
+def load_night(svc: Services, res: NightResult, log: Log = _quiet) -> NightResult:
+    """Load every shard of the run into DuckDB in one transaction (the one writer)."""
+    shards = shard_store(svc)
+    scores, clips, rejected = [], [], []
+    for night, name, version, sid in res.shards:
+        t = shards.read(night, name, version, sid)
+        if t is None:
+            raise RuntimeError(f"shard {sid} of {name} v{version} for {night} is missing or unreadable; re-run the night")
+        scores.append(t["scores"])
+        clips.extend(t["clips"].to_pylist())
+        rejected.extend(t["rejected"].to_pylist())
+    new = svc.db.load_scores(scores, clips)
+    svc.db.add_rejected(rejected)
+    res.n_scored = new
+    res.n_rejected = len({r["uri"] for r in rejected})
+    res.n_flagged = int(sum(pa.compute.sum(t["is_anomaly"]).as_py() or 0 for t in scores if t.num_rows))
+    log(f"{res.night}: {new} new scores loaded, {res.n_skipped} already scored, "
+        f"{res.n_rejected} rejected, {res.n_flagged} flagged")
+    return res
+
+
+def record_run(svc: Services, res: NightResult, family: str, status: str, started_at, detail: str | None = None) -> None:
+    import datetime as dt
+
+    name, version = next(iter(res.models.items()), (None, None))
+    svc.db.record_run({
+        "run_id": res.run_id, "flow": "score", "night": res.night, "machine_type": None, "family": family,
+        "model_name": name, "model_version": version, "status": status, "n_clips": res.n_clips,
+        "n_scored": res.n_scored, "n_skipped": res.n_skipped, "n_rejected": res.n_rejected,
+        "n_flagged": res.n_flagged, "started_at": started_at, "finished_at": dt.datetime.now(),
+        "seconds": res.seconds, "detail": detail,
+    })

@@ -1,0 +1,209 @@
+"""Training jobs: ingest the train/eval sets, train a family, evaluate, register, promote.
+
+Library code: takes :class:`~slidead.services.Services` and values, reports progress
+through callbacks, never imports prefect. ``flows/retrain.py`` wraps these steps as tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import metrics
+from .config import RunConfig
+from .errors import NotEnoughDataError
+from .features import FeatureConfig, windows
+from .ingest import IngestResult, ingest, list_refs
+from .models import build
+from .score import score_logmels
+from .services import Services
+from .store.features import FeatureRow
+from .thresholds import MIN_FIT, fit_thresholds, threshold_map
+from .tracking import Decision, model_name
+from .train import fit, resolve_device, split_clips
+
+Log = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass
+class DataSets:
+    train: IngestResult
+    eval: IngestResult
+
+    def rows(self, config: FeatureConfig, which: str) -> list[FeatureRow]:
+        res = self.train if which == "train" else self.eval
+        return [res.features[config.hash][cid] for cid in sorted(res.features[config.hash])]
+
+
+@dataclass
+class Outcome:
+    config: RunConfig
+    model: torch.nn.Module
+    history: dict
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    thresholds: dict
+    report: dict
+    eval_scores: dict             # machine_ids, labels, scores (lists)
+    baseline: dict                # machine_id -> {median, p90} of held-out normal scores
+    data: dict = field(default_factory=dict)
+
+
+def ingest_sets(svc: Services, machine_type: str, configs: list[FeatureConfig],
+                progress: Callable[[int, int], None] | None = None, log: Log = _quiet) -> DataSets:
+    """Read train/ and eval/ for a machine type once, computing every feature config."""
+    out = {}
+    for split in ("train", "eval"):
+        refs, bad = list_refs(svc.store, split, machine_type)
+        log(f"{split}: {len(refs)} clips under {split}/{machine_type}/")
+        res = ingest(svc.store, svc.features, refs, configs, svc.audio, progress=progress)
+        res.rejected.extend(bad)
+        svc.db.add_clips(res.clips)
+        svc.db.add_rejected(res.rejected)
+        if res.rejected:
+            log(f"{split}: {len(res.rejected)} clips rejected (see the rejected table)")
+        out[split] = res
+    return DataSets(out["train"], out["eval"])
+
+
+def _stack(rows: list[FeatureRow], frames: int) -> np.ndarray:
+    return np.concatenate([windows(r.logmel, frames) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+
+
+def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow], eval_rows: list[FeatureRow],
+                       progress: Callable[[int, int, float, float], None] | None = None,
+                       log: Log = _quiet) -> Outcome:
+    if len(train_rows) < 2:
+        raise NotEnoughDataError(f"{cfg.machine_type}: {len(train_rows)} training clips; need at least 2")
+    ids = np.array([r.machine_id for r in train_rows])
+    val_mask = split_clips(ids, cfg.train.val_fraction, cfg.train.seed)
+    tr = [r for r, v in zip(train_rows, val_mask) if not v]
+    va = [r for r, v in zip(train_rows, val_mask) if v]
+    frames = cfg.features.frames
+    x_train, x_val = _stack(tr, frames), _stack(va, frames)
+    log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
+    model = build(cfg.family, cfg.model)
+    result = fit(model, x_train, x_val, cfg.train, progress)
+    device = resolve_device(cfg.train.device)
+
+    # thresholds from held-out normal clips per ID; too few held out -> all training clips of the ID
+    def scores_of(rows):
+        return score_logmels(model, [r.logmel for r in rows], cfg.features, cfg.score, device).score
+
+    val_scores, train_scores = scores_of(va), scores_of(tr)
+    va_ids, tr_ids = np.array([r.machine_id for r in va]), np.array([r.machine_id for r in tr])
+    by_id, sources = {}, {}
+    for mid in sorted(set(ids)):
+        held = val_scores[va_ids == mid]
+        if held.size >= MIN_FIT:
+            by_id[mid], sources[mid] = held, "validation"
+        else:
+            by_id[mid], sources[mid] = np.r_[held, train_scores[tr_ids == mid]], "validation+train"
+    thresholds = {"quantile": cfg.threshold_quantile, "per_id": {}}
+    for mid, s in by_id.items():
+        part = fit_thresholds({mid: s}, cfg.threshold_quantile, sources[mid])
+        thresholds["per_id"].update(part["per_id"])
+    baseline = {mid: {"median": float(np.median(s)), "p90": float(np.quantile(s, 0.9))} for mid, s in by_id.items()}
+
+    report, ev = evaluate(model, cfg, eval_rows, thresholds, device)
+    data = {"n_train_clips": len(tr), "n_val_clips": len(va), "n_eval_clips": len(eval_rows),
+            "n_train_windows": int(len(x_train)),
+            "train_clip_ids": sorted(r.clip_id for r in tr), "val_clip_ids": sorted(r.clip_id for r in va),
+            "eval_clip_ids": sorted(r.clip_id for r in eval_rows)}
+    return Outcome(cfg, model, result.history, result.best_epoch, result.epochs_run, result.seconds,
+                   thresholds, report, ev, baseline, data)
+
+
+def evaluate(model, cfg: RunConfig, eval_rows: list[FeatureRow], thresholds: dict, device="cpu") -> tuple[dict, dict]:
+    """Metrics per machine ID on labelled clips (AUC, pAUC, and decisions at the thresholds)."""
+    if not eval_rows:
+        return {"per_id": {}, "mean": {}}, {"machine_ids": [], "labels": [], "scores": []}
+    scores = score_logmels(model, [r.logmel for r in eval_rows], cfg.features, cfg.score, device).score
+    ids = [r.machine_id for r in eval_rows]
+    labels = [1 if r.label == "anomaly" else 0 for r in eval_rows]
+    report = metrics.evaluate(ids, labels, scores, threshold_map(thresholds))
+    return report, {"machine_ids": ids, "labels": labels, "scores": [float(s) for s in scores]}
+
+
+def figures(outcome: Outcome, eval_rows: list[FeatureRow]) -> dict:
+    """Plots for the MLflow run; empty if plotting is unavailable."""
+    try:
+        from . import plots
+    except ImportError:
+        return {}
+    ev, th = outcome.eval_scores, threshold_map(outcome.thresholds)
+    figs = {"loss_curves": plots.loss_curves(outcome.history, outcome.best_epoch)}
+    if ev["scores"]:
+        figs["score_distributions"] = plots.score_distributions(ev["machine_ids"], ev["labels"], ev["scores"], th)
+        if len(set(ev["labels"])) == 2:
+            aucs = {m: r["auc"] for m, r in outcome.report["per_id"].items() if "auc" in r}
+            figs["roc_curves"] = plots.roc_curves(ev["machine_ids"], ev["labels"], ev["scores"], aucs)
+        worst = int(np.argmax(ev["scores"]))
+        lm = eval_rows[worst].logmel
+        frames = outcome.config.features.frames
+        with torch.no_grad():
+            outcome.model.eval().cpu()
+            rec = outcome.model(torch.as_tensor(windows(lm, frames)))
+        n_mels = lm.shape[0]
+        recon = rec.reshape(-1, frames, n_mels)[:, 0, :].T.numpy()  # each window's first frame
+        figs["reconstruction"] = plots.reconstruction(lm[:, : recon.shape[1]], recon,
+                                                      f"highest-scoring eval clip (id {ev['machine_ids'][worst]})")
+    return figs
+
+
+def register(svc: Services, outcome: Outcome, eval_rows: list[FeatureRow], tolerance: float = 0.0,
+             log: Log = _quiet) -> tuple[str, int, Decision]:
+    """Log the run, register a version, promote it if it is no worse than the champion."""
+    cfg = outcome.config
+    name = model_name(cfg.machine_type, cfg.family)
+    tracker = svc.tracker
+    # the champion, re-scored on this same evaluation set when it uses the same features
+    champion_figs = None
+    champ = tracker.champion_version(name)
+    if champ is not None and eval_rows:
+        try:
+            current = tracker.load(name, int(champ.version))
+            if current.config.features.hash == cfg.features.hash:
+                rep, _ = evaluate(current.model, current.config, eval_rows, current.thresholds)
+                if "auc" in rep["mean"]:
+                    champion_figs = (rep["mean"]["auc"], rep["mean"]["pauc"])
+        except Exception as e:  # noqa: BLE001 - fall back to the champion's stored figures
+            log(f"could not re-evaluate champion v{champ.version} ({e}); using its stored figures")
+    figs = figures(outcome, eval_rows)
+    run_id, version = tracker.log_training(
+        cfg, outcome.model, outcome.history, outcome.thresholds, outcome.report, outcome.data, figs,
+        {"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run, "train_seconds": outcome.seconds})
+    mean = outcome.report.get("mean", {})
+    auc, pauc = mean.get("auc", float("nan")), mean.get("pauc", float("nan"))
+    if not eval_rows or "auc" not in mean:
+        decision = tracker.decide(name, auc, pauc, champion_figs, tolerance)
+        if decision.champion_version is not None:
+            decision = Decision(False, "no labelled evaluation set: champion kept", decision.champion_version,
+                                decision.champion_auc, decision.champion_pauc)
+        else:
+            decision = Decision(True, "no champion yet (no evaluation set to gate on)", None, None, None)
+    else:
+        decision = tracker.decide(name, auc, pauc, champion_figs, tolerance)
+    if decision.promoted:
+        tracker.set_champion(name, version)
+    tracker.log_decision(run_id, decision)
+    import json
+
+    svc.db.record_model_version({
+        "model_name": name, "version": version, "family": cfg.family, "machine_type": cfg.machine_type,
+        "mlflow_run_id": run_id, "feature_hash": cfg.features.hash,
+        "mean_auc": mean.get("auc"), "mean_pauc": mean.get("pauc"),
+        "champion_auc": decision.champion_auc, "champion_pauc": decision.champion_pauc,
+        "promoted": decision.promoted, "decision": decision.reason,
+        "thresholds": json.dumps(threshold_map(outcome.thresholds)), "baseline": json.dumps(outcome.baseline),
+    })
+    log(f"{name} v{version}: {'promoted to champion' if decision.promoted else 'not promoted'} ({decision.reason})")
+    return run_id, version, decision

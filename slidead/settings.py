@@ -1,0 +1,70 @@
+"""Settings from the environment, in one place.
+
+Everything else in the library takes values, not settings: the CLI and the flows read
+``Settings()`` once and pass what they need down.
+
+| variable | default |
+| --- | --- |
+| ``SLIDEAD_HOME`` | ``./slidead-data`` |
+| ``SLIDEAD_STORE`` | ``$SLIDEAD_HOME/store`` (a folder, or ``s3://bucket/prefix``) |
+| ``SLIDEAD_S3_ENDPOINT`` | unset (AWS); set for MinIO or any S3-compatible server |
+| ``SLIDEAD_MLFLOW_URI`` | ``sqlite:///$SLIDEAD_HOME/mlflow.db`` |
+| ``SLIDEAD_DUCKDB`` | ``$SLIDEAD_HOME/slidead.duckdb`` |
+| ``SLIDEAD_FAMILY`` | ``vae`` (family used by ``score`` when none is given) |
+| ``SLIDEAD_DEVICE`` | ``auto`` |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FAMILIES = ("ae", "vae")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLIDEAD_", extra="ignore")
+
+    home: Path = Path("./slidead-data")
+    store: str | None = None
+    s3_endpoint: str | None = None
+    mlflow_uri: str | None = None
+    duckdb: str | None = None
+    family: str = "vae"
+    device: str = "auto"
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, v: str) -> str:
+        if v not in FAMILIES:
+            raise ValueError(f"SLIDEAD_FAMILY={v!r}: expected one of {FAMILIES}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
+            raise ValueError(f"SLIDEAD_DEVICE={v!r}: expected auto, cpu, cuda or cuda:N")
+        return v
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def store_uri(self) -> str:
+        return self.store or str(self.home_dir / "store")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return str(self.home_dir / "mlartifacts")
+
+    @property
+    def duckdb_path(self) -> str:
+        return self.duckdb or str(self.home_dir / "slidead.duckdb")

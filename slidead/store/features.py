@@ -1,0 +1,137 @@
+"""The Parquet feature store: one row per clip with its log-mel matrix.
+
+Layout under the store root (hive-partitioned, readable by pyarrow datasets and by DuckDB's
+``read_parquet('.../**/*.parquet', hive_partitioning=true)``)::
+
+    features/<feature-config-hash>/night=<YYYY-MM-DD>/machine_type=<T>/part-*.parquet
+    features/<feature-config-hash>/set=<train|eval>/machine_type=<T>/part-*.parquet
+
+Columns: ``clip_id``, ``machine_id``, ``label`` (null for drops), ``n_frames``, ``logmel``
+(a list of frames, each a fixed-size list of ``n_mels`` float32) and ``config_hash``.
+A file that cannot be read (half-written, corrupt) is ignored, so its clips are recomputed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ..features import FeatureConfig
+
+
+@dataclass
+class FeatureRow:
+    clip_id: str
+    machine_id: str
+    label: str | None
+    logmel: np.ndarray   # (n_mels, T) float32
+
+
+def partition(split: str, night: str | None = None) -> str:
+    if split == "drop":
+        if not night:
+            raise ValueError("drop features need a night")
+        return f"night={night}"
+    if split in ("train", "eval"):
+        return f"set={split}"
+    raise ValueError(f"split={split!r}: expected drop, train or eval")
+
+
+def _schema(n_mels: int) -> pa.Schema:
+    return pa.schema([
+        ("clip_id", pa.string()),
+        ("machine_id", pa.string()),
+        ("label", pa.string()),
+        ("n_frames", pa.int32()),
+        ("logmel", pa.list_(pa.list_(pa.float32(), n_mels))),
+        ("config_hash", pa.string()),
+    ])
+
+
+class FeatureStore:
+    def __init__(self, filesystem: pafs.FileSystem, root: str):
+        self.fs = filesystem
+        self.root = root.rstrip("/")
+
+    @classmethod
+    def local(cls, store_root: str) -> "FeatureStore":
+        return cls(pafs.LocalFileSystem(), f"{store_root.rstrip('/')}/features")
+
+    def directory(self, config: FeatureConfig, part: str, machine_type: str) -> str:
+        return f"{self.root}/{config.hash}/{part}/machine_type={machine_type}"
+
+    def _files(self, directory: str) -> list[str]:
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        except (FileNotFoundError, OSError):
+            return []
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+
+    def write(self, config: FeatureConfig, part: str, machine_type: str, rows: Iterable[FeatureRow]) -> str | None:
+        rows = list(rows)
+        if not rows:
+            return None
+        n_mels = config.n_mels
+        frames = [np.ascontiguousarray(r.logmel.T, dtype=np.float32) for r in rows]  # (T, n_mels)
+        for r, f in zip(rows, frames):
+            if f.shape[1] != n_mels:
+                raise ValueError(f"clip {r.clip_id}: {f.shape[1]} mels, config has {n_mels}")
+        counts = np.array([f.shape[0] for f in frames], dtype=np.int32)
+        flat = pa.array(np.concatenate([f.ravel() for f in frames]), type=pa.float32())
+        fsl = pa.FixedSizeListArray.from_arrays(flat, n_mels)
+        offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+        logmel = pa.ListArray.from_arrays(offsets, fsl)
+        table = pa.Table.from_arrays([
+            pa.array([r.clip_id for r in rows]),
+            pa.array([r.machine_id for r in rows]),
+            pa.array([r.label for r in rows], type=pa.string()),
+            pa.array(counts),
+            logmel,
+            pa.array([config.hash] * len(rows)),
+        ], schema=_schema(n_mels))
+        directory = self.directory(config, part, machine_type)
+        self.fs.create_dir(directory, recursive=True)
+        name = f"part-{uuid.uuid4().hex[:12]}.parquet"
+        tmp, final = f"{directory}/.tmp-{name}", f"{directory}/{name}"
+        pq.write_table(table, tmp, filesystem=self.fs, compression="zstd")
+        self.fs.move(tmp, final)
+        return final
+
+    def read(self, config: FeatureConfig, part: str, machine_type: str,
+             clip_ids: set[str] | None = None) -> dict[str, FeatureRow]:
+        """Rows for this config and partition (only ``clip_ids`` if given), keyed by clip_id."""
+        out: dict[str, FeatureRow] = {}
+        for path in self._files(self.directory(config, part, machine_type)):
+            try:
+                table = pq.read_table(path, filesystem=self.fs)
+            except Exception:  # half-written or corrupt: its clips get recomputed
+                continue
+            ids = table.column("clip_id").to_pylist()
+            want = [i for i, c in enumerate(ids) if (clip_ids is None or c in clip_ids) and c not in out]
+            if not want:
+                continue
+            table = table.take(pa.array(want))
+            counts = table.column("n_frames").to_numpy()
+            values = table.column("logmel").combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)
+            values = values.reshape(-1, config.n_mels)
+            starts = np.r_[0, np.cumsum(counts)]
+            for j, (cid, mid, lab) in enumerate(zip(table.column("clip_id").to_pylist(),
+                                                    table.column("machine_id").to_pylist(),
+                                                    table.column("label").to_pylist())):
+                out[cid] = FeatureRow(cid, mid, lab, np.ascontiguousarray(values[starts[j]:starts[j + 1]].T))
+        return out
+
+    def existing(self, config: FeatureConfig, part: str, machine_type: str) -> set[str]:
+        ids: set[str] = set()
+        for path in self._files(self.directory(config, part, machine_type)):
+            try:
+                ids.update(pq.read_table(path, columns=["clip_id"], filesystem=self.fs).column("clip_id").to_pylist())
+            except Exception:
+                continue
+        return ids

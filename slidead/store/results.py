@@ -1,0 +1,177 @@
+"""The DuckDB results database: clips, rejected inputs, scores, runs, model versions.
+
+One writer at a time: a connection that finds the file locked (an analyst's ``duckdb``
+shell, another run) retries with backoff, then raises :class:`DatabaseBusyError` naming the
+holder. Every write uses parameters or registered Arrow tables, never SQL built from strings.
+Rows go in with ``ON CONFLICT DO NOTHING`` keyed on the primary keys, so re-running a night
+changes nothing that was right.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from ..errors import DatabaseBusyError
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+SCHEMA_FILE = SQL_DIR / "schema.sql"
+
+CLIP_COLUMNS = ("clip_id", "uri", "night", "split", "machine_type", "machine_id", "label",
+                "sample_rate", "channels", "duration_s", "note")
+REJECTED_COLUMNS = ("uri", "night", "machine_type", "machine_id", "reason", "detail", "clip_id", "run_id")
+SCORE_COLUMNS = ("clip_id", "model_name", "model_version", "family", "night", "machine_type",
+                 "machine_id", "score", "threshold", "is_anomaly", "peak_time_s",
+                 "peak_freq_lo_hz", "peak_freq_hi_hz", "run_id")
+RUN_COLUMNS = ("run_id", "flow", "night", "machine_type", "family", "model_name", "model_version",
+               "status", "n_clips", "n_scored", "n_skipped", "n_rejected", "n_flagged",
+               "started_at", "finished_at", "seconds", "detail")
+MODEL_VERSION_COLUMNS = ("model_name", "version", "family", "machine_type", "mlflow_run_id",
+                         "feature_hash", "mean_auc", "mean_pauc", "champion_auc", "champion_pauc",
+                         "promoted", "decision", "thresholds", "baseline")
+
+# Insert statements are fixed strings chosen from this table, never built from input.
+_INSERT = {
+    "clips": "INSERT INTO clips (clip_id, uri, night, split, machine_type, machine_id, label, "
+             "sample_rate, channels, duration_s, note) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+             "ON CONFLICT DO NOTHING",
+    "rejected": "INSERT INTO rejected (uri, night, machine_type, machine_id, reason, detail, clip_id, "
+                "run_id) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+    "model_versions": "INSERT OR REPLACE INTO model_versions (model_name, version, family, machine_type, "
+                      "mlflow_run_id, feature_hash, mean_auc, mean_pauc, champion_auc, champion_pauc, "
+                      "promoted, decision, thresholds, baseline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    "runs": "INSERT OR REPLACE INTO runs (run_id, flow, night, machine_type, family, model_name, "
+            "model_version, status, n_clips, n_scored, n_skipped, n_rejected, n_flagged, started_at, "
+            "finished_at, seconds, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+}
+
+_HOLDER = re.compile(r"\(PID (\d+)\)")
+
+
+class ResultsDB:
+    """A DuckDB file with slidead's schema. Open short connections with :meth:`connect`."""
+
+    def __init__(self, path: str | Path, *, lock_timeout_s: float = 30.0):
+        self.path = str(path)
+        self.lock_timeout_s = lock_timeout_s
+        self._schema_applied = False
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if not read_only:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        elif not Path(self.path).exists():
+            raise FileNotFoundError(f"no results database at {self.path}: run `slidead score` or `slidead demo` first")
+        con = self._open(read_only)
+        try:
+            if not read_only and not self._schema_applied:
+                con.execute(SCHEMA_FILE.read_text())
+                self._schema_applied = True
+            yield con
+        finally:
+            con.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.1
+        while True:
+            try:
+                return duckdb.connect(self.path, read_only=read_only)
+            except duckdb.IOException as e:
+                msg = str(e)
+                if "lock" not in msg.lower() or time.monotonic() >= deadline:
+                    if "lock" in msg.lower():
+                        m = _HOLDER.search(msg)
+                        holder = f"process {m.group(1)}" if m else "another process"
+                        raise DatabaseBusyError(
+                            f"{self.path} is held open by {holder} (a duckdb shell or another run?); "
+                            f"waited {self.lock_timeout_s:.0f} s. Close it and re-run: nothing was written."
+                        ) from None
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _insert_rows(self, table: str, columns: tuple[str, ...], rows: Iterable[dict]) -> int:
+        values = [tuple(r.get(c) for c in columns) for r in rows]
+        if not values:
+            return 0
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            con.executemany(_INSERT[table], values)
+            con.execute("COMMIT")
+        return len(values)
+
+    def add_clips(self, rows: Iterable[dict]) -> int:
+        return self._insert_rows("clips", CLIP_COLUMNS, rows)
+
+    def add_rejected(self, rows: Iterable[dict]) -> int:
+        return self._insert_rows("rejected", REJECTED_COLUMNS, rows)
+
+    def record_model_version(self, row: dict) -> None:
+        self._insert_rows("model_versions", MODEL_VERSION_COLUMNS, [row])
+
+    def record_run(self, row: dict) -> None:
+        self._insert_rows("runs", RUN_COLUMNS, [row])
+
+    def load_scores(self, tables: Iterable[pa.Table], clips: Iterable[dict] = ()) -> int:
+        """Load shard results (Arrow tables with SCORE_COLUMNS) and their clips in one transaction.
+
+        Returns the number of score rows that were new.
+        """
+        clip_values = [tuple(r.get(c) for c in CLIP_COLUMNS) for r in clips]
+        with self.connect() as con:
+            before = con.execute("SELECT count(*) FROM scores").fetchone()[0]
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if clip_values:
+                    con.executemany(_INSERT["clips"], clip_values)
+                for table in tables:
+                    shard = table.select(list(SCORE_COLUMNS))
+                    con.register("shard", shard)
+                    con.execute(
+                        "INSERT INTO scores (clip_id, model_name, model_version, family, night, machine_type, "
+                        "machine_id, score, threshold, is_anomaly, peak_time_s, peak_freq_lo_hz, "
+                        "peak_freq_hi_hz, run_id) SELECT clip_id, model_name, model_version, family, "
+                        "CAST(night AS DATE), machine_type, machine_id, score, threshold, is_anomaly, "
+                        "peak_time_s, peak_freq_lo_hz, peak_freq_hi_hz, run_id FROM shard "
+                        "ON CONFLICT DO NOTHING"
+                    )
+                    con.unregister("shard")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return con.execute("SELECT count(*) FROM scores").fetchone()[0] - before
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def scored_clip_ids(self, model_name: str, model_version: int) -> set[str]:
+        if not Path(self.path).exists():
+            return set()
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT clip_id FROM scores WHERE model_name = ? AND model_version = ?",
+                [model_name, model_version],
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def rejected_uris(self) -> set[str]:
+        if not Path(self.path).exists():
+            return set()
+        with self.connect() as con:
+            return {r[0] for r in con.execute("SELECT uri FROM rejected").fetchall()}
+
+    def query(self, sql: str, params: dict | list | None = None, read_only: bool = True) -> tuple[list[str], list[tuple]]:
+        """Run one read query; returns (column names, rows)."""
+        with self.connect(read_only=read_only) as con:
+            cur = con.execute(sql, params) if params else con.execute(sql)
+            cols = [d[0] for d in cur.description] if cur.description else []
+            return cols, cur.fetchall()

@@ -1,0 +1,56 @@
+"""Shard results: what one worker scored, as Parquet in the store, before the DuckDB load.
+
+``results/night=<D>/model=<name>/version=<v>/<kind>-<shard>.parquet`` with kinds ``scores``,
+``clips`` and ``rejected``. A shard is named by a hash of its clip keys, so a re-run after a
+crash finds the shards already written and loads them instead of scoring them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+KINDS = ("scores", "clips", "rejected")
+
+
+def shard_id(keys: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+
+
+class ShardStore:
+    def __init__(self, filesystem: pafs.FileSystem, root: str):
+        self.fs = filesystem
+        self.root = root.rstrip("/")
+
+    def directory(self, night: str, model_name: str, version: int) -> str:
+        return f"{self.root}/night={night}/model={model_name}/version={version}"
+
+    def path(self, night, model_name, version, kind: str, shard: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
+        return f"{self.directory(night, model_name, version)}/{kind}-{shard}.parquet"
+
+    def write(self, night, model_name, version, shard: str, tables: dict[str, pa.Table]) -> None:
+        """Write the shard's tables; ``scores`` last, so its presence means the shard is whole."""
+        directory = self.directory(night, model_name, version)
+        self.fs.create_dir(directory, recursive=True)
+        for kind in ("clips", "rejected", "scores"):
+            final = self.path(night, model_name, version, kind, shard)
+            tmp = f"{directory}/.tmp-{kind}-{shard}.parquet"
+            pq.write_table(tables[kind], tmp, filesystem=self.fs)
+            self.fs.move(tmp, final)
+
+    def done(self, night, model_name, version, shard: str) -> bool:
+        info = self.fs.get_file_info(self.path(night, model_name, version, "scores", shard))
+        return info.type == pafs.FileType.File
+
+    def read(self, night, model_name, version, shard: str) -> dict[str, pa.Table] | None:
+        """The shard's tables, or None if any is missing or unreadable (then it is recomputed)."""
+        try:
+            return {k: pq.read_table(self.path(night, model_name, version, k, shard), filesystem=self.fs)
+                    for k in KINDS}
+        except (OSError, pa.ArrowInvalid):
+            return None

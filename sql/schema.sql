@@ -1,0 +1,117 @@
+-- slidead results database. Applied idempotently on every connection that writes
+-- (CREATE ... IF NOT EXISTS / CREATE OR REPLACE VIEW). Primary keys make re-runs idempotent.
+
+CREATE TABLE IF NOT EXISTS clips (
+    clip_id       VARCHAR PRIMARY KEY,   -- SHA-256 of the WAV bytes
+    uri           VARCHAR NOT NULL,      -- where it was first seen
+    night         DATE,                  -- drop night, NULL for train/eval clips
+    split         VARCHAR NOT NULL,      -- 'drop' | 'train' | 'eval'
+    machine_type  VARCHAR NOT NULL,
+    machine_id    VARCHAR NOT NULL,
+    label         VARCHAR,               -- 'normal' | 'anomaly' when known
+    sample_rate   INTEGER,               -- as recorded, before resampling
+    channels      INTEGER,
+    duration_s    DOUBLE,
+    note          VARCHAR,               -- e.g. 'resampled from 44100 Hz', 'longer than 10 s'
+    ingested_at   TIMESTAMP DEFAULT current_timestamp
+);
+
+CREATE TABLE IF NOT EXISTS rejected (
+    uri           VARCHAR PRIMARY KEY,
+    night         DATE,
+    machine_type  VARCHAR,
+    machine_id    VARCHAR,
+    reason        VARCHAR NOT NULL,      -- short slug: empty, not_wav, truncated, silent, ...
+    detail        VARCHAR,
+    clip_id       VARCHAR,               -- when the bytes could be read
+    run_id        VARCHAR,
+    rejected_at   TIMESTAMP DEFAULT current_timestamp
+);
+
+CREATE TABLE IF NOT EXISTS scores (
+    clip_id         VARCHAR NOT NULL,
+    model_name      VARCHAR NOT NULL,    -- slidead-<machine_type>-<family>
+    model_version   INTEGER NOT NULL,
+    family          VARCHAR NOT NULL,
+    night           DATE,
+    machine_type    VARCHAR NOT NULL,
+    machine_id      VARCHAR NOT NULL,
+    score           DOUBLE NOT NULL,
+    threshold       DOUBLE,
+    is_anomaly      BOOLEAN,
+    peak_time_s     DOUBLE,              -- where in time the error peaked
+    peak_freq_lo_hz DOUBLE,              -- the mel band where the error peaked
+    peak_freq_hi_hz DOUBLE,
+    run_id          VARCHAR,
+    scored_at       TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (clip_id, model_name, model_version)
+);
+
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        VARCHAR PRIMARY KEY,
+    flow          VARCHAR NOT NULL,      -- 'score' | 'retrain'
+    night         DATE,
+    machine_type  VARCHAR,
+    family        VARCHAR,
+    model_name    VARCHAR,
+    model_version INTEGER,
+    status        VARCHAR NOT NULL,      -- 'running' | 'completed' | 'failed'
+    n_clips       INTEGER,
+    n_scored      INTEGER,
+    n_skipped     INTEGER,               -- already scored by this model version
+    n_rejected    INTEGER,
+    n_flagged     INTEGER,
+    started_at    TIMESTAMP,
+    finished_at   TIMESTAMP,
+    seconds       DOUBLE,
+    detail        VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS model_versions (
+    model_name     VARCHAR NOT NULL,
+    version        INTEGER NOT NULL,
+    family         VARCHAR NOT NULL,
+    machine_type   VARCHAR NOT NULL,
+    mlflow_run_id  VARCHAR,
+    feature_hash   VARCHAR,
+    mean_auc       DOUBLE,
+    mean_pauc      DOUBLE,
+    champion_auc   DOUBLE,               -- the champion's figures it was compared with
+    champion_pauc  DOUBLE,
+    promoted       BOOLEAN,
+    decision       VARCHAR,
+    thresholds     VARCHAR,              -- JSON: machine_id -> threshold
+    baseline       VARCHAR,              -- JSON: machine_id -> {median, p90} of normal training scores
+    created_at     TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (model_name, version)
+);
+
+CREATE OR REPLACE VIEW anomalies AS
+SELECT s.night, s.machine_type, s.machine_id, s.clip_id, c.uri,
+       s.model_name, s.model_version, s.score, s.threshold,
+       s.score - s.threshold AS margin,
+       s.score / nullif(s.threshold, 0) AS ratio,
+       s.peak_time_s, s.peak_freq_lo_hz, s.peak_freq_hi_hz, s.scored_at
+FROM scores s LEFT JOIN clips c USING (clip_id)
+WHERE s.is_anomaly;
+
+CREATE OR REPLACE VIEW nightly_summary AS
+WITH sc AS (
+    SELECT night, machine_type, machine_id, model_name, model_version,
+           count(*) AS n_scored,
+           count(*) FILTER (WHERE is_anomaly) AS n_flagged,
+           median(score) AS median_score,
+           max(score) AS max_score
+    FROM scores GROUP BY ALL
+), rj AS (
+    SELECT night, machine_type, machine_id, count(*) AS n_rejected
+    FROM rejected WHERE night IS NOT NULL GROUP BY ALL
+)
+SELECT sc.night, sc.machine_type, sc.machine_id, sc.model_name, sc.model_version,
+       sc.n_scored, sc.n_flagged,
+       round(sc.n_flagged / sc.n_scored, 4) AS anomaly_rate,
+       sc.median_score, sc.max_score,
+       coalesce(rj.n_rejected, 0) AS n_rejected
+FROM sc LEFT JOIN rj
+  ON rj.night = sc.night AND rj.machine_type = sc.machine_type AND rj.machine_id = sc.machine_id
+WHERE sc.night IS NOT NULL;
