@@ -17,10 +17,18 @@ from slidead.services import Services
 from slidead.settings import Settings
 
 
+@task(cache_policy=NONE)
+def champions(svc: Services, night: str, family: str, machine_type: str | None) -> dict:
+    """No retries: a missing champion needs a retrain, not another try."""
+    return nightly.champions(svc, night, family, machine_type)
+
+
 @task(retries=2, retry_delay_seconds=10, cache_policy=NONE)
-def score_shards(svc: Services, night: str, family: str, machine_type: str | None, shard_size: int, run_id: str):
+def score_shards(svc: Services, night: str, family: str, machine_type: str | None, shard_size: int, run_id: str,
+                 models: dict):
     log = get_run_logger().info
-    return nightly.score_night(svc, night, family, machine_type, shard_size, run_id, Progress("score", log), log)
+    return nightly.score_night(svc, night, family, machine_type, shard_size, run_id, Progress("score", log), log,
+                               models)
 
 
 @task(retries=3, retry_delay_seconds=10, cache_policy=NONE)
@@ -44,13 +52,13 @@ def score(night: str | None = None, family: str | None = None, machine_type: str
     night = night or yesterday(timezone)
     family = family or settings.family
     started = dt.datetime.now()
-    res = nightly.NightResult(night, "")
+    res = nightly.NightResult(night, _run_id())
     try:
-        res = score_shards(svc, night, family, machine_type, shard_size, _run_id())
+        models = champions(svc, night, family, machine_type)
+        res = score_shards(svc, night, family, machine_type, shard_size, res.run_id, models)
         res = load(svc, res)
     except Exception as e:
-        if res.run_id:
-            nightly.record_run(svc, res, family, "failed", started, str(e)[:500])
+        nightly.record_run(svc, res, family, "failed", started, f"{type(e).__name__}: {e}"[:1000])
         raise
     nightly.record_run(svc, res, family, "completed", started)
     cols, rows = svc.db.query(

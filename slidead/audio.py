@@ -3,7 +3,8 @@
 ``decode(data) -> Decoded`` with ``audio`` of shape ``(samples,)`` float32 in [-1, 1] at
 ``target_rate``. Multichannel files (MIMII clips are 8-channel WAVE_FORMAT_EXTENSIBLE) give
 one configurable channel; other rates are resampled with torchaudio. Anything that cannot be
-scored raises :class:`~slidead.errors.AudioError` with a short ``reason``.
+scored raises :class:`~slidead.errors.AudioError` with a short ``reason``. A truncated file
+(less data than its header declares) decodes what is there, with a ``truncated`` note.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import soundfile as sf
 from .errors import AudioError
 
 NOMINAL_SECONDS = 10.0
+MAX_RATE = 384_000          # above this a header is corrupt, and resampling would blow up memory
+_EXACT_RESAMPLE_MAX = 1000  # torchaudio's kernel grows as (new/g) x (orig/g): use it only when small
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,9 @@ def decode(data: bytes, config: AudioConfig = AudioConfig()) -> Decoded:
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError with a message
         raise AudioError("unreadable", str(e).strip() or type(e).__name__) from None
     notes: list[str] = []
-    if x.shape[0] < frames:
-        notes.append(f"truncated: {x.shape[0]} of {frames} frames present")
+    expected = max(frames, _declared_frames(data))  # libsndfile counts only the frames present
+    if x.shape[0] < expected:
+        notes.append(f"truncated: {x.shape[0]} of {expected} frames present")
     if channels > 1:
         if config.channel >= channels:
             raise AudioError("no_such_channel", f"channel {config.channel} asked for, file has {channels}")
@@ -84,6 +88,8 @@ def decode(data: bytes, config: AudioConfig = AudioConfig()) -> Decoded:
         raise AudioError("silent", "digital silence (every sample is zero)" if audio.size else "no samples")
     if rate < config.min_rate:
         raise AudioError("sample_rate_too_low", f"{rate} Hz is below the {config.min_rate} Hz minimum")
+    if rate > MAX_RATE:
+        raise AudioError("sample_rate_too_high", f"{rate} Hz is above the {MAX_RATE} Hz maximum")
     if rate != config.target_rate:
         audio = resample(audio, rate, config.target_rate)
         notes.append(f"resampled from {rate} Hz")
@@ -104,8 +110,34 @@ def decode(data: bytes, config: AudioConfig = AudioConfig()) -> Decoded:
 
 
 def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited resampling. torchaudio's sinc kernel for rates whose ratio reduces to small
+    integers (every common rate); a polyphase filter otherwise (44101 Hz would need a 12 GB kernel)."""
+    import math
+
+    g = math.gcd(orig_rate, new_rate)
+    if max(orig_rate, new_rate) // g > _EXACT_RESAMPLE_MAX:
+        from scipy.signal import resample_poly
+
+        return resample_poly(np.asarray(audio, dtype=np.float64), new_rate // g, orig_rate // g).astype(np.float32)
     import torch
     import torchaudio.functional as AF
 
     y = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), orig_rate, new_rate)
     return y.numpy()
+
+
+def _declared_frames(data: bytes) -> int:
+    """Frames the RIFF header's ``data`` chunk declares (0 when unknown or not plain RIFF)."""
+    if data[:4] != b"RIFF":
+        return 0
+    pos, block_align = 12, 0
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if cid == b"fmt " and pos + 22 <= len(data):
+            block_align = int.from_bytes(data[pos + 20:pos + 22], "little")
+        elif cid == b"data":
+            if block_align <= 0 or size in (0, 0xFFFFFFFF):  # streaming writers leave these
+                return 0
+            return size // block_align
+        pos += 8 + size + (size & 1)
+    return 0

@@ -27,7 +27,7 @@ def say(msg: str) -> None:
 def _prefect_env(settings: Settings) -> None:
     """Keep Prefect's own state under SLIDEAD_HOME unless the user points it elsewhere."""
     os.environ.setdefault("PREFECT_HOME", str(settings.home_dir / "prefect"))
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
 

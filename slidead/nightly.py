@@ -70,6 +70,12 @@ def machine_types(svc: Services, night: str) -> list[str]:
     return sorted({r.machine_type for r in refs})
 
 
+def champions(svc: Services, night: str, family: str, machine_type: str | None = None) -> dict[str, LoadedModel]:
+    """The champion of ``family`` for each machine type in the night (NoChampionError if one lacks it)."""
+    types = [machine_type] if machine_type else machine_types(svc, night)
+    return {model_name(t, family): svc.tracker.load(model_name(t, family)) for t in types}
+
+
 def score_night(svc: Services, night: str, family: str, machine_type: str | None = None,
                 shard_size: int = 256, run_id: str | None = None,
                 progress: Callable[[int, int], None] | None = None, log: Log = _quiet,
@@ -94,7 +100,7 @@ def score_night(svc: Services, night: str, family: str, machine_type: str | None
         _write_rejected_only(shards, night, run_id, bad_all, res)
     for mtype in types:
         name = model_name(mtype, family)
-        loaded = (models or {}).get(name) or svc.tracker.load(name)
+        loaded = models[name] if models and name in models else svc.tracker.load(name)
         res.models[name] = loaded.version
         already = svc.db.scored_clip_ids(name, loaded.version)
         refs = [r for r in refs_all if r.machine_type == mtype]
@@ -162,10 +168,15 @@ def load_night(svc: Services, res: NightResult, log: Log = _quiet) -> NightResul
     """Load every shard of the run into DuckDB in one transaction (the one writer)."""
     shards = shard_store(svc)
     scores, clips, rejected = [], [], []
+    prior: dict[tuple[str, int], set[str]] = {}
     for night, name, version, sid in res.shards:
         t = shards.read(night, name, version, sid)
         if t is None:
             raise RuntimeError(f"shard {sid} of {name} v{version} for {night} is missing or unreadable; re-run the night")
+        if (name, version) not in prior:
+            prior[(name, version)] = svc.db.scored_clip_ids(name, version)
+        # a resumed shard may hold clips an earlier run already loaded: those count as skipped
+        res.n_skipped += sum(1 for c in t["scores"].column("clip_id").to_pylist() if c in prior[(name, version)])
         scores.append(t["scores"])
         clips.extend(t["clips"].to_pylist())
         rejected.extend(t["rejected"].to_pylist())
@@ -173,9 +184,12 @@ def load_night(svc: Services, res: NightResult, log: Log = _quiet) -> NightResul
     svc.db.add_rejected(rejected)
     res.n_scored = new
     res.n_rejected = len({r["uri"] for r in rejected})
-    res.n_flagged = int(sum(pa.compute.sum(t["is_anomaly"]).as_py() or 0 for t in scores if t.num_rows))
+    cols, rows = svc.db.query(
+        "SELECT count(*) FROM anomalies WHERE night = ?::DATE AND list_contains(?, model_name || ':' || model_version)",
+        [res.night, [f"{n}:{v}" for n, v in res.models.items()]])
+    res.n_flagged = int(rows[0][0])
     log(f"{res.night}: {new} new scores loaded, {res.n_skipped} already scored, "
-        f"{res.n_rejected} rejected, {res.n_flagged} flagged")
+        f"{res.n_rejected} rejected, {res.n_flagged} flagged in the night")
     return res
 
 

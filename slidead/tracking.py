@@ -10,7 +10,10 @@ unpickles code. Pickled models are code: load them only from your own registry.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -53,6 +56,19 @@ class Decision:
     champion_pauc: float | None
 
 
+class _DropPickleNotice(logging.Filter):
+    """We log pickle deliberately (own class back, any batch size) and never load it ourselves."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Pickle or CloudPickle" not in record.getMessage()
+
+
+def _quiet_mlflow() -> None:
+    logging.getLogger("mlflow.pytorch").addFilter(_DropPickleNotice())
+    for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 class Tracker:
     """MLflow on one tracking URI; ``artifact_root`` is used for experiments it creates."""
 
@@ -61,6 +77,7 @@ class Tracker:
 
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        _quiet_mlflow()
         self.mlflow = mlflow
         self.uri = tracking_uri
         self.artifact_root = artifact_root
@@ -111,11 +128,12 @@ class Tracker:
                 model.eval().cpu()
                 with torch.no_grad():
                     signature = infer_signature(example.numpy(), model(example).numpy())
-                info = mlflow.pytorch.log_model(
-                    model, name="model", serialization_format="pickle", signature=signature,
-                    pip_requirements=PIP_REQUIREMENTS, extra_files=[str(f) for f in files],
-                    registered_model_name=name,
-                )
+                with contextlib.redirect_stderr(io.StringIO()):  # registry prints "Created version ..."
+                    info = mlflow.pytorch.log_model(
+                        model, name="model", serialization_format="pickle", signature=signature,
+                        pip_requirements=PIP_REQUIREMENTS, extra_files=[str(f) for f in files],
+                        registered_model_name=name,
+                    )
             version = int(info.registered_model_version)
             self.client.set_model_version_tag(name, str(version), "mean_auc", str(report["mean"].get("auc")))
             self.client.set_model_version_tag(name, str(version), "mean_pauc", str(report["mean"].get("pauc")))

@@ -1,0 +1,66 @@
+"""The Prefect flows, run for real under Prefect's test harness (a temporary local API)."""
+
+from __future__ import annotations
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.testing.utilities import prefect_test_harness
+
+from plant import NIGHT, make_plant
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_retrain_then_score_flows(harness, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIDEAD_HOME", str(tmp_path))
+    settings, svc, summary = make_plant(tmp_path)
+    from flows.retrain import retrain
+    from flows.score import score
+
+    state = retrain(family="ae", machine_type="slider", epochs=2, return_state=True)
+    assert state.is_completed()
+    out = state.result()
+    assert out["promoted"] and out["model_version"] == 1 and set(out["report"]["per_id"]) == {"00", "02"}
+
+    night = score(night=NIGHT, family="ae")
+    n = len(summary["night_truth"])
+    assert night["n_scored"] == n and night["models"] == {"slidead-slider-ae": 1}
+    with svc.db.connect(read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM scores WHERE night = ?::DATE", [NIGHT]).fetchone()[0] == n
+        status = con.execute("SELECT status, n_scored FROM runs WHERE flow = 'score'").fetchall()
+    assert status == [("completed", n)]
+
+    import anyio
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts()
+
+    keys = {a.key for a in anyio.run(artifacts)}
+    assert f"flagged-{NIGHT}" in keys and f"night-{NIGHT}" in keys and "retrain-slider-ae" in keys
+
+
+def test_score_flow_without_champion_fails_with_advice(harness, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIDEAD_HOME", str(tmp_path))
+    make_plant(tmp_path, n_train=2, n_eval_normal=0, n_eval_anomaly=0, machine_ids=("00",), night_normal=1,
+               night_anomaly=0)
+    from flows.score import score
+
+    state = score(night=NIGHT, family="vae", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="retrain"):
+        state.result()
+    from slidead.services import Services
+    from slidead.settings import Settings
+
+    db = Services.from_settings(Settings()).db
+    _, rows = db.query("SELECT count(*) FROM scores")
+    assert rows == [(0,)]
+    _, runs = db.query("SELECT status, detail FROM runs WHERE flow = 'score'")
+    assert runs[0][0] == "failed" and "NoChampionError" in runs[0][1]
