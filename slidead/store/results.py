@@ -175,3 +175,41 @@ class ResultsDB:
             cur = con.execute(sql, params) if params else con.execute(sql)
             cols = [d[0] for d in cur.description] if cur.description else []
             return cols, cur.fetchall()
+
+
+def httpfs_extension_path() -> str:
+    """The httpfs extension shipped by the ``duckdb-extension-httpfs`` package (no download)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("duckdb_extension_httpfs")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("duckdb-extension-httpfs is not installed")
+    path = Path(spec.submodule_search_locations[0]) / "extensions" / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
+    if not path.exists():
+        raise FileNotFoundError(f"no httpfs extension for DuckDB {duckdb.__version__} at {path}")
+    return str(path)
+
+
+def enable_httpfs(con: duckdb.DuckDBPyConnection, endpoint_url: str | None = None) -> None:
+    """Install and load httpfs from the package file; point it at an S3-compatible endpoint
+    with the credentials of the standard AWS chain (set as values, never logged)."""
+    from urllib.parse import urlparse
+
+    import boto3
+
+    con.install_extension(httpfs_extension_path())
+    con.load_extension("httpfs")
+    session = boto3.session.Session()
+    creds = session.get_credentials()
+    if creds is not None:
+        frozen = creds.get_frozen_credentials()
+        con.execute("SET s3_access_key_id = ?", [frozen.access_key])
+        con.execute("SET s3_secret_access_key = ?", [frozen.secret_key])
+        if frozen.token:
+            con.execute("SET s3_session_token = ?", [frozen.token])
+    con.execute("SET s3_region = ?", [session.region_name or "us-east-1"])
+    if endpoint_url:
+        p = urlparse(endpoint_url)
+        con.execute("SET s3_endpoint = ?", [p.netloc])
+        con.execute("SET s3_use_ssl = ?", [p.scheme == "https"])
+        con.execute("SET s3_url_style = 'path'")

@@ -1,0 +1,137 @@
+"""Tests for slidead.score: clip scores, where the error peaked, and batching across clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from slidead.features import FeatureConfig, mel_band_edges, windows
+from slidead.models import AE, VAE, AEConfig, VAEConfig
+from slidead.score import ClipScores, ScoreConfig, score_logmels
+
+CFG = FeatureConfig(n_mels=8)  # dim 40
+
+
+class Identity(nn.Module):
+    """Reconstructs every window perfectly."""
+
+    def forward(self, x):
+        return x
+
+    def window_errors(self, x, use_kl=False):
+        return (self(x) - x) ** 2, torch.zeros(x.shape[0])
+
+
+class Zero(nn.Module):
+    """Reconstructs every window as zeros: a window's error is its own square."""
+
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+    def window_errors(self, x, use_kl=False):
+        return (self(x) - x) ** 2, torch.zeros(x.shape[0])
+
+
+def _random_logmels(lengths, n_mels=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(-40, 5, (n_mels, t)).astype(np.float32) for t in lengths]
+
+
+def test_perfect_reconstruction_scores_zero():
+    lms = _random_logmels([5, 20, 313])
+    s = score_logmels(Identity(), lms, CFG)
+    assert isinstance(s, ClipScores) and len(s) == 3
+    np.testing.assert_array_equal(s.score, np.zeros(3))
+
+
+@pytest.mark.parametrize("frame, band", [(10, 3), (0, 0), (19, 7), (4, 5)])
+def test_injected_error_peaks_at_its_frame_and_band(frame, band):
+    t = 20
+    lm = np.zeros((8, t), np.float32)
+    lm[band, frame] = 3.0
+    s = score_logmels(Zero(), [lm], CFG)
+    assert s.peak_time_s[0] == pytest.approx(frame * 512 / 16000)
+    lo, hi = mel_band_edges(CFG)[band]
+    assert s.peak_freq_lo_hz[0] == lo and s.peak_freq_hi_hz[0] == hi
+    # score: the mean over 16 windows of each window's mean squared error over 40 dims;
+    # the spike sits in as many windows as cover its frame
+    covering = {10: 5, 0: 1, 19: 1, 4: 5}[frame]
+    assert s.score[0] == pytest.approx(covering * 9.0 / 40 / 16)
+
+
+def test_peak_time_and_band_with_real_feature_config():
+    cfg = FeatureConfig()  # 128 mels, 313 frames for 10 s
+    lm = np.zeros((128, 313), np.float32)
+    lm[100, 200] = 1.0
+    lm[30, 50] = 0.5
+    s = score_logmels(Zero(), [lm], cfg)
+    assert s.peak_time_s[0] == pytest.approx(200 * 0.032)
+    assert (s.peak_freq_lo_hz[0], s.peak_freq_hi_hz[0]) == tuple(mel_band_edges(cfg)[100])
+
+
+def test_score_matches_manual_computation_with_real_ae():
+    torch.manual_seed(0)
+    model = AE(AEConfig(input_dim=40, hidden=16, bottleneck=4))
+    lms = _random_logmels([7, 30, 12], seed=1)
+    s = score_logmels(model, lms, CFG)
+    model.eval()
+    for i, lm in enumerate(lms):
+        w = torch.as_tensor(windows(lm, 5))
+        expected = float(((model(w) - w) ** 2).mean(dim=1).mean())
+        assert s.score[i] == pytest.approx(expected, rel=1e-5)
+    assert np.all(s.score > 0)
+
+
+def test_batching_across_groups_gives_the_same_scores():
+    torch.manual_seed(0)
+    model = AE(AEConfig(input_dim=40, hidden=16, bottleneck=4))
+    lms = _random_logmels([5, 40, 9, 25, 6, 60], seed=2)
+    one = score_logmels(model, lms, CFG, ScoreConfig(batch_windows=100_000))
+    for budget in (1, 7, 30):
+        many = score_logmels(model, lms, CFG, ScoreConfig(batch_windows=budget))
+        np.testing.assert_allclose(many.score, one.score, rtol=1e-6)
+        np.testing.assert_array_equal(many.peak_time_s, one.peak_time_s)
+        np.testing.assert_array_equal(many.peak_freq_lo_hz, one.peak_freq_lo_hz)
+        np.testing.assert_array_equal(many.peak_freq_hi_hz, one.peak_freq_hi_hz)
+
+
+def test_clips_of_different_lengths_score_independently():
+    torch.manual_seed(0)
+    model = AE(AEConfig(input_dim=40, hidden=16, bottleneck=4))
+    lms = _random_logmels([5, 313, 11], seed=3)
+    together = score_logmels(model, lms, CFG)
+    for i, lm in enumerate(lms):
+        alone = score_logmels(model, [lm], CFG)
+        assert alone.score[0] == pytest.approx(together.score[i], rel=1e-6)
+        assert alone.peak_time_s[0] == together.peak_time_s[i]
+
+
+def test_vae_kl_switch_adds_mean_kl_per_dimension():
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(input_dim=40, hidden=16, latent=3))
+    lms = _random_logmels([9, 14], seed=4)
+    plain = score_logmels(model, lms, CFG, ScoreConfig(use_kl=False))
+    with_kl = score_logmels(model, lms, CFG, ScoreConfig(use_kl=True))
+    assert not model.training
+    for i, lm in enumerate(lms):
+        w = torch.as_tensor(windows(lm, 5))
+        mu, logvar = model.encode(w)
+        mse = ((model(w) - w) ** 2).mean(dim=1).double()
+        kl = (VAE.kl(mu, logvar) / 40).double()
+        assert kl.mean() > 0.01
+        assert plain.score[i] == pytest.approx(float(mse.mean()), rel=1e-6)
+        assert with_kl.score[i] == pytest.approx(float((mse + kl).mean()), rel=1e-6)
+    # deterministic in eval mode
+    np.testing.assert_array_equal(score_logmels(model, lms, CFG).score, plain.score)
+
+
+def test_too_few_frames_raises():
+    with pytest.raises(ValueError, match="clip 1 has 4 frames"):
+        score_logmels(Identity(), _random_logmels([6, 4]), CFG)
+
+
+def test_empty_list_gives_empty_scores():
+    s = score_logmels(Identity(), [], CFG)
+    assert len(s) == 0 and s.peak_time_s.shape == (0,)

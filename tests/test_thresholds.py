@@ -1,0 +1,78 @@
+"""Tests for slidead.thresholds: gamma fit per machine ID and the stored thresholds dict."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from slidead.thresholds import fit_thresholds, gamma_threshold, threshold_for, threshold_map
+
+
+@pytest.mark.parametrize("shape, scale, q", [(2.0, 3.0, 0.9), (5.0, 0.01, 0.9), (1.5, 10.0, 0.95)])
+def test_gamma_fit_recovers_the_quantile(shape, scale, q):
+    s = stats.gamma.rvs(shape, scale=scale, size=3000, random_state=np.random.default_rng(0))
+    fit = gamma_threshold(s, q)
+    assert fit["method"] == "gamma" and fit["n"] == 3000
+    assert fit["threshold"] == pytest.approx(stats.gamma.ppf(q, shape, scale=scale), rel=0.05)
+    assert fit["shape"] == pytest.approx(shape, rel=0.1)
+    assert fit["scale"] == pytest.approx(scale, rel=0.1)
+    # the threshold is exactly the fitted distribution's quantile
+    assert fit["threshold"] == pytest.approx(stats.gamma.ppf(q, fit["shape"], scale=fit["scale"]), rel=1e-12)
+
+
+def test_higher_quantile_higher_threshold():
+    s = stats.gamma.rvs(3.0, size=200, random_state=np.random.default_rng(1))
+    assert gamma_threshold(s, 0.5)["threshold"] < gamma_threshold(s, 0.9)["threshold"] < gamma_threshold(s, 0.99)["threshold"]
+
+
+def test_constant_scores():
+    fit = gamma_threshold([0.25] * 7)
+    assert fit == {"threshold": 0.25, "shape": None, "scale": None, "n": 7, "method": "constant"}
+
+
+def test_zero_score_is_allowed():
+    fit = gamma_threshold([0.0, 1.0, 2.0, 1.5, 0.5])
+    assert fit["method"] == "gamma" and np.isfinite(fit["threshold"]) and fit["threshold"] > 0
+
+
+def test_non_finite_scores_are_dropped():
+    fit = gamma_threshold([1.0, np.nan, 2.0, np.inf, 3.0])
+    assert fit["n"] == 3
+
+
+def test_too_few_scores():
+    with pytest.raises(ValueError, match="at least 3"):
+        gamma_threshold([1.0, 2.0])
+    with pytest.raises(ValueError, match="got 2"):
+        gamma_threshold([1.0, np.nan, 2.0, np.nan])
+    with pytest.raises(ValueError, match="at least 3"):
+        fit_thresholds({"00": np.arange(10.0) + 1, "02": np.array([1.0])})
+
+
+@pytest.mark.parametrize("q", [0.0, 1.0, -0.1, 1.5])
+def test_bad_quantile(q):
+    with pytest.raises(ValueError, match="quantile"):
+        gamma_threshold([1.0, 2.0, 3.0], q)
+
+
+def test_fit_thresholds_structure_and_lookup():
+    rng = np.random.default_rng(2)
+    th = fit_thresholds({"02": rng.gamma(2.0, 2.0, 50), "00": rng.gamma(2.0, 1.0, 50)}, 0.9, source="eval")
+    assert th["quantile"] == 0.9
+    assert list(th["per_id"]) == ["00", "02"]
+    assert all(v["source"] == "eval" and v["n"] == 50 for v in th["per_id"].values())
+    assert json.loads(json.dumps(th)) == th  # stored with the model version as JSON
+    m = threshold_map(th)
+    assert m == {"00": th["per_id"]["00"]["threshold"], "02": th["per_id"]["02"]["threshold"]}
+    assert threshold_for(th, "00") == m["00"]
+    # an ID the model never saw gets the highest known threshold (conservative)
+    assert threshold_for(th, "99") == max(m.values())
+
+
+def test_threshold_for_with_nothing_stored():
+    assert threshold_for({}, "00") is None
+    assert threshold_for({"per_id": {}}, "00") is None
+    assert threshold_map({}) == {}
