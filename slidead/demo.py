@@ -20,7 +20,7 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_demo(settings: Settings, epochs: int = 20, use_prefect: bool = True, fresh: bool = False) -> int:
+def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool = True, fresh: bool = False) -> int:
     from .cli import format_metrics, run_retrain, run_score
     from .progress import Progress
     from .report import format_table

@@ -3,12 +3,14 @@
 ``ingest(store, features, refs, configs)`` reads every clip once (into memory, no temp
 files), names it by the SHA-256 of its bytes (``clip_id``), reuses features already in the
 Parquet store for that clip and config, decodes the rest once and computes every requested
-feature config from the same audio. Unscorable clips become ``rejected`` rows with a reason;
-nothing raises for a bad clip.
+feature config from the same audio. The feature config decides the channel and sample rate it
+is computed from (and the shortest audio it accepts); configs that agree share one decode.
+Unscorable clips become ``rejected`` rows with a reason; nothing raises for a bad clip.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from collections import defaultdict
@@ -74,6 +76,8 @@ def ingest(
     configs = list(configs)
     res = IngestResult(features={c.hash: {} for c in configs})
     extractors = {c.hash: LogMel(c, device) for c in configs}
+    audio_for = {c.hash: _audio_config(audio_config, c) for c in configs}
+    decodes = list(dict.fromkeys(audio_for.values())) or [audio_config]
     groups: dict[tuple, list[ClipRef]] = defaultdict(list)
     for r in refs:
         groups[(partition(r.split, r.night), r.machine_type)].append(r)
@@ -113,14 +117,16 @@ def ingest(
                         res.n_reused += 1
                         continue
                 try:
-                    dec = decode(data, audio_config)
+                    decoded = {a: decode(data, a) for a in decodes}
                 except AudioError as e:
                     res.rejected.append(_rejected(store, ref, e.reason, e.detail, clip_id))
                     continue
+                dec = decoded[decodes[0]]
                 res.refs[clip_id] = ref
                 res.clips.append(_clip_row(store, ref, clip_id, dec.sample_rate, dec.channels, dec.duration_s, dec.note))
                 for c in configs:
-                    row = FeatureRow(clip_id, ref.machine_id, ref.label, extractors[c.hash](dec.audio))
+                    audio = decoded[audio_for[c.hash]].audio
+                    row = FeatureRow(clip_id, ref.machine_id, ref.label, extractors[c.hash](audio))
                     res.features[c.hash][clip_id] = row
                     new_rows[c.hash].append(row)
             for c in configs:
@@ -128,6 +134,12 @@ def ingest(
                 if cached_ids:
                     res.features[c.hash].update(fstore.read(c, part, mtype, set(cached_ids)))
     return res
+
+
+def _audio_config(audio: AudioConfig, features: FeatureConfig) -> AudioConfig:
+    """The decode a feature config needs: its channel, its sample rate, at least one window."""
+    return dataclasses.replace(audio, target_rate=features.sample_rate, channel=features.channel,
+                               min_samples=max(audio.min_samples, features.min_samples))
 
 
 def _header(data: bytes):

@@ -273,11 +273,12 @@ class PlantSpec:
     machine_ids: tuple[str, ...] = ("00", "02", "04")
     n_train: int = 40  # normal clips per machine ID under train/
     n_eval_normal: int = 12  # per ID under eval/.../normal
-    n_eval_anomaly: int = 12  # per ID under eval/.../anomaly (faults cycle, severity in [0.3, 1])
+    n_eval_anomaly: int = 12  # per ID under eval/.../anomaly (faults cycle through FAULTS)
     nights: tuple[str, ...] = ("2026-11-23",)  # YYYY-MM-DD drop folders
     night_normal: int = 8  # per ID per night
-    night_anomaly: int = 2  # per ID per night (random fault, severity in [0.3, 1])
+    night_anomaly: int = 2  # per ID per night (random fault)
     seed: int = 0
+    severity: tuple[float, float] = (0.3, 1.0)  # range of anomalous clips' severities
 
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -296,6 +297,9 @@ def _check_spec(spec: PlantSpec) -> None:
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name}={value!r} must be an int >= 0")
+    lo, hi = spec.severity
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"severity={spec.severity!r} must be a range (lo, hi) in (0, 1]")
     if isinstance(spec.nights, str):
         raise ValueError(f"nights={spec.nights!r}: give a tuple of YYYY-MM-DD strings")
     for night in spec.nights:
@@ -348,7 +352,7 @@ def generate_plant(put: Callable[[str, bytes], None], spec: PlantSpec,
         if fault is None:
             audio = normal_clip(builds[mid], rng)
         else:
-            audio = anomalous_clip(builds[mid], rng, fault, float(rng.uniform(0.3, 1.0)))
+            audio = anomalous_clip(builds[mid], rng, fault, float(rng.uniform(*spec.severity)))
         put(key, wav_bytes(audio))
         if split.startswith("drops/"):
             summary["drops"] += 1

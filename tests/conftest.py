@@ -40,3 +40,15 @@ def mimii_dir() -> Path:
     if not (MIMII_SAMPLES / "slider").is_dir():
         pytest.skip(f"real MIMII sample clips not found at {MIMII_SAMPLES}")
     return MIMII_SAMPLES
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run torch on one intra-op thread for the test. Tiny models gain nothing from more, and on a
+    busy 2-core machine OpenMP's spinning threads make them 30x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -11,6 +11,8 @@ import torch
 from conftest import sine
 from slidead.features import EPS, FeatureConfig, LogMel, for_family, log_mel, mel_band_edges, windows
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # --- config ---------------------------------------------------------------------------------
 
 def test_config_hash_is_stable_and_pinned():

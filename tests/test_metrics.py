@@ -10,7 +10,7 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 from slidead.metrics import at_threshold, auc, evaluate, pauc, pauc_raw, roc_curve
 
 
-def _cases(n_cases=300):
+def _cases(n_cases=200):
     rng = np.random.default_rng(0)
     for i in range(n_cases):
         n_neg = int(rng.choice([1, 2, 3, 10, 20, 37, 100]))

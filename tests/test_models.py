@@ -8,6 +8,8 @@ from torch import nn
 
 from slidead.models import AE, VAE, AEConfig, VAEConfig, build, model_config, n_parameters
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _layers(model: nn.Module) -> list[tuple]:
     out = []

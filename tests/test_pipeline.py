@@ -30,8 +30,8 @@ pytestmark = pytest.mark.integration
 def plant(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     settings, svc, summary = make_plant(home)
-    ae = run_retrain(settings, "ae", "slider", epochs=4, use_prefect=False)
-    vae = run_retrain(settings, "vae", "slider", epochs=4, use_prefect=False)
+    ae = run_retrain(settings, "ae", "slider", epochs=40, use_prefect=False)
+    vae = run_retrain(settings, "vae", "slider", epochs=30, use_prefect=False)
     return settings, svc, summary, {"ae": ae, "vae": vae}
 
 
@@ -43,7 +43,7 @@ def test_retrain_registers_champions_with_metrics(plant):
         assert set(out["report"]["per_id"]) == {"00", "02"}
         for row in out["report"]["per_id"].values():
             assert 0.0 <= row["auc"] <= 1.0 and 0.0 <= row["pauc"] <= 1.0
-            assert row["n_normal"] == 6 and row["n_anomaly"] == 6
+            assert row["n_normal"] == 10 and row["n_anomaly"] == 10
         loaded = svc.tracker.load(f"slidead-slider-{family}")
         assert isinstance(loaded.model, cls) and loaded.version == 1
         assert set(loaded.thresholds["per_id"]) == {"00", "02"}

@@ -11,6 +11,8 @@ from slidead.features import FeatureConfig, mel_band_edges, windows
 from slidead.models import AE, VAE, AEConfig, VAEConfig
 from slidead.score import ClipScores, ScoreConfig, score_logmels
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CFG = FeatureConfig(n_mels=8)  # dim 40
 
 

@@ -222,6 +222,8 @@ def test_clip_argument_errors(build, call, word):
     ({"nights": "2026-11-23"}, "nights"),
     ({"n_train": -1}, "n_train"),
     ({"night_anomaly": 1.5}, "night_anomaly"),
+    ({"severity": (0.0, 1.0)}, "severity"),
+    ({"severity": (0.8, 0.5)}, "severity"),
 ])
 def test_generate_plant_argument_errors(changes, word):
     spec = PlantSpec(**{**SMALL.__dict__, **changes})

@@ -10,6 +10,8 @@ from torch import nn
 from slidead.models import AE, VAE, AEConfig, VAEConfig
 from slidead.train import FAMILY_BATCH, TrainConfig, evaluate_loss, fit, resolve_device, split_clips
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # --- split_clips ----------------------------------------------------------------------------
 
 def test_split_per_machine_id_both_sides():

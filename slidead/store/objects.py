@@ -40,6 +40,8 @@ class LocalObjectStore:
         return p
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        if prefix:
+            safe_key(prefix.rstrip("/") or prefix)  # a prefix like "../" must not list outside the root
         base = self.root / prefix if prefix else self.root
         start = base if base.is_dir() else base.parent
         if not start.exists():
