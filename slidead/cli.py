@@ -206,6 +206,20 @@ def cmd_models(a, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(a, settings: Settings) -> int:
+    if not os.environ.get("PREFECT_API_URL"):
+        say("slidead serve needs a Prefect server: run `prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api")
+        return 2
+    _prefect_env(settings)
+    from deployments import serve
+
+    say(f"serving score/nightly (cron 0 2 * * *, {a.timezone}), retrain/ae, retrain/vae against "
+        f"{os.environ['PREFECT_API_URL']}; Ctrl-C to stop")
+    serve(a.timezone, a.machine_type, a.limit)
+    return 0
+
+
 def _num(s: str):
     try:
         return round(float(s), 4)
@@ -298,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = add("report", cmd_report, "print the reporting queries in sql/ as tables")
     r.add_argument("--night", default=None, help="YYYY-MM-DD (default: the latest scored night)")
     r.add_argument("--only", action="append", help="one report by name (repeatable)")
+
+    sv = add("serve", cmd_serve, "serve the nightly and retrain deployments from this process (needs PREFECT_API_URL)")
+    sv.add_argument("--timezone", default=os.environ.get("SLIDEAD_TIMEZONE", "UTC"),
+                    help="timezone of the 02:00 nightly schedule and of 'the night before' (default SLIDEAD_TIMEZONE or UTC)")
+    sv.add_argument("--machine-type", default="slider", help="machine type of the retrain deployments")
+    sv.add_argument("--limit", type=int, default=None, help="most flow runs at once")
 
     m = add("models", cmd_models, "list registered model versions, their metrics and the champion")
     m.add_argument("--machine-type", default="slider")
