@@ -96,8 +96,8 @@ def decode(data: bytes, config: AudioConfig = AudioConfig()) -> Decoded:
     if audio.size < config.min_samples:
         raise AudioError(
             "too_short",
-            f"{audio.size / config.target_rate:.3f} s is shorter than one context window "
-            f"({config.min_samples / config.target_rate:.3f} s)",
+            f"{audio.size} samples ({audio.size / config.target_rate:.3f} s) are fewer than one "
+            f"context window needs ({config.min_samples})",
         )
     duration = audio.size / config.target_rate
     if duration > NOMINAL_SECONDS * 1.5:

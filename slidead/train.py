@@ -137,6 +137,9 @@ def fit(
             stale += 1
             if stale >= config.patience:
                 break
+    if best_state is None:  # every validation loss was NaN: nothing worth keeping
+        raise ValueError(f"training diverged: validation loss {history['val_loss'][-1]} in every epoch "
+                         f"(non-finite data, or lr={config.lr!r} too high?)")
     model.load_state_dict(best_state)
     return TrainResult(best_state, history, best_epoch, len(history["train_loss"]),
                        time.perf_counter() - t0, str(device))

@@ -222,6 +222,8 @@ def test_reject_silent_chosen_channel_only():
 
 def test_reject_too_short_for_one_context_window():
     assert _reason(wav_bytes(sine(440.0, 1.0)[:2047])) == "too_short"
+    with pytest.raises(AudioError, match="2047 samples"):
+        decode(wav_bytes(sine(440.0, 1.0)[:2047]))
     assert decode(wav_bytes(sine(440.0, 1.0)[:2048])).audio.size == 2048
     # measured after resampling: 1023 samples at 8 kHz are 2046 at 16 kHz
     assert _reason(wav_bytes(sine(440.0, 1.0, 8000)[:1023], 8000)) == "too_short"

@@ -185,3 +185,9 @@ def test_fit_rejects_bad_arrays():
         fit(_small_ae(), x, x[:0], TrainConfig(epochs=1, device="cpu"))
     with pytest.raises(ValueError, match="non-empty"):
         fit(_small_ae(), x.ravel(), x, TrainConfig(epochs=1, device="cpu"))
+
+
+def test_fit_raises_value_error_when_validation_loss_is_never_finite():
+    x = np.ones((8, 16), np.float32)
+    with pytest.raises(ValueError, match="diverged"):
+        fit(_small_ae(), x, np.full((4, 16), np.nan, np.float32), TrainConfig(epochs=5, patience=2, device="cpu"))
