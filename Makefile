@@ -28,7 +28,8 @@ test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not slow and not integration"
 
 bench: $(STAMP)
-	$(PY) tests/bench/run.py
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	$(PY) tests/bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf slidead-data .pytest_cache

@@ -1,0 +1,253 @@
+"""slidead benchmarks: figures and ratios against a reference measured in the same run.
+
+Not tests: nothing here asserts a speed. Run with ``make bench`` (``BENCH_ARGS=--full`` for
+the 2,000-clip night). Sections:
+
+1. feature extraction (read + decode + log-mel + windows), clips/s, against the DCASE 2020
+   baseline's way (librosa, one file at a time);
+2. end-to-end nightly scoring (WAV in the store -> rows in DuckDB), clips/s and peak RSS, AE
+   and VAE, local folder and S3 (moto's server on 127.0.0.1), against a naive per-file loop;
+3. training seconds per epoch at the seed's training-set size (2,370 clips).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/ helpers (the S3 server)
+
+NIGHT = "2026-11-23"
+
+
+def line(label: str, value: str, ratio: str = "") -> None:
+    print(f"  {label:<52} {value:>16}  {ratio}", flush=True)
+
+
+def make_clips(n: int, seed: int = 0, ids=("00", "02", "04")) -> list[tuple[str, bytes]]:
+    from slidead.synth import anomalous_clip, machine_build, normal_clip, wav_bytes, FAULTS
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        mid = ids[i % len(ids)]
+        b = machine_build("slider", mid, seed)
+        x = anomalous_clip(b, rng, FAULTS[i % 4], 0.7) if i % 10 == 9 else normal_clip(b, rng)
+        out.append((f"drops/{NIGHT}/slider/id_{mid}/{i:05d}.wav", wav_bytes(x)))
+    return out
+
+
+# -- 1. features ---------------------------------------------------------------------------
+
+def bench_features(clips: list[bytes]) -> None:
+    import torch
+
+    from slidead.audio import decode
+    from slidead.features import LogMel, for_family, windows
+
+    print("\n1. Feature extraction: read + decode + log-mel (128 mels) + 5-frame windows, 2 CPU cores")
+    cfg = for_family("vae")
+    lm = LogMel(cfg)
+
+    def ours_per_clip(clips=clips):
+        for b in clips:
+            windows(lm(decode(b).audio), cfg.frames)
+
+    def ours_batched(clips=clips, batch=64):
+        for s in range(0, len(clips), batch):
+            audio = np.stack([decode(b).audio for b in clips[s:s + batch]])
+            windows(lm.tensor(audio), cfg.frames)
+
+    def reference(clips=clips):
+        import librosa
+
+        for b in clips:  # the DCASE 2020 baseline's file_to_vector_array, one file at a time
+            y, sr = librosa.load(io.BytesIO(b), sr=None, mono=False)
+            mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=1024, hop_length=512, n_mels=128, power=2.0)
+            log_mel = 20.0 / 2.0 * np.log10(mel + sys.float_info.epsilon)
+            n = log_mel.shape[1] - 5 + 1
+            v = np.zeros((n, 640), np.float32)
+            for t in range(5):
+                v[:, 128 * t:128 * (t + 1)] = log_mel[:, t:t + n].T
+
+    try:
+        import librosa  # noqa: F401
+        has_ref = True
+    except ImportError:
+        has_ref = False
+    times = {}
+    for name, fn in (("reference: librosa, one file at a time", reference if has_ref else None),
+                     ("slidead, one clip at a time", ours_per_clip), ("slidead, batches of 64", ours_batched)):
+        if fn is None:
+            line(name, "librosa missing")
+            continue
+        fn(clips[:5])  # warm up (imports, JIT, FFT plans)
+        t0 = time.perf_counter()
+        fn()
+        times[name] = time.perf_counter() - t0
+    ref = times.get("reference: librosa, one file at a time")
+    for name, t in times.items():
+        rate = len(clips) / t
+        ratio = f"{ref / t:5.2f}x reference" if ref else ""
+        line(name, f"{rate:8.1f} clips/s", ratio)
+    # compute floor: STFT (313 frames x n_fft log n_fft x 5 flop) + mel projection (313 x 513 x 128 x 2)
+    flops = 313 * (5 * 1024 * np.log2(1024)) + 313 * 513 * 128 * 2 + 313 * 513 * 3
+    best = min(t for k, t in times.items() if k.startswith("slidead")) / len(clips)
+    line("compute per clip (STFT + mel), MFLOP", f"{flops / 1e6:8.1f}")
+    line("slidead time per clip, ms", f"{best * 1e3:8.2f}",
+         f"= {flops / best / 1e9:.1f} GFLOP/s effective ({torch.get_num_threads()} threads)")
+
+
+# -- 2. end to end -------------------------------------------------------------------------
+
+def _score_child(home: str, store: str, endpoint: str | None, family: str, q) -> None:
+    from slidead.cli import run_score
+    from slidead.settings import Settings
+
+    settings = Settings(home=Path(home), store=store, s3_endpoint=endpoint,
+                        mlflow_uri=f"sqlite:///{home}/../mlflow.db", duckdb=f"{home}/slidead.duckdb")
+    t0 = time.perf_counter()
+    out = run_score(settings, NIGHT, family, use_prefect=False)
+    q.put((time.perf_counter() - t0, out["n_scored"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def _timed_child(*args):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_score_child, args=(*args, q))
+    p.start()
+    res = q.get()
+    p.join()
+    return res
+
+
+def naive_reference(svc, loaded, keys: list[str]) -> float:
+    """clips/s of a per-file loop: get, decode, log-mel, model, mean; no shards, no DuckDB."""
+    import torch
+
+    from slidead.audio import decode
+    from slidead.features import LogMel, windows
+
+    cfg = loaded.config
+    lm = LogMel(cfg.features)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for k in keys:
+            x = torch.as_tensor(windows(lm(decode(svc.store.get(k)).audio), cfg.features.frames))
+            float(((loaded.model(x) - x) ** 2).mean())
+    return len(keys) / (time.perf_counter() - t0)
+
+
+def bench_end_to_end(n_clips: int, work: Path) -> None:
+    import boto3
+
+    from s3server import CREDS, MotoServer
+    from slidead.cli import run_retrain
+    from slidead.services import Services
+    from slidead.settings import Settings
+    from slidead.synth import PlantSpec, generate_plant
+
+    print(f"\n2. End-to-end nightly scoring, {n_clips} clips: WAV in the store -> rows in DuckDB "
+          "(each run in a fresh process with an empty feature store)")
+    base = work / "base"
+    settings = Settings(home=base)
+    svc = Services.from_settings(settings)
+    generate_plant(svc.store.put, PlantSpec(n_train=6, n_eval_normal=3, n_eval_anomaly=3, nights=()))
+    for fam in ("ae", "vae"):
+        run_retrain(settings, fam, "slider", epochs=1, use_prefect=False)
+    clips = make_clips(n_clips, seed=1)
+    os.environ.update(CREDS)
+    server = MotoServer().start()
+    s3 = boto3.client("s3", endpoint_url=server.endpoint)
+    s3.create_bucket(Bucket="bench")
+    try:
+        for fam in ("ae", "vae"):
+            loaded = svc.tracker.load(f"slidead-slider-{fam}")
+            local_store = work / f"local-{fam}" / "store"
+            for key, data in clips:
+                p = local_store / key
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+            ref_svc = Services.from_settings(Settings(home=work / f"local-{fam}"))
+            ref = naive_reference(ref_svc, loaded, [k for k, _ in clips[: min(200, n_clips)]])
+            line(f"reference: naive per-file loop, {fam}", f"{ref:8.1f} clips/s")
+            for where in ("local", "s3"):
+                if where == "s3":
+                    prefix = f"run-{fam}"
+                    for key, data in clips:
+                        s3.put_object(Bucket="bench", Key=f"{prefix}/{key}", Body=data)
+                    store, endpoint = f"s3://bench/{prefix}", server.endpoint
+                else:
+                    store, endpoint = str(local_store), None
+                home = work / f"home-{fam}-{where}"
+                home.mkdir()
+                # share the trained models: MLflow db sits in work/ (see _score_child)
+                shutil.copy(base / "mlflow.db", work / "mlflow.db") if not (work / "mlflow.db").exists() else None
+                secs, n, rss = _timed_child(str(home), store, endpoint, fam)
+                assert n == n_clips, (n, n_clips)
+                rate = n / secs
+                line(f"slidead {fam}, {where} store", f"{rate:8.1f} clips/s",
+                     f"{rate / ref:5.2f}x reference, peak RSS {rss:,.0f} MiB")
+    finally:
+        server.stop()
+
+
+# -- 3. training ---------------------------------------------------------------------------
+
+def bench_training(device: str) -> None:
+    import torch
+
+    from slidead.models import build
+    from slidead.train import TrainConfig, fit
+
+    print(f"\n3. Training, seconds per epoch at the seed's training-set size (2,370 clips x 309 windows), {device}")
+    n_full = 2370 * 309
+    for fam, dim in (("ae", 320), ("vae", 640)):
+        n = n_full if device != "cpu" else 120_000
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(n, dim)).astype(np.float32)
+        val = x[: n // 20]
+        cfg = TrainConfig(epochs=2, patience=5, device=device)
+        r = fit(build(fam), x, val, cfg)
+        per_epoch = r.seconds / r.epochs_run * n_full / n
+        line(f"{fam}: s/epoch (measured on {n:,} windows, scaled)", f"{per_epoch:8.1f} s",
+             f"100 epochs = {per_epoch * 100 / 60:.1f} min")
+        del x, val
+        if device != "cpu":
+            torch.cuda.empty_cache()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--feature-clips", type=int, default=200)
+    ap.add_argument("--night-clips", type=int, default=500)
+    ap.add_argument("--full", action="store_true", help="a 2,000-clip night")
+    ap.add_argument("--only", choices=["features", "e2e", "train"], action="append")
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    if a.full:
+        a.night_clips = 2000
+    print(f"slidead benchmarks on {os.cpu_count()} CPU cores (torch threads {__import__('torch').get_num_threads()})")
+    only = set(a.only or ["features", "e2e", "train"])
+    if "features" in only:
+        bench_features([b for _, b in make_clips(a.feature_clips)])
+    if "e2e" in only:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_end_to_end(a.night_clips, Path(tmp))
+    if "train" in only:
+        bench_training(a.device)
+
+
+if __name__ == "__main__":
+    main()
