@@ -23,7 +23,7 @@ from .services import Services
 from .store.features import FeatureRow
 from .thresholds import MIN_FIT, fit_thresholds, threshold_map
 from .tracking import Decision, model_name
-from .train import fit, resolve_device, split_clips
+from .train import FrameWindows, fit, resolve_device, split_clips
 
 Log = Callable[[str], None]
 
@@ -74,10 +74,6 @@ def ingest_sets(svc: Services, machine_type: str, configs: list[FeatureConfig],
     return DataSets(out["train"], out["eval"])
 
 
-def _stack(rows: list[FeatureRow], frames: int) -> np.ndarray:
-    return np.concatenate([windows(r.logmel, frames) for r in rows]) if rows else np.zeros((0, 0), np.float32)
-
-
 def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow], eval_rows: list[FeatureRow],
                        progress: Callable[[int, int, float, float], None] | None = None,
                        log: Log = _quiet) -> Outcome:
@@ -88,7 +84,8 @@ def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow], eval_rows: 
     tr = [r for r, v in zip(train_rows, val_mask) if not v]
     va = [r for r, v in zip(train_rows, val_mask) if v]
     frames = cfg.features.frames
-    x_train, x_val = _stack(tr, frames), _stack(va, frames)
+    x_train = FrameWindows([r.logmel for r in tr], frames)
+    x_val = FrameWindows([r.logmel for r in va], frames)
     log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
     model = build(cfg.family, cfg.model)
     result = fit(model, x_train, x_val, cfg.train, progress)

@@ -1,7 +1,9 @@
 """The training loop, seeded, on CPU or CUDA, with early stopping on a validation split.
 
-``fit(model, train, val, config)`` takes context-window arrays ``(N, dim)`` float32 and
-returns a :class:`TrainResult` with the best epoch's state dict and the loss history.
+``fit(model, train, val, config)`` takes context windows, either as ``(N, dim)`` float32
+arrays or as :class:`FrameWindows` (the clips' log-mel frames, windows gathered per batch:
+five times less memory than materialised windows), and returns a :class:`TrainResult` with
+the best epoch's state dict and the loss history.
 Splitting clips into train and validation sets is :func:`split_clips`'s job (by clip, per
 machine ID, so no clip's windows land on both sides).
 """
@@ -62,6 +64,64 @@ class TrainResult:
     device: str = "cpu"
 
 
+class FrameWindows:
+    """Context windows of ``frames`` frames gathered on the fly from clips' log-mel frames.
+
+    ``logmels``: a list of ``(n_mels, T)`` arrays. Holds ``(sum T, n_mels)`` floats instead of
+    ``(sum (T - frames + 1), frames * n_mels)``; ``batch(idx)`` returns ``(len(idx), frames *
+    n_mels)`` windows, frame-major as :func:`slidead.features.windows` makes them.
+    """
+
+    def __init__(self, logmels, frames: int = 5):
+        logmels = list(logmels)
+        self.frames = frames
+        self.n_mels = logmels[0].shape[0] if logmels else 0
+        self.data = torch.from_numpy(np.concatenate([m.T for m in logmels]).astype(np.float32, copy=False)) \
+            if logmels else torch.zeros(0, 0)
+        starts, offset = [], 0
+        for m in logmels:
+            t = m.shape[1]
+            if t >= frames:
+                starts.append(np.arange(offset, offset + t - frames + 1))
+            offset += t
+        self.starts = torch.from_numpy(np.concatenate(starts)) if starts else torch.zeros(0, dtype=torch.long)
+        self._span = torch.arange(frames)
+
+    def __len__(self) -> int:
+        return int(self.starts.numel())
+
+    def to(self, device) -> "FrameWindows":
+        self.data, self.starts, self._span = self.data.to(device), self.starts.to(device), self._span.to(device)
+        return self
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        rows = self.starts[idx][:, None] + self._span
+        return self.data[rows].reshape(len(idx), self.frames * self.n_mels)
+
+
+class _ArrayWindows:
+    def __init__(self, x):
+        self.x = torch.as_tensor(x, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device) -> "_ArrayWindows":
+        self.x = self.x.to(device)
+        return self
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.x[idx]
+
+
+def _as_windows(x):
+    if isinstance(x, (FrameWindows, _ArrayWindows)):
+        return x
+    if not isinstance(x, (np.ndarray, torch.Tensor)) or x.ndim != 2:
+        raise ValueError(f"windows must be FrameWindows or an (N, dim) array, got {type(x).__name__}")
+    return _ArrayWindows(x)
+
+
 def resolve_device(device: str, check: bool = True) -> torch.device:
     """``auto`` -> CUDA when present, else CPU. ``cuda`` without a GPU raises ValueError."""
     if device == "auto":
@@ -96,21 +156,21 @@ def fit(
     progress: Callable[[int, int, float, float], None] | None = None,
 ) -> TrainResult:
     """Adam on ``model.loss``; keeps the weights of the epoch with the lowest validation loss."""
-    if train.ndim != 2 or val.ndim != 2 or len(train) == 0 or len(val) == 0:
-        raise ValueError(f"train/val must be non-empty (N, dim) arrays, got {train.shape} and {val.shape}")
+    train, val = _as_windows(train), _as_windows(val)
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"train/val must be non-empty, got {len(train)} and {len(val)} windows")
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     model = model.to(device)
-    x_train = torch.as_tensor(train, dtype=torch.float32).to(device)
-    x_val = torch.as_tensor(val, dtype=torch.float32).to(device)
+    x_train, x_val = train.to(device), val.to(device)
     batch = config.batch_for(getattr(model, "family", ""))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
                            weight_decay=config.weight_decay)
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
     best, best_epoch, best_state, stale = math.inf, 0, None, 0
     t0 = time.perf_counter()
-    n = x_train.shape[0]
+    n = len(x_train)
     for epoch in range(1, config.epochs + 1):
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
@@ -119,7 +179,7 @@ def fit(
             idx = perm[start:start + batch]
             if idx.numel() < 2 and n > 1:  # BatchNorm cannot train on a batch of one
                 continue
-            loss, _ = model.loss(x_train[idx])
+            loss, _ = model.loss(x_train.batch(idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -146,11 +206,14 @@ def fit(
 
 
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, x: torch.Tensor, batch: int = 4096) -> float:
+def evaluate_loss(model: nn.Module, x, batch: int = 4096) -> float:
     model.eval()
+    x = _as_windows(x)
+    n = len(x)
+    device = next(model.parameters()).device
     total = 0.0
-    for start in range(0, x.shape[0], batch):
-        xb = x[start:start + batch]
-        loss, _ = model.loss(xb)
-        total += float(loss) * xb.shape[0]
-    return total / x.shape[0]
+    for start in range(0, n, batch):
+        idx = torch.arange(start, min(start + batch, n), device=device)
+        loss, _ = model.loss(x.batch(idx))
+        total += float(loss) * idx.numel()
+    return total / n
