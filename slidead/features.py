@@ -11,9 +11,11 @@ Shapes: ``log_mel`` takes ``(samples,)`` or ``(batch, samples)`` float32 and ret
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -53,7 +55,7 @@ class FeatureConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         """Short stable hash naming this config's Parquet folder."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
@@ -78,17 +80,21 @@ class LogMel:
     def __init__(self, config: FeatureConfig, device: str | torch.device = "cpu"):
         self.config = config
         self.device = torch.device(device)
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=config.sample_rate,
-            n_fft=config.n_fft,
-            hop_length=config.hop_length,
-            n_mels=config.n_mels,
-            power=config.power,
-            center=True,
-            pad_mode="reflect",
-            norm="slaney",
-            mel_scale="slaney",
+        # power spectrogram as z * conj(z) (torchaudio's |z|^2 takes a square root first) and the
+        # same Slaney filterbank torchaudio.transforms.MelSpectrogram uses
+        self.spec = torchaudio.transforms.Spectrogram(
+            n_fft=config.n_fft, hop_length=config.hop_length, power=None, center=True, pad_mode="reflect",
         ).to(self.device)
+        self.fb = torchaudio.functional.melscale_fbanks(
+            config.n_fft // 2 + 1, 0.0, config.sample_rate / 2.0, config.n_mels, config.sample_rate,
+            norm="slaney", mel_scale="slaney",
+        ).to(self.device)  # (n_freqs, n_mels)
+        # each FFT bin feeds at most two Slaney bands: on the CPU a sparse product is ~10x faster
+        self._fb_csr = None
+        if self.device.type == "cpu":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+                self._fb_csr = self.fb.T.contiguous().to_sparse_csr()  # (n_mels, n_freqs)
 
     @torch.no_grad()
     def __call__(self, audio) -> np.ndarray:
@@ -104,7 +110,22 @@ class LogMel:
                 f"audio has {x.shape[-1]} samples, fewer than one context window needs "
                 f"({self.config.min_samples})"
             )
-        return 10.0 * torch.log10(self.mel(x) + EPS)
+        z = self.spec(x)
+        power = (z * z.conj()).real  # (..., n_freqs, T)
+        if self.config.power != 2.0:
+            power = power.pow(self.config.power / 2.0)
+        mel = self._mel(power)
+        return 10.0 * torch.log10(mel + EPS)
+
+    def _mel(self, power: torch.Tensor) -> torch.Tensor:
+        """``(..., n_freqs, T)`` power -> ``(..., n_mels, T)`` mel power."""
+        if self._fb_csr is None:
+            return torch.matmul(power.transpose(-1, -2), self.fb).transpose(-1, -2)
+        if power.ndim == 2:
+            return self._fb_csr @ power
+        b, f, t = power.shape
+        flat = power.permute(1, 0, 2).reshape(f, b * t)
+        return (self._fb_csr @ flat).reshape(-1, b, t).permute(1, 0, 2)
 
     def band_edges_hz(self) -> np.ndarray:
         """``(n_mels, 2)`` lower and upper edge in Hz of each mel band (Slaney scale)."""

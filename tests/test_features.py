@@ -185,3 +185,18 @@ def test_log_mel_matches_independent_numpy_dcase_formula():
 def test_log_mel_of_silence_is_the_eps_floor():
     lm = log_mel(np.zeros(4096, np.float32), FeatureConfig(n_mels=8))
     np.testing.assert_allclose(lm, 10 * np.log10(sys.float_info.epsilon), atol=1e-3)
+
+
+def test_log_mel_equals_torchaudio_melspectrogram():
+    import torchaudio
+
+    from slidead.features import EPS, LogMel, for_family
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(2, 16000)) * 0.1).astype(np.float32)
+    for fam in ("ae", "vae"):
+        cfg = for_family(fam)
+        ref = torchaudio.transforms.MelSpectrogram(
+            sample_rate=16000, n_fft=1024, hop_length=512, n_mels=cfg.n_mels, power=2.0, center=True,
+            pad_mode="reflect", norm="slaney", mel_scale="slaney")(torch.from_numpy(x))
+        np.testing.assert_allclose(LogMel(cfg)(x), (10 * torch.log10(ref + EPS)).numpy(), atol=1e-3)
