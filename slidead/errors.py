@@ -6,6 +6,9 @@ Every error a user can meet carries a short machine-readable ``reason`` (stored 
 
 from __future__ import annotations
 
+import os
+import re
+
 
 class SlideadError(Exception):
     """Base class for every error slidead raises on purpose."""
@@ -20,8 +23,14 @@ class AudioError(SlideadError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
-class LayoutError(SlideadError):
+class LayoutError(SlideadError, ValueError):
     """An object key that does not fit the store layout (or would escape the store root)."""
+
+
+class StoreError(SlideadError):
+    """The object store failed (unreachable, throttling or 5xx after retries, access denied).
+
+    Not a property of one clip: the shard stops, the run fails, and a re-run carries on."""
 
 
 class NoChampionError(SlideadError):
@@ -38,9 +47,34 @@ class NoChampionError(SlideadError):
         )
 
 
+class ModelRegistryError(SlideadError):
+    """MLflow could not be reached, or the champion's artifacts could not be read."""
+
+
+class NightBusyError(SlideadError):
+    """Another run holds the lock on the same night and family."""
+
+
 class DatabaseBusyError(SlideadError):
     """The DuckDB file is locked by another process (an analyst's shell, another run)."""
 
 
 class NotEnoughDataError(SlideadError):
     """Training or evaluation found too few clips to do its job."""
+
+
+# Values of these variables never appear in a message slidead writes (logs, errors, `runs.detail`).
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "MLFLOW_TRACKING_PASSWORD",
+              "MLFLOW_TRACKING_TOKEN", "MINIO_ROOT_PASSWORD", "PREFECT_API_KEY")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` without URL user-info (``scheme://user:pass@`` -> ``scheme://***@``) and without the
+    value of any secret environment variable (:data:`SECRET_ENV`)."""
+    text = _USERINFO.sub(r"\g<scheme>***@", str(text))
+    for name in SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text

@@ -5,7 +5,9 @@ files), names it by the SHA-256 of its bytes (``clip_id``), reuses features alre
 Parquet store for that clip and config, decodes the rest once and computes every requested
 feature config from the same audio. The feature config decides the channel and sample rate it
 is computed from (and the shortest audio it accepts); configs that agree share one decode.
-Unscorable clips become ``rejected`` rows with a reason; nothing raises for a bad clip.
+Unscorable clips become ``rejected`` rows with a reason; nothing raises for a bad clip. A
+store that fails (:class:`~slidead.errors.StoreError`: unreachable, 5xx after retries) is not a
+bad clip: ingest stops and raises it, so that no clip is marked unreadable for the store's sake.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 import soundfile as sf
 
 from .audio import AudioConfig, decode
-from .errors import AudioError, LayoutError
+from .errors import AudioError, LayoutError, StoreError
 from .features import FeatureConfig, LogMel
 from .layout import ClipRef, parse_key, prefix
 from .store.features import FeatureRow, FeatureStore, partition
@@ -89,7 +91,7 @@ def ingest(
         except Exception as e:  # noqa: BLE001 - any read failure is reported per clip
             return ref, None, e
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with _Pool(max_workers=workers) as pool:
         for (part, mtype), group in groups.items():
             have = {c.hash: fstore.existing(c, part, mtype) for c in configs}
             new_rows: dict[str, list[FeatureRow]] = {c.hash: [] for c in configs}
@@ -98,8 +100,11 @@ def ingest(
                 done += 1
                 if progress:
                     progress(done, total)
+                if isinstance(err, StoreError):
+                    raise err
                 if err is not None:
-                    res.rejected.append(_rejected(store, ref, "unreadable_object", f"{type(err).__name__}: {err}"))
+                    reason = "bad_key" if isinstance(err, LayoutError) else "unreadable_object"
+                    res.rejected.append(_rejected(store, ref, reason, f"{type(err).__name__}: {err}"))
                     continue
                 clip_id = hashlib.sha256(data).hexdigest()
                 if clip_id in res.refs:
@@ -118,22 +123,35 @@ def ingest(
                         continue
                 try:
                     decoded = {a: decode(data, a) for a in decodes}
+                    rows = {c.hash: FeatureRow(clip_id, ref.machine_id, ref.label,
+                                               extractors[c.hash](decoded[audio_for[c.hash]].audio))
+                            for c in configs}
                 except AudioError as e:
                     res.rejected.append(_rejected(store, ref, e.reason, e.detail, clip_id))
+                    continue
+                except Exception as e:  # noqa: BLE001 - an unforeseen file must not stop the night
+                    res.rejected.append(_rejected(store, ref, "decode_failed",
+                                                  f"{type(e).__name__}: {e}"[:500], clip_id))
                     continue
                 dec = decoded[decodes[0]]
                 res.refs[clip_id] = ref
                 res.clips.append(_clip_row(store, ref, clip_id, dec.sample_rate, dec.channels, dec.duration_s, dec.note))
                 for c in configs:
-                    audio = decoded[audio_for[c.hash]].audio
-                    row = FeatureRow(clip_id, ref.machine_id, ref.label, extractors[c.hash](audio))
-                    res.features[c.hash][clip_id] = row
-                    new_rows[c.hash].append(row)
+                    res.features[c.hash][clip_id] = rows[c.hash]
+                    new_rows[c.hash].append(rows[c.hash])
             for c in configs:
                 fstore.write(c, part, mtype, new_rows[c.hash])
                 if cached_ids:
                     res.features[c.hash].update(fstore.read(c, part, mtype, set(cached_ids)))
     return res
+
+
+class _Pool(ThreadPoolExecutor):
+    """Cancels the reads not yet started when the loop stops (a failing store: no point waiting)."""
+
+    def __exit__(self, exc_type, exc, tb):
+        self.shutdown(wait=True, cancel_futures=exc_type is not None)
+        return False
 
 
 def _audio_config(audio: AudioConfig, features: FeatureConfig) -> AudioConfig:

@@ -9,10 +9,12 @@ Layout under the store root (hive-partitioned, readable by pyarrow datasets and 
 Columns: ``clip_id``, ``machine_id``, ``label`` (null for drops), ``n_frames``, ``logmel``
 (a list of frames, each a fixed-size list of ``n_mels`` float32) and ``config_hash``.
 A file that cannot be read (half-written, corrupt) is ignored, so its clips are recomputed.
+A store that fails while listing or writing raises :class:`~slidead.errors.StoreError`.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ..errors import StoreError, redact
 from ..features import FeatureConfig
 
 
@@ -31,6 +34,22 @@ class FeatureRow:
     machine_id: str
     label: str | None
     logmel: np.ndarray   # (n_mels, T) float32
+
+
+def read_parquet(filesystem: pafs.FileSystem, path: str, columns: list[str] | None = None,
+                 attempts: int = 3, delay_s: float = 0.2) -> pa.Table:
+    """``pq.read_table`` that retries what a flaky store does (OSError other than a missing file);
+    a missing file (FileNotFoundError) or a corrupt one (ArrowInvalid) raises at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return pq.read_table(path, columns=columns, filesystem=filesystem)
+        except (FileNotFoundError, pa.ArrowInvalid):
+            raise
+        except OSError:
+            if attempt == attempts:
+                raise
+            time.sleep(delay_s * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
 
 
 def partition(split: str, night: str | None = None) -> str:
@@ -69,8 +88,10 @@ class FeatureStore:
     def _files(self, directory: str) -> list[str]:
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
-        except (FileNotFoundError, OSError):
+        except FileNotFoundError:
             return []
+        except OSError as e:
+            raise StoreError(redact(f"listing features under {directory} failed: {e}")) from None
         return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
 
     def write(self, config: FeatureConfig, part: str, machine_type: str, rows: Iterable[FeatureRow]) -> str | None:
@@ -96,11 +117,14 @@ class FeatureStore:
             pa.array([config.hash] * len(rows)),
         ], schema=_schema(n_mels))
         directory = self.directory(config, part, machine_type)
-        self.fs.create_dir(directory, recursive=True)
         name = f"part-{uuid.uuid4().hex[:12]}.parquet"
         tmp, final = f"{directory}/.tmp-{name}", f"{directory}/{name}"
-        pq.write_table(table, tmp, filesystem=self.fs, compression="zstd")
-        self.fs.move(tmp, final)
+        try:
+            self.fs.create_dir(directory, recursive=True)
+            pq.write_table(table, tmp, filesystem=self.fs, compression="zstd")
+            self.fs.move(tmp, final)
+        except OSError as e:
+            raise StoreError(redact(f"writing features under {directory} failed: {e}")) from None
         return final
 
     def read(self, config: FeatureConfig, part: str, machine_type: str,
@@ -109,7 +133,7 @@ class FeatureStore:
         out: dict[str, FeatureRow] = {}
         for path in self._files(self.directory(config, part, machine_type)):
             try:
-                table = pq.read_table(path, filesystem=self.fs)
+                table = read_parquet(self.fs, path)
             except Exception:  # half-written or corrupt: its clips get recomputed
                 continue
             ids = table.column("clip_id").to_pylist()
@@ -131,7 +155,7 @@ class FeatureStore:
         ids: set[str] = set()
         for path in self._files(self.directory(config, part, machine_type)):
             try:
-                ids.update(pq.read_table(path, columns=["clip_id"], filesystem=self.fs).column("clip_id").to_pylist())
+                ids.update(read_parquet(self.fs, path, ["clip_id"]).column("clip_id").to_pylist())
             except Exception:
                 continue
         return ids

@@ -1,17 +1,34 @@
-"""Object stores: where WAV clips (and Parquet features) live.
+"""Object stores: where WAV clips (and Parquet features) live, and a lease lock on one key.
 
 A store is anything with the small :class:`ObjectStore` protocol, keys being relative
 ``/``-separated paths (see :mod:`slidead.layout`). ``open_store(uri)`` picks the
 implementation: a local folder by default; ``s3://bucket/prefix`` for S3-compatible servers.
+
+``get`` raises ``FileNotFoundError`` for a missing object (a property of that clip) and
+:class:`~slidead.errors.StoreError` when the store itself fails (after retries): the caller
+stops rather than marking clips unreadable. ``read_versioned``/``put_if`` are a compare-and-swap
+on one key (an ETag on S3, a content hash under ``flock`` locally); :class:`Lease` builds a lock
+that separate processes on separate hosts can share on it, with a heartbeat so that a crashed
+holder never blocks for longer than ``ttl_s``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
 import os
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ..errors import LayoutError, StoreError
 from ..layout import safe_key
 
 
@@ -24,6 +41,11 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def exists(self, key: str) -> bool: ...
     def uri_for(self, key: str) -> str: ...
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None: ...
+    def put_if(self, key: str, data: bytes, match: str | None) -> str | None: ...
+
+
+_PER_OBJECT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 class LocalObjectStore:
@@ -36,7 +58,7 @@ class LocalObjectStore:
     def _path(self, key: str) -> Path:
         p = (self.root / safe_key(key)).resolve()
         if self.root not in p.parents:
-            raise ValueError(f"key {key!r} escapes the store root")
+            raise LayoutError(f"key {key!r} escapes the store root")
         return p
 
     def list(self, prefix: str = "") -> Iterator[str]:
@@ -56,14 +78,44 @@ class LocalObjectStore:
                     yield key
 
     def get(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        p = self._path(key)
+        try:
+            return p.read_bytes()
+        except _PER_OBJECT:
+            raise
+        except OSError as e:  # the disk or the mount failed, not this one file
+            raise StoreError(f"reading {p} failed: {type(e).__name__}: {e}") from None
 
     def put(self, key: str, data: bytes) -> None:
         p = self._path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".tmp-{os.getpid()}-{p.name}")
+        tmp = p.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{p.name}")
         tmp.write_bytes(data)
         os.replace(tmp, p)
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object and its version tag (a hash of its bytes), or None if absent."""
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_if(self, key: str, data: bytes, match: str | None) -> str | None:
+        """Write only if the object is absent (``match`` None) or still has version ``match``;
+        returns the new version, or None when the condition failed. Atomic across processes."""
+        p = self._path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p.with_name(f".tmp-guard-{p.name}"), "a+b") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                current = self.read_versioned(key)
+                if (current[1] if current else None) != match:
+                    return None
+                self.put(key, data)
+                return hashlib.sha256(data).hexdigest()
+            finally:
+                fcntl.flock(guard, fcntl.LOCK_UN)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -86,3 +138,153 @@ def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
     if "://" in uri:
         raise ValueError(f"store={uri!r}: expected a folder path or s3://bucket/prefix")
     return LocalObjectStore(uri)
+
+
+# -- a lease lock on one key -------------------------------------------------------------------
+
+class LeaseBusy(Exception):
+    """The lease is held by someone else; ``holder`` is what they wrote (run_id, host, pid, ...)."""
+
+    def __init__(self, holder: dict):
+        self.holder = holder
+        super().__init__(f"held by {holder}")
+
+
+_HELD: dict[tuple[str, str], "Lease"] = {}
+_HELD_LOCK = threading.Lock()
+
+
+class Lease:
+    """A lock on ``key`` of ``store`` for ``run_id``: taken with a conditional write, renewed by a
+    heartbeat thread every ``ttl_s / 3``, released by writing ``{"state": "released"}``.
+
+    A lease is free when released, when its heartbeat is older than ``ttl_s`` (a crashed holder on
+    any host), or when its holder was a process on this host that is gone (or is this process and
+    no longer holds it). Holding it again with the same ``run_id`` in the same process nests.
+    ``lost`` turns true if another run took it over (our heartbeat stopped for longer than ttl).
+    """
+
+    def __init__(self, store: ObjectStore, key: str, run_id: str, ttl_s: float = 120.0):
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s={ttl_s!r} must be > 0")
+        self.store, self.key, self.run_id, self.ttl_s = store, key, run_id, ttl_s
+        self.token = uuid.uuid4().hex
+        self.etag: str | None = None
+        self.lost = False
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    # content ---------------------------------------------------------------------------------
+    def _content(self, state: str = "held") -> bytes:
+        return json.dumps({"state": state, "token": self.token, "run_id": self.run_id,
+                           "host": socket.gethostname(), "pid": os.getpid(),
+                           "started_at": self._started, "heartbeat": time.time(),
+                           "ttl_s": self.ttl_s}).encode()
+
+    def _is_free(self, info: dict) -> bool:
+        if info.get("state") != "held":
+            return True
+        if time.time() - float(info.get("heartbeat", 0)) > float(info.get("ttl_s", self.ttl_s)):
+            return True
+        if info.get("host") == socket.gethostname():
+            pid = int(info.get("pid", -1))
+            if pid == os.getpid():
+                with _HELD_LOCK:
+                    other = _HELD.get((self.store.uri, self.key))
+                return other is None or other.token != info.get("token")
+            return not _alive(pid)
+        return False
+
+    # acquire / release -----------------------------------------------------------------------
+    def acquire(self, wait_s: float = 0.0, poll_s: float = 0.5) -> "Lease":
+        """Take the lease, waiting up to ``wait_s``; raises :class:`LeaseBusy` naming the holder."""
+        deadline = time.monotonic() + wait_s
+        self._started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        while True:
+            holder: dict = {}
+            current = self.store.read_versioned(self.key)
+            if current is None:
+                etag = self.store.put_if(self.key, self._content(), None)
+            else:
+                try:
+                    holder = json.loads(current[0])
+                except ValueError:
+                    holder = {}  # unreadable lock content: treat as free
+                etag = self.store.put_if(self.key, self._content(), current[1]) if self._is_free(holder) else None
+            if etag is None:  # lost a race, or our own retried request already won it
+                again = self.store.read_versioned(self.key)
+                if again is not None and _token(again[0]) == self.token:
+                    etag = again[1]
+                elif again is not None:
+                    holder = _json(again[0])
+            if etag is not None:
+                self.etag = etag
+                with _HELD_LOCK:
+                    _HELD[(self.store.uri, self.key)] = self
+                self._beat = threading.Thread(target=self._heartbeat, name=f"lease {self.key}", daemon=True)
+                self._beat.start()
+                return self
+            if time.monotonic() >= deadline:
+                raise LeaseBusy(holder)
+            time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.01)))
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                etag = self.store.put_if(self.key, self._content(), self.etag)
+            except Exception:  # noqa: BLE001 - the store is down: try again next beat
+                continue
+            if etag is None:
+                self.lost = True
+                return
+            self.etag = etag
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        with _HELD_LOCK:
+            if _HELD.get((self.store.uri, self.key)) is self:
+                del _HELD[(self.store.uri, self.key)]
+        if self.etag is not None and not self.lost:
+            with contextlib.suppress(Exception):  # left held: free once this process is gone or ttl passes
+                self.store.put_if(self.key, self._content("released"), self.etag)
+
+
+@contextlib.contextmanager
+def hold(store: ObjectStore, key: str, run_id: str, ttl_s: float = 120.0, wait_s: float = 0.0,
+         poll_s: float = 0.5) -> Iterator[Lease]:
+    """Hold the lease on ``key`` for the block (nested holds by the same run share one lease)."""
+    with _HELD_LOCK:
+        held = _HELD.get((store.uri, key))
+    if held is not None and held.run_id == run_id:
+        yield held
+        return
+    lease = Lease(store, key, run_id, ttl_s).acquire(wait_s, poll_s)
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _json(data: bytes) -> dict:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {}
+
+
+def _token(data: bytes) -> str | None:
+    return _json(data).get("token")

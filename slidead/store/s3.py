@@ -3,18 +3,24 @@
 ``S3ObjectStore("s3://bucket/prefix", endpoint_url=...)``. Credentials come from the standard
 AWS chain (environment, config files, instance roles) and are never logged or stored: URIs
 and errors name the bucket and key only. Requests retry with backoff on throttling and 5xx
-replies (botocore's ``standard`` retry mode) and have connect/read timeouts. Objects are
-read into memory; nothing is copied to disk.
+replies (botocore's and pyarrow's ``standard`` retry modes, ``attempts`` tries per request,
+the first included) and have connect/read timeouts. A missing object raises ``FileNotFoundError``; anything else that still fails after
+the retries (unreachable endpoint, 5xx, access denied) raises
+:class:`~slidead.errors.StoreError`. Objects are read into memory; nothing is copied to disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
+from ..errors import StoreError, redact
 from ..layout import safe_key
 
 RETRY_ATTEMPTS = 8
+_MISSING = ("404", "NoSuchKey", "NotFound")
+_CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict")
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -26,16 +32,20 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 class S3ObjectStore:
     def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None,
-                 connect_timeout: float = 5.0, read_timeout: float = 60.0):
+                 connect_timeout: float = 5.0, read_timeout: float = 60.0, attempts: int = RETRY_ATTEMPTS):
         import boto3
         from botocore.config import Config
 
+        if attempts < 1:
+            raise ValueError(f"attempts={attempts!r} must be >= 1")
+        self.attempts = attempts
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.bucket, self.prefix = parse_s3_uri(uri)
         self.uri = f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
         self.endpoint_url = endpoint_url
         self._session = boto3.session.Session(region_name=region)
         self.region = self._session.region_name or "us-east-1"
-        config = Config(retries={"max_attempts": RETRY_ATTEMPTS, "mode": "standard"},
+        config = Config(retries={"total_max_attempts": attempts, "mode": "standard"},
                         connect_timeout=connect_timeout, read_timeout=read_timeout,
                         max_pool_connections=32)
         self.client = self._session.client("s3", endpoint_url=endpoint_url, region_name=self.region, config=config)
@@ -44,41 +54,91 @@ class S3ObjectStore:
         safe_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @contextlib.contextmanager
+    def _call(self, op: str, key: str = "", missing_ok: bool = False):
+        """Turn botocore's errors into FileNotFoundError (missing object) or StoreError."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "?")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if missing_ok and code in _MISSING:
+                raise FileNotFoundError(f"{self.uri_for(key)}: no such object") from None
+            raise StoreError(self._message(op, key, f"{code} (HTTP {status})")) from None
+        except BotoCoreError as e:
+            raise StoreError(self._message(op, key, f"{type(e).__name__}: {e}")) from None
+
+    def _message(self, op: str, key: str, why: str) -> str:
+        where = self.uri_for(key) if key else self.uri
+        return redact(f"S3 {op} {where} at {self.endpoint_url or 'AWS'} failed after {self.attempts} "
+                      f"attempt(s): {why}")
+
     def list(self, prefix: str = "") -> Iterator[str]:
         full = self._key(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "") if prefix else (
             f"{self.prefix}/" if self.prefix else "")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
-        keys = [obj["Key"][strip:] for page in pages for obj in page.get("Contents", [])]
+        with self._call("list", prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+            keys = [obj["Key"][strip:] for page in pages for obj in page.get("Contents", [])]
         yield from sorted(k for k in keys if k and not k.endswith("/"))
 
     def get(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        with self._call("get", key, missing_ok=True):
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
     def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        with self._call("put", key):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def exists(self, key: str) -> bool:
+        try:
+            with self._call("head", key, missing_ok=True):
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object and its ETag, or None if absent."""
+        try:
+            with self._call("get", key, missing_ok=True):
+                r = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+                return r["Body"].read(), r["ETag"]
+        except FileNotFoundError:
+            return None
+
+    def put_if(self, key: str, data: bytes, match: str | None) -> str | None:
+        """Conditional PUT (``If-None-Match: *`` when ``match`` is None, else ``If-Match``): the new
+        ETag, or None when the condition failed."""
         from botocore.exceptions import ClientError
 
+        cond = {"IfNoneMatch": "*"} if match is None else {"IfMatch": match}
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+            with self._call("put", key):
+                try:
+                    return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **cond)["ETag"]
+                except ClientError as e:
+                    code = e.response.get("Error", {}).get("Code")
+                    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                    if code in _CONFLICT or status in (409, 412) or (match is not None and code in _MISSING):
+                        return None
+                    raise
+        except FileNotFoundError:
+            return None
 
     def uri_for(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self._key(key)}"
+        """The object's URI, for naming it only (no check: it also names keys that are refused)."""
+        return f"s3://{self.bucket}/" + (f"{self.prefix}/{key}" if self.prefix else key)
 
     def pyarrow_fs(self):
         """A pyarrow S3 filesystem on the same endpoint and credentials (for Parquet)."""
         import pyarrow.fs as pafs
 
         creds = self._session.get_credentials()
-        kwargs = {"region": self.region, "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=RETRY_ATTEMPTS),
-                  "connect_timeout": 5, "request_timeout": 60}
+        kwargs = {"region": self.region, "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=self.attempts),
+                  "connect_timeout": self.connect_timeout, "request_timeout": self.read_timeout}
         if creds is not None:
             frozen = creds.get_frozen_credentials()
             kwargs.update(access_key=frozen.access_key, secret_key=frozen.secret_key)

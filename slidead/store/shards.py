@@ -2,7 +2,8 @@
 
 ``results/night=<D>/model=<name>/version=<v>/<kind>-<shard>.parquet`` with kinds ``scores``,
 ``clips`` and ``rejected``. A shard is named by a hash of its clip keys, so a re-run after a
-crash finds the shards already written and loads them instead of scoring them again.
+crash finds the shards already written and loads them instead of scoring them again. A
+store that fails while checking or writing a shard raises :class:`~slidead.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import hashlib
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from ..errors import StoreError, redact
+from .features import read_parquet
 
 KINDS = ("scores", "clips", "rejected")
 
@@ -36,21 +40,27 @@ class ShardStore:
     def write(self, night, model_name, version, shard: str, tables: dict[str, pa.Table]) -> None:
         """Write the shard's tables; ``scores`` last, so its presence means the shard is whole."""
         directory = self.directory(night, model_name, version)
-        self.fs.create_dir(directory, recursive=True)
-        for kind in ("clips", "rejected", "scores"):
-            final = self.path(night, model_name, version, kind, shard)
-            tmp = f"{directory}/.tmp-{kind}-{shard}.parquet"
-            pq.write_table(tables[kind], tmp, filesystem=self.fs)
-            self.fs.move(tmp, final)
+        try:
+            self.fs.create_dir(directory, recursive=True)
+            for kind in ("clips", "rejected", "scores"):
+                final = self.path(night, model_name, version, kind, shard)
+                tmp = f"{directory}/.tmp-{kind}-{shard}.parquet"
+                pq.write_table(tables[kind], tmp, filesystem=self.fs)
+                self.fs.move(tmp, final)
+        except OSError as e:
+            raise StoreError(redact(f"writing shard {shard} under {directory} failed: {e}")) from None
 
     def done(self, night, model_name, version, shard: str) -> bool:
-        info = self.fs.get_file_info(self.path(night, model_name, version, "scores", shard))
+        path = self.path(night, model_name, version, "scores", shard)
+        try:
+            info = self.fs.get_file_info(path)
+        except OSError as e:
+            raise StoreError(redact(f"checking shard {path} failed: {e}")) from None
         return info.type == pafs.FileType.File
 
     def read(self, night, model_name, version, shard: str) -> dict[str, pa.Table] | None:
         """The shard's tables, or None if any is missing or unreadable (then it is recomputed)."""
         try:
-            return {k: pq.read_table(self.path(night, model_name, version, k, shard), filesystem=self.fs)
-                    for k in KINDS}
+            return {k: read_parquet(self.fs, self.path(night, model_name, version, k, shard)) for k in KINDS}
         except (OSError, pa.ArrowInvalid):
             return None
