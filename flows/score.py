@@ -1,6 +1,8 @@
 """Flow ``score``: a night's drops -> features -> champion scores -> DuckDB.
 
 Deployment ``score/nightly`` runs it at 02:00 with ``night`` defaulting to the night before.
+The flow holds the night's lock for the whole run (a second run of the same night and family
+stops with a message naming the first), and records every run, completed or failed, in ``runs``.
 """
 
 from __future__ import annotations
@@ -52,13 +54,17 @@ def score(night: str | None = None, family: str | None = None, machine_type: str
     night = night or yesterday(timezone)
     family = family or settings.family
     started = dt.datetime.now()
-    res = nightly.NightResult(night, _run_id())
+    res = nightly.NightResult(night, _run_id(), family)
     try:
-        models = champions(svc, night, family, machine_type)
-        res = score_shards(svc, night, family, machine_type, shard_size, res.run_id, models)
-        res = load(svc, res)
+        with nightly.night_lock(svc, night, family, res.run_id):
+            models = champions(svc, night, family, machine_type)
+            res = score_shards(svc, night, family, machine_type, shard_size, res.run_id, models)
+            res = load(svc, res)
     except Exception as e:
-        nightly.record_run(svc, res, family, "failed", started, f"{type(e).__name__}: {e}"[:1000])
+        try:
+            nightly.record_run(svc, res, family, "failed", started, f"{type(e).__name__}: {e}")
+        except Exception as busy:  # e.g. the database is held open: say so, but raise the first error
+            get_run_logger().warning(f"could not record the failed run: {type(busy).__name__}: {busy}")
         raise
     nightly.record_run(svc, res, family, "completed", started)
     cols, rows = svc.db.query(

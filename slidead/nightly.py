@@ -5,22 +5,33 @@ facts, rejected inputs) are written to the store as Parquet; only :func:`load_ni
 DuckDB, in one transaction. Clips already scored by the champion version are skipped, and a
 shard whose results are already in the store is loaded, not recomputed, so re-running a
 night after a crash finishes the work without scoring anything twice.
+
+One run at a time per night and family: :func:`night_lock` holds a lease in the store
+(``locks/score/<night>/<family>.json``) that separate processes and hosts see; a second run
+waits up to ``lock_wait_s`` and then stops with :class:`~slidead.errors.NightBusyError` naming
+the holder. A crashed holder's lease is free once its process is gone (same host) or its
+heartbeat is older than ``LOCK_TTL_S``. :func:`run_night` is the whole night: lock, champions,
+score, load, and a ``runs`` row saying ``completed`` or ``failed`` with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
+from .errors import ModelRegistryError, NightBusyError, NoChampionError, SlideadError, StoreError, redact
 from .ingest import ingest, list_refs
 from .layout import check_night
 from .score import score_logmels
 from .services import Services
+from .store.objects import Lease, LeaseBusy, hold
 from .store.results import CLIP_COLUMNS, REJECTED_COLUMNS
 from .store.shards import ShardStore, shard_id
 from .thresholds import threshold_for
@@ -28,6 +39,7 @@ from .tracking import LoadedModel, model_name
 from .train import resolve_device
 
 Log = Callable[[str], None]
+LOCK_TTL_S = 120.0
 
 _SCORE_SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("model_name", pa.string()), ("model_version", pa.int32()),
@@ -49,6 +61,7 @@ def _quiet(_msg: str) -> None:
 class NightResult:
     night: str
     run_id: str
+    family: str | None = None
     models: dict[str, int] = field(default_factory=dict)   # model name -> version used
     n_clips: int = 0
     n_scored: int = 0
@@ -70,28 +83,100 @@ def machine_types(svc: Services, night: str) -> list[str]:
     return sorted({r.machine_type for r in refs})
 
 
+def lock_key(night: str, family: str) -> str:
+    return f"locks/score/{check_night(night)}/{family}.json"
+
+
+@contextlib.contextmanager
+def night_lock(svc: Services, night: str, family: str, run_id: str, wait_s: float = 0.0,
+               ttl_s: float = LOCK_TTL_S) -> Iterator[Lease]:
+    """Hold the night's lease for ``run_id`` (nested holds by the same run share it)."""
+    try:
+        with hold(svc.store, lock_key(night, family), run_id, ttl_s=ttl_s, wait_s=wait_s) as lease:
+            yield lease
+    except LeaseBusy as e:
+        h = e.holder
+        beat = h.get("heartbeat")
+        age = f", last heartbeat {time.time() - float(beat):.0f} s ago" if beat else ""
+        raise NightBusyError(
+            f"night {night} ({family}) is being scored by run {h.get('run_id', '?')} on host {h.get('host', '?')} "
+            f"(pid {h.get('pid', '?')}) since {h.get('started_at', '?')}{age}; waited {wait_s:.0f} s. "
+            f"This run wrote nothing: re-run when that one has finished. A crashed run's lock is freed "
+            f"when its process is gone, or {h.get('ttl_s', ttl_s):.0f} s after its last heartbeat."
+        ) from None
+
+
+def load_champion(svc: Services, name: str) -> LoadedModel:
+    """The champion of registered model ``name``, or a clear error: NoChampionError (none promoted),
+    ModelRegistryError (MLflow unreachable, or the champion's artifacts missing or unreadable)."""
+    uri = redact(svc.tracking_uri)
+    try:
+        tracker = svc.tracker
+        tracker.client.search_registered_models(max_results=1)  # reachable at all?
+    except Exception as e:  # noqa: BLE001
+        raise ModelRegistryError(
+            f"MLflow at {uri} is unreachable ({_short(e)}); check SLIDEAD_MLFLOW_URI and the server. "
+            "Nothing was scored or written.") from None
+    try:
+        return tracker.load(name)
+    except NoChampionError:
+        champ = tracker.champion_version(name)
+        if champ is None:
+            raise
+        raise ModelRegistryError(
+            f"champion of {name} (v{champ.version}) is registered in MLflow at {uri} but its model files "
+            "(state_dict.pt, run_config.json, thresholds.json) are missing: retrain or re-promote a version. "
+            "Nothing was scored or written.") from None
+    except SlideadError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ModelRegistryError(
+            f"could not load the champion of {name} from MLflow at {uri} ({_short(e)}). "
+            "Nothing was scored or written.") from None
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    text = redact(f"{type(e).__name__}: {e}").replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def champions(svc: Services, night: str, family: str, machine_type: str | None = None) -> dict[str, LoadedModel]:
     """The champion of ``family`` for each machine type in the night (NoChampionError if one lacks it)."""
     types = [machine_type] if machine_type else machine_types(svc, night)
-    return {model_name(t, family): svc.tracker.load(model_name(t, family)) for t in types}
+    return {model_name(t, family): load_champion(svc, model_name(t, family)) for t in types}
 
 
 def score_night(svc: Services, night: str, family: str, machine_type: str | None = None,
                 shard_size: int = 256, run_id: str | None = None,
                 progress: Callable[[int, int], None] | None = None, log: Log = _quiet,
-                models: dict[str, LoadedModel] | None = None) -> NightResult:
-    """Score every clip of a night with each machine type's champion; writes shard results only."""
+                models: dict[str, LoadedModel] | None = None, lock_wait_s: float = 0.0) -> NightResult:
+    """Score every clip of a night with each machine type's champion; writes shard results only.
+
+    Holds the night's lock (see :func:`night_lock`); every champion is loaded before anything is
+    written. A failing store raises :class:`~slidead.errors.StoreError`; the shards written so
+    far stay and a re-run resumes from them."""
     check_night(night)
     if shard_size < 1:
         raise ValueError(f"shard_size={shard_size!r} must be >= 1")
     run_id = run_id or uuid.uuid4().hex[:12]
-    res = NightResult(night, run_id)
+    with night_lock(svc, night, family, run_id, lock_wait_s) as lease:
+        return _score_night(svc, night, family, machine_type, shard_size, run_id, progress, log, models, lease)
+
+
+def _score_night(svc, night, family, machine_type, shard_size, run_id, progress, log, models,
+                 lease: Lease) -> NightResult:
+    res = NightResult(night, run_id, family)
     t0 = time.perf_counter()
-    types = [machine_type] if machine_type else machine_types(svc, night)
     refs_all, bad_all = list_refs(svc.store, "drop", machine_type, night)
+    types = [machine_type] if machine_type else sorted({r.machine_type for r in refs_all})
     res.n_clips = len(refs_all) + len(bad_all)
     if not refs_all and not bad_all:
         log(f"night {night}: no clips under drops/{night}/")
+    models = dict(models or {})
+    for mtype in types:
+        name = model_name(mtype, family)
+        if name not in models:
+            models[name] = load_champion(svc, name)
     shards = shard_store(svc)
     device = resolve_device(svc.device)
     done = 0
@@ -100,13 +185,17 @@ def score_night(svc: Services, night: str, family: str, machine_type: str | None
         _write_rejected_only(shards, night, run_id, bad_all, res)
     for mtype in types:
         name = model_name(mtype, family)
-        loaded = models[name] if models and name in models else svc.tracker.load(name)
+        loaded = models[name]
         res.models[name] = loaded.version
         already = svc.db.scored_clip_ids(name, loaded.version)
         refs = [r for r in refs_all if r.machine_type == mtype]
         log(f"{night} {mtype}: {len(refs)} clips, scoring with {name} v{loaded.version} "
             f"({len(already)} clips already scored by it)")
         for start in range(0, len(refs), shard_size):
+            if lease.lost:
+                raise NightBusyError(f"night {night} ({family}): run {run_id} lost its lock to another run "
+                                     "(no heartbeat for longer than its ttl); stopping. The shards written "
+                                     "so far are kept.")
             part = refs[start:start + shard_size]
             sid = shard_id([r.key for r in part])
             res.shards.append((night, name, loaded.version, sid))
@@ -165,14 +254,22 @@ def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
 
 
 def load_night(svc: Services, res: NightResult, log: Log = _quiet) -> NightResult:
-    """Load every shard of the run into DuckDB in one transaction (the one writer)."""
+    """Load every shard of the run into DuckDB in one transaction (the one writer): scores, clips
+    and rejected inputs all go in, or none of them do."""
+    family = res.family or next((n.rsplit("-", 1)[-1] for n in res.models), None)
+    lock = night_lock(svc, res.night, family, res.run_id) if family else contextlib.nullcontext()
+    with lock:
+        return _load_night(svc, res, log)
+
+
+def _load_night(svc: Services, res: NightResult, log: Log) -> NightResult:
     shards = shard_store(svc)
     scores, clips, rejected = [], [], []
     prior: dict[tuple[str, int], set[str]] = {}
     for night, name, version, sid in res.shards:
         t = shards.read(night, name, version, sid)
         if t is None:
-            raise RuntimeError(f"shard {sid} of {name} v{version} for {night} is missing or unreadable; re-run the night")
+            raise StoreError(f"shard {sid} of {name} v{version} for {night} is missing or unreadable; re-run the night")
         if (name, version) not in prior:
             prior[(name, version)] = svc.db.scored_clip_ids(name, version)
         # a resumed shard may hold clips an earlier run already loaded: those count as skipped
@@ -180,8 +277,7 @@ def load_night(svc: Services, res: NightResult, log: Log = _quiet) -> NightResul
         scores.append(t["scores"])
         clips.extend(t["clips"].to_pylist())
         rejected.extend(t["rejected"].to_pylist())
-    new = svc.db.load_scores(scores, clips)
-    svc.db.add_rejected(rejected)
+    new = svc.db.load_scores(scores, clips, rejected)
     res.n_scored = new
     res.n_rejected = len({r["uri"] for r in rejected})
     cols, rows = svc.db.query(
@@ -194,13 +290,35 @@ def load_night(svc: Services, res: NightResult, log: Log = _quiet) -> NightResul
 
 
 def record_run(svc: Services, res: NightResult, family: str, status: str, started_at, detail: str | None = None) -> None:
-    import datetime as dt
-
     name, version = next(iter(res.models.items()), (None, None))
     svc.db.record_run({
         "run_id": res.run_id, "flow": "score", "night": res.night, "machine_type": None, "family": family,
         "model_name": name, "model_version": version, "status": status, "n_clips": res.n_clips,
         "n_scored": res.n_scored, "n_skipped": res.n_skipped, "n_rejected": res.n_rejected,
         "n_flagged": res.n_flagged, "started_at": started_at, "finished_at": dt.datetime.now(),
-        "seconds": res.seconds, "detail": detail,
+        "seconds": res.seconds, "detail": None if detail is None else redact(detail)[:1000],
     })
+
+
+def run_night(svc: Services, night: str, family: str, machine_type: str | None = None, shard_size: int = 256,
+              run_id: str | None = None, progress: Callable[[int, int], None] | None = None, log: Log = _quiet,
+              lock_wait_s: float = 0.0) -> NightResult:
+    """The whole night in one call: lock, champions, score, load, and a ``runs`` row.
+
+    On failure the run is recorded as ``failed`` with the error (when the database can be written)
+    and the error is raised; shards already written stay, so a re-run resumes from them."""
+    check_night(night)
+    started = dt.datetime.now()
+    res = NightResult(night, run_id or uuid.uuid4().hex[:12], family)
+    try:
+        with night_lock(svc, night, family, res.run_id, lock_wait_s):
+            models = champions(svc, night, family, machine_type)
+            res = score_night(svc, night, family, machine_type, shard_size, res.run_id, progress, log, models)
+            res = load_night(svc, res, log)
+    except Exception as e:
+        with contextlib.suppress(Exception):  # a busy database must not hide the first error
+            record_run(svc, res, family, "failed", started, f"{type(e).__name__}: {e}")
+        log(redact(f"night {night}: run {res.run_id} failed: {type(e).__name__}: {e}"))
+        raise
+    record_run(svc, res, family, "completed", started)
+    return res

@@ -121,18 +121,22 @@ class ResultsDB:
     def record_run(self, row: dict) -> None:
         self._insert_rows("runs", RUN_COLUMNS, [row])
 
-    def load_scores(self, tables: Iterable[pa.Table], clips: Iterable[dict] = ()) -> int:
-        """Load shard results (Arrow tables with SCORE_COLUMNS) and their clips in one transaction.
+    def load_scores(self, tables: Iterable[pa.Table], clips: Iterable[dict] = (), rejected: Iterable[dict] = ()) -> int:
+        """Load shard results (Arrow tables with SCORE_COLUMNS), their clips and their rejected
+        inputs in one transaction: all of it or, on any failure, none of it.
 
         Returns the number of score rows that were new.
         """
         clip_values = [tuple(r.get(c) for c in CLIP_COLUMNS) for r in clips]
+        rejected_values = [tuple(r.get(c) for c in REJECTED_COLUMNS) for r in rejected]
         with self.connect() as con:
             before = con.execute("SELECT count(*) FROM scores").fetchone()[0]
             con.execute("BEGIN TRANSACTION")
             try:
                 if clip_values:
                     con.executemany(_INSERT["clips"], clip_values)
+                if rejected_values:
+                    con.executemany(_INSERT["rejected"], rejected_values)
                 for table in tables:
                     shard = table.select(list(SCORE_COLUMNS))
                     con.register("shard", shard)
