@@ -4,7 +4,10 @@
 ``target_rate``. Multichannel files (MIMII clips are 8-channel WAVE_FORMAT_EXTENSIBLE) give
 one configurable channel; other rates are resampled with torchaudio. Anything that cannot be
 scored raises :class:`~slidead.errors.AudioError` with a short ``reason``. A truncated file
-(less data than its header declares) decodes what is there, with a ``truncated`` note.
+(less data than its header declares) decodes what is there, with a ``truncated`` note; a
+header that declares zero data bytes before audio that is there (a recorder stopped before it
+fixed its header) decodes the audio present, with a note. Saturated recordings (flat runs at
+full scale) and clips longer than 15 s are scored, with a note.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import soundfile as sf
 from .errors import AudioError
 
 NOMINAL_SECONDS = 10.0
+CLIP_LEVEL = 0.99             # |sample| at or above this is full scale (8-bit PCM peaks at 127/128)
+CLIP_RUN = 3                  # consecutive equal full-scale samples that make a flat top
+CLIP_FRACTION = 1e-3          # more than this share of samples in flat tops: noted as clipped
 MAX_RATE = 384_000          # above this a header is corrupt, and resampling would blow up memory
 _EXACT_RESAMPLE_MAX = 1000  # torchaudio's kernel grows as (new/g) x (orig/g): use it only when small
 
@@ -61,6 +67,7 @@ def decode(data: bytes, config: AudioConfig = AudioConfig()) -> Decoded:
         raise AudioError("empty", "zero bytes")
     if data[:4] not in (b"RIFF", b"RIFX", b"RF64") or data[8:12] != b"WAVE":
         raise AudioError("not_wav", f"no RIFF/WAVE header (starts with {data[:12]!r})")
+    data, repaired = _repair_zero_data_size(data)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate, channels, frames = f.samplerate, f.channels, f.frames
@@ -73,7 +80,7 @@ def decode(data: bytes, config: AudioConfig = AudioConfig()) -> Decoded:
         raise
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError with a message
         raise AudioError("unreadable", str(e).strip() or type(e).__name__) from None
-    notes: list[str] = []
+    notes: list[str] = [repaired] if repaired else []
     expected = max(frames, _declared_frames(data))  # libsndfile counts only the frames present
     if x.shape[0] < expected:
         notes.append(f"truncated: {x.shape[0]} of {expected} frames present")
@@ -90,6 +97,9 @@ def decode(data: bytes, config: AudioConfig = AudioConfig()) -> Decoded:
         raise AudioError("sample_rate_too_low", f"{rate} Hz is below the {config.min_rate} Hz minimum")
     if rate > MAX_RATE:
         raise AudioError("sample_rate_too_high", f"{rate} Hz is above the {MAX_RATE} Hz maximum")
+    flat = _flat_top_samples(audio)
+    if flat > CLIP_FRACTION * audio.size:
+        notes.append(f"clipped: {flat} samples ({100.0 * flat / audio.size:.1f}%) in flat runs at full scale")
     if rate != config.target_rate:
         audio = resample(audio, rate, config.target_rate)
         notes.append(f"resampled from {rate} Hz")
@@ -124,6 +134,40 @@ def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
 
     y = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), orig_rate, new_rate)
     return y.numpy()
+
+
+def _flat_top_samples(audio: np.ndarray) -> int:
+    """Samples in runs of at least CLIP_RUN consecutive equal full-scale values (a saturated recording)."""
+    hot = np.abs(audio) >= CLIP_LEVEL
+    if not hot.any():
+        return 0
+    same = np.concatenate(([False], audio[1:] == audio[:-1]))
+    flat = hot & (same | np.concatenate((same[1:], [False])))  # part of a run of equal values
+    edges = np.diff(np.concatenate(([0], flat.view(np.int8), [0])))
+    lengths = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    return int(lengths[lengths >= CLIP_RUN].sum())
+
+
+def _repair_zero_data_size(data: bytes) -> tuple[bytes, str | None]:
+    """A RIFF ``data`` chunk that declares 0 bytes with bytes after it: declare what is there."""
+    if data[:4] != b"RIFF":
+        return data, None
+    pos, block_align = 12, 0
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if cid == b"fmt " and pos + 22 <= len(data):
+            block_align = int.from_bytes(data[pos + 20:pos + 22], "little")
+        elif cid == b"data":
+            present = len(data) - (pos + 8)
+            if size != 0 or present <= 0 or block_align <= 0:
+                return data, None
+            present -= present % block_align
+            fixed = bytearray(data)
+            fixed[pos + 4:pos + 8] = present.to_bytes(4, "little")
+            fixed[4:8] = min(pos + present, 0xFFFFFFFF).to_bytes(4, "little")
+            return bytes(fixed), f"header declared 0 data bytes; read the {present // block_align} frames present"
+        pos += 8 + size + (size & 1)
+    return data, None
 
 
 def _declared_frames(data: bytes) -> int:

@@ -6,8 +6,9 @@ Keys are relative, ``/``-separated:
 - ``train/<machine_type>/id_<NN>/<name>.wav`` — normal recordings to train on
 - ``eval/<machine_type>/id_<NN>/{normal,anomaly}/<name>.wav`` — a labelled set
 
-``parse_key(key) -> ClipRef``; a key that does not fit (or has ``..``/absolute segments)
-raises :class:`~slidead.errors.LayoutError` with the reason.
+``parse_key(key) -> ClipRef``; a key that does not fit (or has ``..``/absolute segments, or a
+machine type that is not a plain name) raises :class:`~slidead.errors.LayoutError` with the
+reason. File names may hold spaces and any unicode letters.
 """
 
 from __future__ import annotations
@@ -74,17 +75,24 @@ def parse_key(key: str) -> ClipRef:
             check_night(night)
         except ValueError as e:
             raise LayoutError(f"{key!r}: {e}") from None
-        return ClipRef(key, "drop", mtype, _machine_id(key, mid), night=night)
+        return ClipRef(key, "drop", _machine_type(key, mtype), _machine_id(key, mid), night=night)
     if head == "train" and len(parts) == 4:
         _, mtype, mid, _ = parts
-        return ClipRef(key, "train", mtype, _machine_id(key, mid), label="normal")
+        return ClipRef(key, "train", _machine_type(key, mtype), _machine_id(key, mid), label="normal")
     if head == "eval" and len(parts) == 5:
         _, mtype, mid, label, _ = parts
         if label not in LABELS:
             raise LayoutError(f"{key!r}: label folder {label!r} is not one of {LABELS}")
-        return ClipRef(key, "eval", mtype, _machine_id(key, mid), label=label)
+        return ClipRef(key, "eval", _machine_type(key, mtype), _machine_id(key, mid), label=label)
     raise LayoutError(f"{key!r}: does not match drops/<night>/<type>/id_<NN>/<name>.wav, "
                       "train/<type>/id_<NN>/<name>.wav or eval/<type>/id_<NN>/<label>/<name>.wav")
+
+
+def _machine_type(key: str, part: str) -> str:
+    try:
+        return check_name("machine_type", part)
+    except ValueError as e:
+        raise LayoutError(f"{key!r}: {e}") from None
 
 
 def _machine_id(key: str, part: str) -> str:
