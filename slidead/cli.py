@@ -183,7 +183,7 @@ def cmd_score(a, settings: Settings) -> int:
 def cmd_report(a, settings: Settings) -> int:
     from .report import format_table, run_report
 
-    for title, cols, rows in run_report(settings.duckdb_path, a.night, a.only or None):
+    for title, cols, rows in run_report(settings.duckdb_path, a.night, a.only or None, a.machine_type, a.machine_id):
         print(f"\n== {title}\n{format_table(cols, rows)}")
     return 0
 
@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = add("report", cmd_report, "print the reporting queries in sql/ as tables")
     r.add_argument("--night", default=None, help="YYYY-MM-DD (default: the latest scored night)")
     r.add_argument("--only", action="append", help="one report by name (repeatable)")
+    r.add_argument("--machine-type", default=None, help="only this machine type's rows (letters, digits, _ . -)")
+    r.add_argument("--machine-id", default=None, help="only this machine ID's rows (digits, e.g. 00)")
 
     sv = add("serve", cmd_serve, "serve the nightly and retrain deployments from this process (needs PREFECT_API_URL)")
     sv.add_argument("--timezone", default=os.environ.get("SLIDEAD_TIMEZONE", "UTC"),

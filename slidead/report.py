@@ -7,7 +7,9 @@ in ``scores`` when it is unset (``rejected_by_reason`` falls back to all time in
 
 :func:`run_report` opens the database read-only, sets ``night`` with a bound parameter (never by
 pasting text into SQL), runs the chosen files and returns their rows; :func:`format_table` turns
-one result into an aligned text table. This module is library code: it does not import prefect.
+one result into an aligned text table. ``machine_type``/``machine_id`` keep only that machine's
+rows (validated first; they filter the result rows and never reach the SQL). This module is
+library code: it does not import prefect.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
+from .layout import check_name
 from .store.results import SQL_DIR, ResultsDB
 
 REPORTS: tuple[str, ...] = (
@@ -40,6 +43,7 @@ _TITLES = {
 }
 
 _NIGHT_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_MACHINE_ID_RE = re.compile(r"(?:id_)?(\d{2,})")
 
 
 def _validate_night(night: str | _dt.date | None) -> str | None:
@@ -56,6 +60,29 @@ def _validate_night(night: str | _dt.date | None) -> str | None:
     except ValueError:
         raise ValueError(f"night must be a valid date YYYY-MM-DD, got {night!r}") from None
     return night
+
+
+def _validate_machine(machine_type: str | None, machine_id: str | None) -> tuple[str | None, str | None]:
+    """A machine type is a plain name; a machine ID is digits (``00``; ``id_00`` is accepted)."""
+    if machine_type is not None:
+        check_name("machine_type", machine_type)
+    if machine_id is not None:
+        m = _MACHINE_ID_RE.fullmatch(machine_id) if isinstance(machine_id, str) else None
+        if not m:
+            raise ValueError(f"machine_id={machine_id!r}: expected digits like 00 (or id_00)")
+        machine_id = m.group(1)
+    return machine_type, machine_id
+
+
+def _for_machine(columns: list[str], rows: list[tuple], machine_type: str | None,
+                 machine_id: str | None) -> tuple[list[tuple], bool]:
+    """Rows of the chosen machine, and whether the report has the machine columns to filter on
+    (a report without them, e.g. a summary over all machines, is returned whole)."""
+    wanted = [(c, v) for c, v in (("machine_type", machine_type), ("machine_id", machine_id)) if v is not None]
+    if any(c not in columns for c, _ in wanted):
+        return rows, False
+    checks = [(columns.index(c), v) for c, v in wanted]
+    return [r for r in rows if all(r[i] == v for i, v in checks)], True
 
 
 def _validate_names(names: Iterable[str] | None) -> list[str]:
@@ -97,15 +124,18 @@ def _title(name: str, night: str | None, latest: str | None) -> str:
 
 
 def run_report(
-    db_path: str, night: str | None = None, names: Iterable[str] | None = None
+    db_path: str, night: str | None = None, names: Iterable[str] | None = None,
+    machine_type: str | None = None, machine_id: str | None = None,
 ) -> list[tuple[str, list[str], list[tuple]]]:
     """Run reports on the results database at ``db_path``; returns (title, columns, rows) per report.
 
     ``night`` is ``YYYY-MM-DD`` or None for the latest scored night; ``names`` are report names
-    from :data:`REPORTS` (default: all of them, in that order). Raises ValueError for a bad
-    night or an unknown report name, FileNotFoundError when there is no database.
+    from :data:`REPORTS` (default: all of them, in that order); ``machine_type``/``machine_id``
+    keep one machine's rows. Raises ValueError for a bad night, machine or report name,
+    FileNotFoundError when there is no database.
     """
     night = _validate_night(night)
+    machine_type, machine_id = _validate_machine(machine_type, machine_id)
     chosen = _validate_names(names)
     sql = {name: report_path(name).read_text() for name in chosen}
     out: list[tuple[str, list[str], list[tuple]]] = []
@@ -119,8 +149,12 @@ def run_report(
         for name in chosen:
             cur = con.execute(sql[name])
             columns = [d[0] for d in cur.description] if cur.description else []
-            rows = cur.fetchall()
-            out.append((_title(name, night, latest), columns, rows))
+            rows, per_machine = _for_machine(columns, cur.fetchall(), machine_type, machine_id)
+            title = _title(name, night, latest)
+            if machine_type or machine_id:
+                which = "/".join(v for v in (machine_type, machine_id and f"id_{machine_id}") if v)
+                title += f", machine {which}" if per_machine else " (not broken down by machine)"
+            out.append((title, columns, rows))
     return out
 
 
