@@ -121,7 +121,7 @@ class FeatureStore:
         tmp, final = f"{directory}/.tmp-{name}", f"{directory}/{name}"
         try:
             self.fs.create_dir(directory, recursive=True)
-            pq.write_table(table, tmp, filesystem=self.fs, compression="zstd")
+            pq.write_table(table, tmp, filesystem=self.fs, compression="lz4")
             self.fs.move(tmp, final)
         except OSError as e:
             raise StoreError(redact(f"writing features under {directory} failed: {e}")) from None

@@ -51,6 +51,30 @@ _INSERT = {
             "finished_at, seconds, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 }
 
+# the same inserts from a registered Arrow table named "batch" (fixed strings, no input in them)
+_BULK = {
+    "clips": "INSERT INTO clips (clip_id, uri, night, split, machine_type, machine_id, label, sample_rate, "
+             "channels, duration_s, note) SELECT clip_id, uri, CAST(night AS DATE), split, machine_type, "
+             "machine_id, label, CAST(sample_rate AS INTEGER), CAST(channels AS INTEGER), "
+             "CAST(duration_s AS DOUBLE), note FROM batch ON CONFLICT DO NOTHING",
+    "rejected": "INSERT INTO rejected (uri, night, machine_type, machine_id, reason, detail, clip_id, run_id) "
+                "SELECT uri, CAST(night AS DATE), machine_type, machine_id, reason, detail, clip_id, run_id "
+                "FROM batch ON CONFLICT DO NOTHING",
+}
+
+
+def _arrow(columns: tuple[str, ...], values: list[tuple]) -> pa.Table:
+    cols = {}
+    for i, c in enumerate(columns):
+        vals = [v[i] for v in values]
+        if c in ("night", "uri", "clip_id", "detail", "note", "reason", "run_id", "label"):
+            vals = [None if x is None else str(x) for x in vals]
+            cols[c] = pa.array(vals, type=pa.string())
+        else:
+            cols[c] = pa.array(vals)
+    return pa.table(cols)
+
+
 _HOLDER = re.compile(r"\(PID (\d+)\)")
 
 
@@ -133,10 +157,14 @@ class ResultsDB:
             before = con.execute("SELECT count(*) FROM scores").fetchone()[0]
             con.execute("BEGIN TRANSACTION")
             try:
-                if clip_values:
-                    con.executemany(_INSERT["clips"], clip_values)
+                if clip_values:  # bulk through Arrow: executemany goes row by row
+                    con.register("batch", _arrow(CLIP_COLUMNS, clip_values))
+                    con.execute(_BULK["clips"])
+                    con.unregister("batch")
                 if rejected_values:
-                    con.executemany(_INSERT["rejected"], rejected_values)
+                    con.register("batch", _arrow(REJECTED_COLUMNS, rejected_values))
+                    con.execute(_BULK["rejected"])
+                    con.unregister("batch")
                 for table in tables:
                     shard = table.select(list(SCORE_COLUMNS))
                     con.register("shard", shard)
