@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import http.client
@@ -44,6 +45,47 @@ def champion_registry() -> str:
     home = Path(tempfile.mkdtemp(prefix="slidead-registry-"))
     atexit.register(shutil.rmtree, home, True)
     return make_registry(home)
+
+
+@contextlib.contextmanager
+def tampered_champion(how: str):
+    """The shared champion's model files, damaged for the block and put back after it:
+    ``no_state_dict`` (one file gone), ``no_files`` (all gone), or ``pickle`` (state_dict.pt
+    replaced by a pickle that would create ``marker`` if it were ever unpickled). Yields the
+    tracking URI and the marker path."""
+    import torch
+
+    home = Path(champion_registry().removeprefix("sqlite:///")).parent
+    (files,) = home.glob("mlartifacts/slider/models/m-*/artifacts")
+    backup = home / "backup"
+    shutil.copytree(files, backup)
+    marker = home / "pickle-ran"
+    try:
+        if how == "no_state_dict":
+            (files / "extra_files" / "state_dict.pt").unlink()
+        elif how == "no_files":
+            shutil.rmtree(files)
+        elif how == "pickle":
+            torch.save({"weights": _Payload(str(marker))}, files / "extra_files" / "state_dict.pt")
+        else:
+            raise ValueError(f"how={how!r}")
+        yield champion_registry(), marker
+    finally:
+        shutil.rmtree(files, ignore_errors=True)
+        shutil.move(backup, files)
+        marker.unlink(missing_ok=True)
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a malicious 'model' would do."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
 
 
 def make_registry(home: Path) -> str:

@@ -22,7 +22,6 @@ from slidead.audio import AudioConfig
 from slidead.features import for_family
 from slidead.ingest import ingest, list_refs
 from slidead.store.features import FeatureStore
-from slidead.store.objects import LocalObjectStore
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 

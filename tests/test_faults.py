@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 
 import pytest
 
-from faultkit import MODEL, NIGHT, count, good_clips, ledger, make_registry, put_night, runs, services
+from faultkit import MODEL, NIGHT, count, good_clips, ledger, put_night, runs, services, tampered_champion
 from slidead import nightly
 from slidead.errors import DatabaseBusyError, ModelRegistryError, NightBusyError, SlideadError
 from slidead.store.objects import Lease, LeaseBusy, LocalObjectStore, hold
@@ -242,23 +241,22 @@ def test_mlflow_unreachable_is_a_clear_error_and_writes_no_results(tmp_path, mon
     assert not (tmp_path / "store" / "results").exists() and not (tmp_path / "store" / "features").exists()
     (run,) = runs(svc)
     assert run[1] == "failed" and "ModelRegistryError" in run[4] and "hunter2" not in run[4]
+    svc.tracking_uri, svc._tracker = services(tmp_path).tracking_uri, None    # MLflow is back
+    assert nightly.run_night(svc, NIGHT, "ae").n_scored == 2
+    ledger(svc)
 
 
-@pytest.mark.parametrize("lose", ["state_dict", "every_file"])
-def test_champion_with_missing_artifacts_is_a_clear_error(tmp_path, lose):
-    home = tmp_path / "registry"
-    home.mkdir()
-    uri = make_registry(home)
-    files = next(home.glob("mlartifacts/slider/models/m-*/artifacts"))
-    if lose == "state_dict":
-        (files / "extra_files" / "state_dict.pt").unlink()
-    else:
-        shutil.rmtree(files)
-    svc = services(tmp_path, tracking_uri=uri)
-    put_night(svc.store, good_clips(2))
-    with pytest.raises(ModelRegistryError, match=rf"champion of {MODEL} \(v1\) .* model files .* are missing"):
-        nightly.run_night(svc, NIGHT, "ae")
+@pytest.mark.parametrize("how", ["no_state_dict", "no_files"])
+def test_champion_with_missing_artifacts_is_a_clear_error(tmp_path, how):
+    put_night((svc := services(tmp_path)).store, good_clips(2))
+    with tampered_champion(how) as (uri, _):
+        svc.tracking_uri = uri
+        with pytest.raises(ModelRegistryError, match=rf"champion of {MODEL} \(v1\) .* model files .* are missing"):
+            nightly.run_night(svc, NIGHT, "ae")
     assert count(svc, "scores") == 0 and not (tmp_path / "store" / "results").exists()
+    svc._tracker = None                                   # the files are back: a re-run completes
+    assert nightly.run_night(svc, NIGHT, "ae").n_scored == 2
+    ledger(svc)
 
 
 def test_lock_survives_a_release_the_store_refused(tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ import ast
 import inspect
 import io
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 
-from faultkit import NIGHT, count, good_clips, make_registry, put_night, services
+from faultkit import NIGHT, count, good_clips, put_night, services, tampered_champion
 from s3server import MotoServer
 from slidead import nightly
 from slidead.cli import main, run_retrain, run_score
@@ -211,28 +210,14 @@ def test_prefect_temporary_api_binds_to_localhost(monkeypatch):
 
 # --- models come from the project's own registry, never unpickled -----------------------------
 
-class _Payload:
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_pickle_in_the_registry_is_not_run(tmp_path):
-    import torch
-
-    home = tmp_path / "registry"
-    home.mkdir()
-    uri = make_registry(home)
-    marker = tmp_path / "pwned"
-    (state,) = home.glob("mlartifacts/slider/models/m-*/artifacts/extra_files/state_dict.pt")
-    torch.save({"weights": _Payload(str(marker))}, state)       # weights that run code when unpickled
-    svc = services(tmp_path, tracking_uri=uri)
+    svc = services(tmp_path)
     put_night(svc.store, good_clips(1))
-    with pytest.raises(ModelRegistryError, match="could not load the champion"):
-        nightly.run_night(svc, NIGHT, "ae")
-    assert not marker.exists() and count(svc, "scores") == 0
+    with tampered_champion("pickle") as (uri, marker):
+        with pytest.raises(ModelRegistryError, match="could not load the champion"):
+            nightly.run_night(svc, NIGHT, "ae")
+        assert not marker.exists()                        # the payload never ran
+    assert count(svc, "scores") == 0
 
 
 def test_library_never_unpickles_models():
