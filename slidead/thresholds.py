@@ -1,8 +1,10 @@
 """Decision thresholds per machine ID from held-out normal scores.
 
-A gamma distribution (location fixed at 0: scores are positive reconstruction errors) is
-fitted to each ID's normal scores; the threshold is its ``quantile`` (0.9 by default), as the
-later DCASE baselines do. Result: a JSON-able dict stored with the model version::
+A gamma distribution (location fixed at 0: scores are positive reconstruction errors or
+distances) is fitted to each ID's normal scores; the threshold is its ``quantile`` (0.9 by
+default), as the later DCASE baselines do. Scores that can be negative (the ID classifier's
+``logit`` score, log((1 - p) / p)) have no gamma with location 0: their threshold is the
+empirical quantile (``"method": "empirical"``). Result: a JSON-able dict stored with the model version::
 
     {"quantile": 0.9, "method": "gamma", "per_id": {"00": {"threshold": t, "shape": a,
      "scale": b, "n": n, "source": "validation"}, ...}}
@@ -26,6 +28,8 @@ def gamma_threshold(scores, quantile: float = 0.9) -> dict:
         raise ValueError(f"need at least {MIN_FIT} normal scores to fit a threshold, got {s.size}")
     if np.ptp(s) == 0:
         return {"threshold": float(s[0]), "shape": None, "scale": None, "n": int(s.size), "method": "constant"}
+    if s.min() < 0:
+        return _empirical(s, quantile)
     try:
         shape, _, scale = stats.gamma.fit(np.maximum(s, 1e-12), floc=0.0)
         t = float(stats.gamma.ppf(quantile, shape, loc=0.0, scale=scale))
@@ -33,8 +37,12 @@ def gamma_threshold(scores, quantile: float = 0.9) -> dict:
             raise FloatingPointError
         return {"threshold": t, "shape": float(shape), "scale": float(scale), "n": int(s.size), "method": "gamma"}
     except (FloatingPointError, RuntimeError, ValueError):
-        return {"threshold": float(np.quantile(s, quantile)), "shape": None, "scale": None,
-                "n": int(s.size), "method": "empirical"}
+        return _empirical(s, quantile)
+
+
+def _empirical(s: np.ndarray, quantile: float) -> dict:
+    return {"threshold": float(np.quantile(s, quantile)), "shape": None, "scale": None,
+            "n": int(s.size), "method": "empirical"}
 
 
 def fit_thresholds(scores_by_id: dict[str, np.ndarray], quantile: float = 0.9, source: str = "validation") -> dict:

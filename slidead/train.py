@@ -3,7 +3,9 @@
 ``fit(model, train, val, config)`` takes context windows, either as ``(N, dim)`` float32
 arrays or as :class:`FrameWindows` (the clips' log-mel frames, windows gathered per batch:
 five times less memory than materialised windows), and returns a :class:`TrainResult` with
-the best epoch's state dict and the loss history.
+the best epoch's state dict and the loss history. Windows may carry labels (one class index
+per window: ``FrameWindows(..., labels=per_clip)`` or an ``(x, y)`` pair of arrays); then the
+loop calls ``model.loss(x, y)`` instead of ``model.loss(x)`` (the ID classifier).
 Splitting clips into train and validation sets is :func:`split_clips`'s job (by clip, per
 machine ID, so no clip's windows land on both sides).
 """
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-FAMILY_BATCH = {"ae": 128, "vae": 512}
+FAMILY_BATCH = {"ae": 128, "vae": 512, "idclf": 128}
 
 
 @dataclass(frozen=True)
@@ -69,57 +71,95 @@ class FrameWindows:
 
     ``logmels``: a list of ``(n_mels, T)`` arrays. Holds ``(sum T, n_mels)`` floats instead of
     ``(sum (T - frames + 1), frames * n_mels)``; ``batch(idx)`` returns ``(len(idx), frames *
-    n_mels)`` windows, frame-major as :func:`slidead.features.windows` makes them.
+    n_mels)`` windows, frame-major as :func:`slidead.features.windows` makes them. ``stride``
+    keeps every ``stride``-th window of a clip (the first at frame 0). ``labels``: optional, one
+    integer per clip; ``targets(idx)`` then gives each window its clip's label.
     """
 
-    def __init__(self, logmels, frames: int = 5):
+    def __init__(self, logmels, frames: int = 5, labels=None, stride: int = 1):
         logmels = list(logmels)
+        if stride < 1:
+            raise ValueError(f"stride={stride!r} must be >= 1")
+        if labels is not None and len(labels) != len(logmels):
+            raise ValueError(f"{len(labels)} labels for {len(logmels)} clips")
         self.frames = frames
         self.n_mels = logmels[0].shape[0] if logmels else 0
         self.data = torch.from_numpy(np.concatenate([m.T for m in logmels]).astype(np.float32, copy=False)) \
             if logmels else torch.zeros(0, 0)
-        starts, offset = [], 0
-        for m in logmels:
+        starts, clips, offset = [], [], 0
+        for i, m in enumerate(logmels):
             t = m.shape[1]
             if t >= frames:
-                starts.append(np.arange(offset, offset + t - frames + 1))
+                starts.append(np.arange(offset, offset + t - frames + 1, stride))
+                clips.append(np.full(starts[-1].size, i))
             offset += t
         self.starts = torch.from_numpy(np.concatenate(starts)) if starts else torch.zeros(0, dtype=torch.long)
+        self.clips = torch.from_numpy(np.concatenate(clips)) if clips else torch.zeros(0, dtype=torch.long)
+        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels, dtype=np.int64))[self.clips]
         self._span = torch.arange(frames)
+
+    def with_labels(self, labels) -> "FrameWindows":
+        """The same windows (sharing their frames) with one label per clip."""
+        out = copy.copy(self)
+        out.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64)).to(self.clips.device)[self.clips]
+        return out
 
     def __len__(self) -> int:
         return int(self.starts.numel())
 
     def to(self, device) -> "FrameWindows":
         self.data, self.starts, self._span = self.data.to(device), self.starts.to(device), self._span.to(device)
+        self.clips = self.clips.to(device)
+        if self.labels is not None:
+            self.labels = self.labels.to(device)
         return self
 
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         rows = self.starts[idx][:, None] + self._span
         return self.data[rows].reshape(len(idx), self.frames * self.n_mels)
 
+    def targets(self, idx: torch.Tensor) -> torch.Tensor | None:
+        return None if self.labels is None else self.labels[idx]
+
 
 class _ArrayWindows:
-    def __init__(self, x):
+    def __init__(self, x, labels=None):
         self.x = torch.as_tensor(x, dtype=torch.float32)
+        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
+        if self.labels is not None and self.labels.shape != (self.x.shape[0],):
+            raise ValueError(f"labels {tuple(self.labels.shape)} do not match {self.x.shape[0]} windows")
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def to(self, device) -> "_ArrayWindows":
         self.x = self.x.to(device)
+        if self.labels is not None:
+            self.labels = self.labels.to(device)
         return self
 
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         return self.x[idx]
 
+    def targets(self, idx: torch.Tensor) -> torch.Tensor | None:
+        return None if self.labels is None else self.labels[idx]
+
 
 def _as_windows(x):
+    """FrameWindows, an ``(N, dim)`` array, or an ``(x, y)`` pair: windows and a label each."""
     if isinstance(x, (FrameWindows, _ArrayWindows)):
         return x
+    labels = None
+    if isinstance(x, tuple) and len(x) == 2:
+        x, labels = x
     if not isinstance(x, (np.ndarray, torch.Tensor)) or x.ndim != 2:
         raise ValueError(f"windows must be FrameWindows or an (N, dim) array, got {type(x).__name__}")
-    return _ArrayWindows(x)
+    return _ArrayWindows(x, labels)
+
+
+def _loss(model: nn.Module, data, idx: torch.Tensor):
+    y = data.targets(idx)
+    return model.loss(data.batch(idx)) if y is None else model.loss(data.batch(idx), y)
 
 
 def resolve_device(device: str, check: bool = True) -> torch.device:
@@ -179,7 +219,7 @@ def fit(
             idx = perm[start:start + batch]
             if idx.numel() < 2 and n > 1:  # BatchNorm cannot train on a batch of one
                 continue
-            loss, _ = model.loss(x_train.batch(idx))
+            loss, _ = _loss(model, x_train, idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -192,7 +232,7 @@ def fit(
             progress(epoch, config.epochs, train_loss, val_loss)
         if val_loss < best:
             best, best_epoch, stale = val_loss, epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = copy.deepcopy({k: _cpu(v) for k, v in model.state_dict().items()})
         else:
             stale += 1
             if stale >= config.patience:
@@ -205,6 +245,11 @@ def fit(
                        time.perf_counter() - t0, str(device))
 
 
+def _cpu(v):
+    """A state-dict entry on the CPU (tensors; a module's extra state is kept as it is)."""
+    return v.detach().cpu() if isinstance(v, torch.Tensor) else v
+
+
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, x, batch: int = 4096) -> float:
     model.eval()
@@ -214,6 +259,6 @@ def evaluate_loss(model: nn.Module, x, batch: int = 4096) -> float:
     total = 0.0
     for start in range(0, n, batch):
         idx = torch.arange(start, min(start + batch, n), device=device)
-        loss, _ = model.loss(x.batch(idx))
+        loss, _ = _loss(model, x, idx)
         total += float(loss) * idx.numel()
     return total / n

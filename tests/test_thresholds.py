@@ -76,3 +76,9 @@ def test_threshold_for_with_nothing_stored():
     assert threshold_for({}, "00") is None
     assert threshold_for({"per_id": {}}, "00") is None
     assert threshold_map({}) == {}
+
+
+def test_negative_scores_take_the_empirical_quantile():
+    s = np.linspace(-3.0, 1.0, 41)          # e.g. the ID classifier's log((1 - p) / p)
+    fit = gamma_threshold(s, 0.9)
+    assert fit["method"] == "empirical" and fit["threshold"] == pytest.approx(np.quantile(s, 0.9))

@@ -206,3 +206,61 @@ def test_frame_windows_equal_materialised_windows():
     np.testing.assert_array_equal(got, expected)
     # memory: frames, not windows
     assert fw.data.numel() == sum(c.size for c in clips) < expected.size
+
+
+def test_frame_windows_labels_and_stride():
+    from slidead.train import FrameWindows
+
+    rng = np.random.default_rng(0)
+    clips = [rng.normal(size=(4, t)).astype(np.float32) for t in (9, 3, 12)]
+    fw = FrameWindows(clips, frames=3, labels=[5, 6, 7], stride=3)
+    # windows start at frames 0, 3, 6 of clip 0; 0 of clip 1; 0, 3, 6, 9 of clip 2
+    assert len(fw) == 3 + 1 + 4
+    assert fw.targets(torch.arange(len(fw))).tolist() == [5] * 3 + [6] + [7] * 4
+    np.testing.assert_array_equal(fw.batch(torch.tensor([1])).numpy()[0], clips[0][:, 3:6].T.ravel())
+    unlabelled = FrameWindows(clips, frames=3, stride=3)
+    assert unlabelled.targets(torch.arange(2)) is None
+    relabelled = unlabelled.with_labels([0, 1, 2])
+    assert relabelled.data is unlabelled.data and unlabelled.labels is None
+    assert relabelled.targets(torch.tensor([3, 4])).tolist() == [1, 2]
+    with pytest.raises(ValueError, match="2 labels for 3 clips"):
+        FrameWindows(clips, frames=3, labels=[0, 1])
+    with pytest.raises(ValueError, match="stride"):
+        FrameWindows(clips, frames=3, stride=0)
+
+
+class _Labelled(nn.Module):
+    """Logistic regression on one feature: learns labels y from x; loss(x) alone is an error."""
+
+    family = "toy"
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(1, 2)
+
+    def loss(self, x, y=None):
+        assert y is not None, "fit must pass the labels"
+        loss = nn.functional.cross_entropy(self.lin(x), y)
+        return loss, {"ce": loss.detach()}
+
+
+def test_fit_passes_labels_when_the_windows_have_them():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    x = (y[:, None] * 4.0 - 2.0 + rng.normal(0, 0.5, (200, 1))).astype(np.float32)
+    torch.manual_seed(0)
+    res = fit(_Labelled(), (x[:150], y[:150]), (x[150:], y[150:]),
+              TrainConfig(epochs=30, batch_size=32, lr=0.05, device="cpu"))
+    assert res.history["val_loss"][res.best_epoch - 1] < 0.1
+    with pytest.raises(ValueError, match="do not match"):
+        fit(_Labelled(), (x, y[:3]), (x, y), TrainConfig(epochs=1, device="cpu"))
+
+
+def test_fit_keeps_a_modules_extra_state():
+    from slidead.models import SelectiveMahalanobis
+
+    x, v = _toy()
+    model = _small_ae()
+    model.stats = SelectiveMahalanobis(2, ("00",))   # buffers and extra state, no parameters
+    res = fit(model, x, v, TrainConfig(epochs=2, batch_size=64, device="cpu"))
+    assert res.state_dict["stats._extra_state"] == {"ids": ["00"]}
