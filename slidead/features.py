@@ -66,12 +66,15 @@ class FeatureConfig:
 
 
 def for_family(family: str, **overrides) -> FeatureConfig:
-    """The seed's feature config for a model family: 128 mels for the VAE, 64 for the AE."""
+    """The feature config for a model family: the seed's 128 mels for the VAE and 64 for the AE
+    (windows of 5 frames); for the ID classifier 64 mels in patches of 32 frames (about 1 s)."""
     if family == "vae":
-        return FeatureConfig(n_mels=128, **overrides)
+        return FeatureConfig(**{"n_mels": 128, **overrides})
     if family == "ae":
-        return FeatureConfig(n_mels=64, **overrides)
-    raise ValueError(f"unknown family {family!r}: expected 'ae' or 'vae'")
+        return FeatureConfig(**{"n_mels": 64, **overrides})
+    if family == "idclf":
+        return FeatureConfig(**{"n_mels": 64, "frames": 32, **overrides})
+    raise ValueError(f"unknown family {family!r}: expected 'ae', 'vae' or 'idclf'")
 
 
 class LogMel:

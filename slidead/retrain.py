@@ -17,8 +17,7 @@ from .config import RunConfig
 from .errors import NotEnoughDataError
 from .features import FeatureConfig, windows
 from .ingest import IngestResult, ingest, list_refs
-from .models import build
-from .score import score_logmels
+from .score import fit_normal_statistics, score_logmels
 from .services import Services
 from .store.features import FeatureRow
 from .thresholds import MIN_FIT, fit_thresholds, threshold_map
@@ -77,38 +76,60 @@ def ingest_sets(svc: Services, machine_type: str, configs: list[FeatureConfig],
 def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow], eval_rows: list[FeatureRow],
                        progress: Callable[[int, int, float, float], None] | None = None,
                        log: Log = _quiet) -> Outcome:
+    """Train ``cfg``'s family on normal clips, fit its thresholds, evaluate on ``eval_rows``.
+
+    An ID classifier learns the machine IDs of ``train_rows`` (their sorted list becomes
+    ``cfg.model.classes``; it needs two or more). After training, the scoring statistics are
+    fitted on the training windows (:func:`~slidead.score.fit_normal_statistics`). The normal
+    scores the thresholds were fitted on are kept in ``thresholds["normal_scores"]``
+    (``{machine_id: {clip_id: score}}``) for score fusion (:mod:`slidead.fusion`)."""
     if len(train_rows) < 2:
         raise NotEnoughDataError(f"{cfg.machine_type}: {len(train_rows)} training clips; need at least 2")
     ids = np.array([r.machine_id for r in train_rows])
+    cfg = cfg.with_classes(ids)
+    classes = sorted(set(ids.tolist()))
     val_mask = split_clips(ids, cfg.train.val_fraction, cfg.train.seed)
     tr = [r for r, v in zip(train_rows, val_mask) if not v]
     va = [r for r, v in zip(train_rows, val_mask) if v]
     frames = cfg.features.frames
-    x_train = FrameWindows([r.logmel for r in tr], frames)
-    x_val = FrameWindows([r.logmel for r in va], frames)
+    torch.manual_seed(cfg.train.seed)  # the initial weights too: a run is repeatable
+    model = cfg.build_model()
+    learns_ids = getattr(model, "learns_ids", False)
+    if learns_ids and len(classes) < 2:
+        raise NotEnoughDataError(f"{cfg.machine_type}: {cfg.family} learns to tell machine IDs apart and needs "
+                                 f"two or more; the training set has {classes}")
+    row_of = {m: k for k, m in enumerate(classes)}
+    tr_rows, va_rows = [row_of[r.machine_id] for r in tr], [row_of[r.machine_id] for r in va]
+    stride = getattr(model, "window_hop", 1)
+    x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if learns_ids else None, stride)
+    x_val = FrameWindows([r.logmel for r in va], frames, va_rows if learns_ids else None, stride)
     log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
-    model = build(cfg.family, cfg.model)
     result = fit(model, x_train, x_val, cfg.train, progress)
     device = resolve_device(cfg.train.device)
+    if learns_ids or cfg.score.metric == "mahalanobis":
+        fit_normal_statistics(model, x_train.with_labels(tr_rows), classes, cfg.score, device)
 
     # thresholds from held-out normal clips per ID; too few held out -> all training clips of the ID
     def scores_of(rows):
-        return score_logmels(model, [r.logmel for r in rows], cfg.features, cfg.score, device).score
+        return score_logmels(model, [r.logmel for r in rows], cfg.features, cfg.score, device,
+                             [r.machine_id for r in rows]).score
 
     val_scores, train_scores = scores_of(va), scores_of(tr)
-    va_ids, tr_ids = np.array([r.machine_id for r in va]), np.array([r.machine_id for r in tr])
     by_id, sources = {}, {}
-    for mid in sorted(set(ids)):
-        held = val_scores[va_ids == mid]
-        if held.size >= MIN_FIT:
+    for mid in classes:
+        held = {r.clip_id: float(s) for r, s in zip(va, val_scores) if r.machine_id == mid}
+        if len(held) >= MIN_FIT:
             by_id[mid], sources[mid] = held, "validation"
         else:
-            by_id[mid], sources[mid] = np.r_[held, train_scores[tr_ids == mid]], "validation+train"
+            held.update({r.clip_id: float(s) for r, s in zip(tr, train_scores) if r.machine_id == mid})
+            by_id[mid], sources[mid] = held, "validation+train"
     thresholds = {"quantile": cfg.threshold_quantile, "per_id": {}}
     for mid, s in by_id.items():
-        part = fit_thresholds({mid: s}, cfg.threshold_quantile, sources[mid])
+        part = fit_thresholds({mid: np.array(list(s.values()))}, cfg.threshold_quantile, sources[mid])
         thresholds["per_id"].update(part["per_id"])
-    baseline = {mid: {"median": float(np.median(s)), "p90": float(np.quantile(s, 0.9))} for mid, s in by_id.items()}
+    thresholds["normal_scores"] = by_id
+    baseline = {mid: {"median": float(np.median(list(s.values()))), "p90": float(np.quantile(list(s.values()), 0.9))}
+                for mid, s in by_id.items()}
 
     report, ev = evaluate(model, cfg, eval_rows, thresholds, device)
     data = {"n_train_clips": len(tr), "n_val_clips": len(va), "n_eval_clips": len(eval_rows),
@@ -123,8 +144,8 @@ def evaluate(model, cfg: RunConfig, eval_rows: list[FeatureRow], thresholds: dic
     """Metrics per machine ID on labelled clips (AUC, pAUC, and decisions at the thresholds)."""
     if not eval_rows:
         return {"per_id": {}, "mean": {}}, {"machine_ids": [], "labels": [], "scores": []}
-    scores = score_logmels(model, [r.logmel for r in eval_rows], cfg.features, cfg.score, device).score
     ids = [r.machine_id for r in eval_rows]
+    scores = score_logmels(model, [r.logmel for r in eval_rows], cfg.features, cfg.score, device, ids).score
     labels = [1 if r.label == "anomaly" else 0 for r in eval_rows]
     report = metrics.evaluate(ids, labels, scores, threshold_map(thresholds))
     return report, {"machine_ids": ids, "labels": labels, "scores": [float(s) for s in scores]}
@@ -144,6 +165,8 @@ def figures(outcome: Outcome, eval_rows: list[FeatureRow]) -> dict:
             aucs = {m: r["auc"] for m, r in outcome.report["per_id"].items() if "auc" in r}
             figs["roc_curves"] = plots.roc_curves(ev["machine_ids"], ev["labels"], ev["scores"], aucs)
         worst = int(np.argmax(ev["scores"]))
+        if not getattr(outcome.model, "reconstructs", True):
+            return figs  # a classifier has no reconstruction to show
         lm = eval_rows[worst].logmel
         frames = outcome.config.features.frames
         with torch.no_grad():

@@ -1,14 +1,30 @@
-"""Clip scores from a trained model, and where in time and frequency the error peaked.
+"""Clip scores from a trained model, and where in time and frequency the clip peaked.
 
-``score_logmels(model, logmels, feature_config)`` takes a list of ``(n_mels, T)`` log-mel
-matrices (one per clip) and returns :class:`ClipScores` with arrays of length ``n_clips``:
+``score_logmels(model, logmels, feature_config, config, device, machine_ids)`` takes a list of
+``(n_mels, T)`` log-mel matrices (one per clip) and, optionally, each clip's machine ID, and
+returns :class:`ClipScores` with arrays of length ``n_clips``. ``ScoreConfig.metric`` says
+how a window is scored; a clip's score is the mean over its windows:
 
-- ``score``: mean over the clip's context windows of the window's mean squared
-  reconstruction error (plus, for the VAE when ``use_kl`` is set, its KL term per dimension);
-- ``peak_time_s``: the centre of the frame whose reconstruction error is highest;
-- ``peak_freq_lo_hz``/``peak_freq_hi_hz``: edges of the mel band with the highest error.
+- ``mse`` (the seed's, AE and VAE): the window's mean squared reconstruction error (plus, for
+  the VAE when ``use_kl`` is set, its KL term per dimension);
+- ``mahalanobis`` (AE, VAE, ID classifier): the squared Mahalanobis distance of the window's
+  reconstruction error ``x_hat - x`` (AE, VAE) or of its embedding (ID classifier) to the
+  normal statistics of the clip's machine ID (:mod:`slidead.models.mahalanobis`; the pooled
+  statistics when the ID is unknown or not given). The statistics are fitted on the training
+  windows by :func:`fit_normal_statistics` and travel in the model's state dict;
+- ``logit`` (ID classifier): log((1 - p) / p), p the softmax probability of the clip's own ID
+  (the DCASE 2021 baseline's score); a clip whose ID the model never saw, or given without
+  IDs, is scored against the ID it resembles most (the most probable one).
 
-Windows of many clips are batched together, so the model runs in large batches.
+Peaks: for the reconstruction models, ``peak_time_s`` is the centre of the frame whose squared
+reconstruction error is highest and ``peak_freq_lo_hz``/``peak_freq_hi_hz`` the edges of the
+mel band with the highest error. For the ID classifier, the peak time is the centre of the
+highest-scoring patch, and the peak band is where that patch's mean level departs most from
+its ID's normal band profile (in units of the profile's spread).
+
+The ID classifier looks at every ``window_hop``-th window (its patch hop); the reconstruction
+models at every window. Windows of many clips are batched together, so the model runs in large
+batches.
 """
 
 from __future__ import annotations
@@ -22,18 +38,25 @@ from torch import nn
 
 from .features import FeatureConfig, mel_band_edges, windows
 
+METRICS = ("mse", "mahalanobis", "logit")
+
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    use_kl: bool = False          # VAE only: add the KL term to each window's error
+    use_kl: bool = False          # VAE only: add the KL term to each window's error (metric mse)
     batch_windows: int = 16384    # windows per forward pass
     precision: str = "fp32"       # "fp32", or "bf16"/"fp16" autocast (measured: scores within 1e-3)
+    metric: str = "mse"           # "mse" | "mahalanobis" | "logit" (see the module docstring)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}: expected one of {sorted(PRECISIONS)}")
         if self.batch_windows < 1:
             raise ValueError(f"batch_windows={self.batch_windows!r} must be >= 1")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric={self.metric!r}: expected one of {METRICS}")
+        if self.use_kl and self.metric != "mse":
+            raise ValueError(f"use_kl adds the VAE's KL term to the mse metric, not to metric={self.metric!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +76,16 @@ class ClipScores:
         return len(self.score)
 
 
+def _check_metric(model: nn.Module, metric: str) -> None:
+    classifier = not getattr(model, "reconstructs", True)
+    if metric == "mse" and classifier:
+        raise ValueError(f"{type(model).__name__} does not reconstruct: score it with metric 'mahalanobis' or 'logit'")
+    if metric == "logit" and not classifier:
+        raise ValueError(f"metric 'logit' needs an ID classifier, not {type(model).__name__}")
+    if metric == "mahalanobis" and getattr(model, "mahalanobis", None) is None:
+        raise ValueError(f"{type(model).__name__} has no Mahalanobis statistics: fit_normal_statistics first")
+
+
 @torch.no_grad()
 def score_logmels(
     model: nn.Module,
@@ -60,26 +93,41 @@ def score_logmels(
     feature_config: FeatureConfig,
     config: ScoreConfig = ScoreConfig(),
     device: str | torch.device = "cpu",
+    machine_ids: Sequence[str] | None = None,
 ) -> ClipScores:
+    _check_metric(model, config.metric)
+    n = len(logmels)
+    if machine_ids is not None and len(machine_ids) != n:
+        raise ValueError(f"{len(machine_ids)} machine IDs for {n} clips")
     model.eval()
     device = torch.device(device)
     model.to(device)
     edges = mel_band_edges(feature_config)
-    n = len(logmels)
     out = {k: np.zeros(n) for k in ("score", "peak_time_s", "peak_freq_lo_hz", "peak_freq_hi_hz")}
     frames = feature_config.frames
+    hop = getattr(model, "window_hop", 1)
     dtype = PRECISIONS[config.precision]
-    for group in _groups(logmels, frames, config.batch_windows):
+    ids = [None] * n if machine_ids is None else [str(m) for m in machine_ids]
+    for group in _groups(logmels, frames, config.batch_windows, hop):
         # clips of one length, stacked: (B, n_mels, T) -> windows (B, W, frames * n_mels)
         x = torch.as_tensor(np.stack([logmels[i] for i in group]), dtype=torch.float32).to(device)
         b, n_mels, _ = x.shape
-        w = windows(x, frames)
+        w = windows(x, frames)[:, ::hop]
         flat = w.reshape(-1, w.shape[-1])
+        group_ids = [ids[i] for i in group]
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            err, extra = model.window_errors(flat, use_kl=config.use_kl)
-        err, extra = err.float(), extra.float()
-        per_window = (err.mean(dim=1) + extra).reshape(b, -1)
-        t_peak, f_peak = _peaks(err.reshape(b, -1, frames, n_mels))
+            if config.metric == "mse":
+                err, extra = model.window_errors(flat, use_kl=config.use_kl)
+                err, extra = err.float(), extra.float()
+                per_window = (err.mean(dim=1) + extra).reshape(b, -1)
+                t_peak, f_peak = _peaks(err.reshape(b, -1, frames, n_mels))
+            elif getattr(model, "reconstructs", True):  # mahalanobis on reconstruction errors
+                diff = model(flat).float() - flat
+                per_window = model.mahalanobis.distance(diff, _per_window(model.mahalanobis.index(group_ids), w))
+                per_window = per_window.reshape(b, -1)
+                t_peak, f_peak = _peaks((diff**2).reshape(b, -1, frames, n_mels))
+            else:
+                per_window, t_peak, f_peak = _classifier_windows(model, flat, w, group_ids, config.metric, hop, frames)
         for j, i in enumerate(group):
             out["score"][i] = float(per_window[j].mean())
             out["peak_time_s"][i] = feature_config.frame_seconds(int(t_peak[j]))
@@ -87,15 +135,81 @@ def score_logmels(
     return ClipScores(**out)
 
 
-def _groups(logmels, frames: int, budget: int):
-    """Indices of clips in groups of equal length, each within ``budget`` windows."""
+def _per_window(rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """One row per clip -> one per window of ``w (B, W, dim)``, flattened clip-major."""
+    return rows.to(w.device).repeat_interleave(w.shape[1])
+
+
+def _classifier_windows(model, flat, w, group_ids, metric, hop, frames):
+    b = w.shape[0]
+    cls = _per_window(torch.tensor(model.class_index(group_ids), dtype=torch.long), w)
+    if metric == "mahalanobis":
+        rows = _per_window(model.mahalanobis.index(group_ids), w)
+        per_window = model.mahalanobis.distance(model.embed(flat).float(), rows)
+    else:
+        per_window = model.id_logit_scores(model(flat).float(), cls)
+    per_window = per_window.float().reshape(b, -1)
+    peak = per_window.argmax(dim=1)                              # the highest-scoring patch
+    t_peak = peak * hop + frames // 2                            # its centre frame
+    pick = torch.arange(b, device=flat.device) * w.shape[1] + peak
+    f_peak = model.band_deviation(flat[pick].float(), cls[pick]).argmax(dim=1)
+    return per_window, t_peak, f_peak
+
+
+@torch.no_grad()
+def fit_normal_statistics(model: nn.Module, data, classes: Sequence[str], config: ScoreConfig,
+                          device: str | torch.device = "cpu", batch: int = 4096) -> nn.Module:
+    """After training, the statistics scoring needs from the normal training windows ``data``
+    (:class:`~slidead.train.FrameWindows` labelled with each window's index into ``classes``):
+    the ID classifier's band profiles, and for ``metric="mahalanobis"`` the selective
+    Mahalanobis statistics (attached as ``model.mahalanobis``). Returns the model."""
+    from .models.mahalanobis import SelectiveMahalanobis
+
+    model.eval()
+    device = torch.device(device)
+    model.to(device)
+    data = data.to(device)
+
+    def batches(fn):
+        for start in range(0, len(data), batch):
+            idx = torch.arange(start, min(start + batch, len(data)), device=device)
+            yield fn(data.batch(idx)), data.targets(idx)
+
+    if hasattr(model, "band_levels"):
+        k = len(classes)
+        n = torch.zeros(k, dtype=torch.float64)
+        s = torch.zeros(k, model.band_mean.shape[1], dtype=torch.float64)
+        ss = torch.zeros_like(s)
+        for v, y in batches(model.band_levels):
+            v, y = v.double().cpu(), y.cpu()
+            n.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+            s.index_add_(0, y, v)
+            ss.index_add_(0, y, v * v)
+        ok = n >= 2
+        mean = s / n.clamp(min=1)[:, None]
+        std = ((ss - n[:, None] * mean**2) / (n - 1).clamp(min=1)[:, None]).clamp(min=1e-6).sqrt()
+        model.band_mean[ok] = mean[ok].to(model.band_mean)
+        model.band_std[ok] = std[ok].clamp(min=1e-3).to(model.band_std)
+    if config.metric == "mahalanobis":
+        if getattr(model, "reconstructs", True):
+            def vectors(x):
+                return model(x).float() - x
+        else:
+            vectors = model.embed
+        model.mahalanobis = SelectiveMahalanobis().to(device).fit(batches(vectors), classes)
+    return model
+
+
+def _groups(logmels, frames: int, budget: int, hop: int = 1):
+    """Indices of clips in groups of equal length, each within ``budget`` windows (every
+    ``hop``-th window of a clip counted)."""
     by_len: dict[int, list[int]] = {}
     for i, m in enumerate(logmels):
         if m.shape[1] < frames:
             raise ValueError(f"clip {i} has {m.shape[1]} frames, fewer than one window of {frames}")
         by_len.setdefault(m.shape[1], []).append(i)
     for t, idx in by_len.items():
-        per = max(1, budget // (t - frames + 1))
+        per = max(1, budget // -(-(t - frames + 1) // hop))
         for s in range(0, len(idx), per):
             yield idx[s:s + per]
 

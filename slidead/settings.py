@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-FAMILIES = ("ae", "vae")
+FAMILIES = ("ae", "vae", "idclf")
 
 
 class Settings(BaseSettings):

@@ -23,7 +23,6 @@ import torch
 
 from .config import RunConfig
 from .errors import NoChampionError
-from .models import build
 
 CHAMPION = "champion"
 PIP_REQUIREMENTS = ["torch==2.11.*", "numpy", "slidead"]
@@ -196,7 +195,7 @@ class Tracker:
                     f"{name} v{mv.version} lacks {sorted(missing)}")
             cfg = RunConfig.from_dict(json.loads(files["run_config.json"].read_text()))
             thresholds = json.loads(files["thresholds.json"].read_text())
-            model = build(cfg.family, cfg.model)
+            model = cfg.build_model()
             model.load_state_dict(torch.load(files["state_dict.pt"], map_location="cpu", weights_only=True))
         model.eval()
         return LoadedModel(model, cfg, thresholds, name, int(mv.version), mv.run_id)
@@ -218,7 +217,8 @@ def _quote(name: str) -> str:
 
 def _write_model_files(tmp: Path, cfg: RunConfig, model: torch.nn.Module, thresholds: dict) -> list[Path]:
     sd = tmp / "state_dict.pt"
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, sd)
+    torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v  # extra state: plain values
+                for k, v in model.state_dict().items()}, sd)
     rc = tmp / "run_config.json"
     rc.write_text(cfg.to_json())
     th = tmp / "thresholds.json"
