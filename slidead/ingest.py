@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import soundfile as sf
+import torch
 
 from .audio import AudioConfig, decode
 from .errors import AudioError, LayoutError, StoreError
@@ -85,64 +86,86 @@ def ingest(
         groups[(partition(r.split, r.night), r.machine_type)].append(r)
     done, total = 0, len(refs)
 
-    def fetch(ref: ClipRef):
+    def work(ref: ClipRef, have: dict[str, set[str]]):
+        """In a worker thread: read, hash, and (unless skippable) decode and compute features.
+        Returns (ref, clip_id, data, decoded-or-None, rows-or-None, error-or-None)."""
         try:
-            return ref, store.get(ref.key), None
+            data = store.get(ref.key)
         except Exception as e:  # noqa: BLE001 - any read failure is reported per clip
-            return ref, None, e
+            return ref, None, None, None, None, e
+        clip_id = hashlib.sha256(data).hexdigest()
+        if clip_id in skip_ids or all(clip_id in have[c.hash] for c in configs):
+            return ref, clip_id, data, None, None, None
+        try:
+            decoded = {a: decode(data, a) for a in decodes}
+            rows = {c.hash: FeatureRow(clip_id, ref.machine_id, ref.label,
+                                       extractors[c.hash](decoded[audio_for[c.hash]].audio)) for c in configs}
+            return ref, clip_id, data, decoded, rows, None
+        except Exception as e:  # noqa: BLE001 - sorted out below, per clip
+            return ref, clip_id, data, None, None, e
 
-    with _Pool(max_workers=workers) as pool:
-        for (part, mtype), group in groups.items():
-            have = {c.hash: fstore.existing(c, part, mtype) for c in configs}
-            new_rows: dict[str, list[FeatureRow]] = {c.hash: [] for c in configs}
-            cached_ids: dict[str, str] = {}
-            for ref, data, err in pool.map(fetch, group):
-                done += 1
-                if progress:
-                    progress(done, total)
-                if isinstance(err, StoreError):
-                    raise err
-                if err is not None:
-                    reason = "bad_key" if isinstance(err, LayoutError) else "unreadable_object"
-                    res.rejected.append(_rejected(store, ref, reason, f"{type(err).__name__}: {err}"))
-                    continue
-                clip_id = hashlib.sha256(data).hexdigest()
-                if clip_id in res.refs:
-                    res.n_duplicates += 1
-                    continue
-                if clip_id in skip_ids:
-                    res.n_skipped += 1
-                    continue
-                if all(clip_id in have[c.hash] for c in configs):
-                    info = _header(data)
-                    if info is not None:
-                        res.refs[clip_id] = ref
-                        res.clips.append(_clip_row(store, ref, clip_id, *info, None))
-                        cached_ids[clip_id] = ref.machine_id
-                        res.n_reused += 1
+    # decode and features overlap with reads: a clip per thread, one torch thread each (small
+    # FFTs do not gain from intra-op threads; clips in parallel do)
+    torch_threads = torch.get_num_threads()
+    if device == "cpu" and workers > 1:
+        torch.set_num_threads(1)
+    try:
+        with _Pool(max_workers=workers) as pool:
+            for (part, mtype), group in groups.items():
+                have = {c.hash: fstore.existing(c, part, mtype) for c in configs}
+                new_rows: dict[str, list[FeatureRow]] = {c.hash: [] for c in configs}
+                cached_ids: dict[str, str] = {}
+                for ref, clip_id, data, decoded, rows, err in pool.map(lambda r: work(r, have), group):
+                    done += 1
+                    if progress:
+                        progress(done, total)
+                    if isinstance(err, StoreError):
+                        raise err
+                    if clip_id is None:
+                        reason = "bad_key" if isinstance(err, LayoutError) else "unreadable_object"
+                        res.rejected.append(_rejected(store, ref, reason, f"{type(err).__name__}: {err}"))
                         continue
-                try:
-                    decoded = {a: decode(data, a) for a in decodes}
-                    rows = {c.hash: FeatureRow(clip_id, ref.machine_id, ref.label,
-                                               extractors[c.hash](decoded[audio_for[c.hash]].audio))
-                            for c in configs}
-                except AudioError as e:
-                    res.rejected.append(_rejected(store, ref, e.reason, e.detail, clip_id))
-                    continue
-                except Exception as e:  # noqa: BLE001 - an unforeseen file must not stop the night
-                    res.rejected.append(_rejected(store, ref, "decode_failed",
-                                                  f"{type(e).__name__}: {e}"[:500], clip_id))
-                    continue
-                dec = decoded[decodes[0]]
-                res.refs[clip_id] = ref
-                res.clips.append(_clip_row(store, ref, clip_id, dec.sample_rate, dec.channels, dec.duration_s, dec.note))
+                    if clip_id in res.refs:
+                        res.n_duplicates += 1
+                        continue
+                    if clip_id in skip_ids:
+                        res.n_skipped += 1
+                        continue
+                    if decoded is None and err is None:  # features already in the store
+                        info = _header(data)
+                        if info is not None:
+                            res.refs[clip_id] = ref
+                            res.clips.append(_clip_row(store, ref, clip_id, *info, None))
+                            cached_ids[clip_id] = ref.machine_id
+                            res.n_reused += 1
+                            continue
+                        try:
+                            decoded = {a: decode(data, a) for a in decodes}
+                            rows = {c.hash: FeatureRow(clip_id, ref.machine_id, ref.label,
+                                                       extractors[c.hash](decoded[audio_for[c.hash]].audio))
+                                    for c in configs}
+                        except Exception as e:  # noqa: BLE001
+                            err = e
+                    if isinstance(err, AudioError):
+                        res.rejected.append(_rejected(store, ref, err.reason, err.detail, clip_id))
+                        continue
+                    if err is not None:  # an unforeseen file must not stop the night
+                        res.rejected.append(_rejected(store, ref, "decode_failed",
+                                                      f"{type(err).__name__}: {err}"[:500], clip_id))
+                        continue
+                    dec = decoded[decodes[0]]
+                    res.refs[clip_id] = ref
+                    res.clips.append(_clip_row(store, ref, clip_id, dec.sample_rate, dec.channels,
+                                               dec.duration_s, dec.note))
+                    for c in configs:
+                        res.features[c.hash][clip_id] = rows[c.hash]
+                        new_rows[c.hash].append(rows[c.hash])
                 for c in configs:
-                    res.features[c.hash][clip_id] = rows[c.hash]
-                    new_rows[c.hash].append(rows[c.hash])
-            for c in configs:
-                fstore.write(c, part, mtype, new_rows[c.hash])
-                if cached_ids:
-                    res.features[c.hash].update(fstore.read(c, part, mtype, set(cached_ids)))
+                    fstore.write(c, part, mtype, new_rows[c.hash])
+                    if cached_ids:
+                        res.features[c.hash].update(fstore.read(c, part, mtype, set(cached_ids)))
+    finally:
+        torch.set_num_threads(torch_threads)
     return res
 
 
