@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from .settings import Settings
+from .settings import FAMILIES, Settings
 
 EPILOG = ("environment: SLIDEAD_HOME (default ./slidead-data), SLIDEAD_STORE, SLIDEAD_S3_ENDPOINT, "
           "SLIDEAD_MLFLOW_URI, SLIDEAD_DUCKDB, SLIDEAD_FAMILY (default vae), SLIDEAD_DEVICE (auto|cpu|cuda)")
@@ -137,11 +137,19 @@ def evaluate_version(settings: Settings, family: str, machine_type: str, version
 
 
 def cmd_evaluate(a, settings: Settings) -> int:
-    out = evaluate_version(settings, a.family, a.machine_type, a.version)
+    if a.family == "fused":
+        if a.version is not None:
+            raise ValueError("--version names one family's model version; fused uses each family's champion")
+        from .fusion import evaluate_fused
+
+        out = evaluate_fused(_services(settings), a.machine_type, log=say)
+    else:
+        out = evaluate_version(settings, a.family, a.machine_type, a.version)
     if a.json:
         print(json.dumps(out))
     else:
-        print(format_metrics({f"{a.family} v{out['model_version']}": out}))
+        name = f"{a.family} v{out['model_version']}" if out["model_version"] is not None else a.family
+        print(format_metrics({name: out}))
     return 0
 
 
@@ -193,7 +201,7 @@ def cmd_models(a, settings: Settings) -> int:
 
     svc = _services(settings)
     rows = []
-    for family in ("ae", "vae"):
+    for family in FAMILIES:
         name = model_name(a.machine_type, family)
         champ = svc.tracker.champion_version(name)
         for v in svc.tracker.versions(name):
@@ -287,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--night", required=True, help="YYYY-MM-DD")
 
     t = add("train", cmd_train, "train, evaluate and register a model; promote it if no worse than the champion")
-    t.add_argument("--family", choices=["ae", "vae"], required=True)
+    t.add_argument("--family", choices=FAMILIES, required=True)
     t.add_argument("--machine-type", default="slider")
     t.add_argument("--epochs", type=int, default=None, help="default 100 (the seed's schedule)")
     t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 10)")
@@ -296,14 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-prefect", action="store_true")
 
     e = add("evaluate", cmd_evaluate, "AUC/pAUC per machine ID of the champion (or --version) on eval/")
-    e.add_argument("--family", choices=["ae", "vae"], required=True)
+    e.add_argument("--family", choices=FAMILIES + ("fused",), required=True,
+                   help="fused: the champions of the other families, rank-normalised per machine ID and averaged")
     e.add_argument("--machine-type", default="slider")
     e.add_argument("--version", type=int, default=None)
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
     s = add("score", cmd_score, "score a night's drops with the champion and write DuckDB")
     s.add_argument("--night", required=True, help="YYYY-MM-DD")
-    s.add_argument("--family", choices=["ae", "vae"], default=None, help="default: SLIDEAD_FAMILY (vae)")
+    s.add_argument("--family", choices=FAMILIES, default=None, help="default: SLIDEAD_FAMILY (vae)")
     s.add_argument("--machine-type", default=None, help="default: every type in the night")
     s.add_argument("--shard-size", type=int, default=256)
     s.add_argument("--json", action="store_true")

@@ -41,3 +41,20 @@ def test_import_train_evaluate_json(tmp_path, monkeypatch, capsys):
         assert set(row) == {"auc", "pauc", "precision", "recall", "f1", "accuracy"}
     assert main(["evaluate", "--family", "ae", "--machine-type", "slider", "--json"]) == 2
     assert "no champion" in capsys.readouterr().err
+
+
+def test_idclf_and_fused_through_the_cli(tmp_path, monkeypatch, capsys):
+    _dcase_folder(tmp_path / "dev_data")
+    monkeypatch.setenv("SLIDEAD_HOME", str(tmp_path / "home"))
+    assert main(["import", "dcase2020", str(tmp_path / "dev_data")]) == 0
+    for family in ("idclf", "ae"):
+        assert main(["train", "--family", family, "--machine-type", "slider", "--epochs", "2", "--no-prefect"]) == 0
+    capsys.readouterr()
+    for family in ("idclf", "fused"):
+        assert main(["evaluate", "--family", family, "--machine-type", "slider", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["family"] == family and set(out["per_id"]) == {"00", "04"}
+        for row in out["per_id"].values():
+            assert set(row) == {"auc", "pauc", "precision", "recall", "f1", "accuracy"}
+        assert set(out["mean"]) == {"auc", "pauc"}
+    assert out["members"] == {"ae": 1, "idclf": 1} and out["model_version"] is None

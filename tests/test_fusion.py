@@ -1,0 +1,72 @@
+"""Tests for slidead.fusion: rank normalisation, fusion, fused thresholds (toy scores)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slidead import metrics
+from slidead.fusion import fuse, fused_normal_scores, fused_thresholds, normal_reference, rank_normalise
+
+
+def test_rank_normalise_exact_values():
+    ref = [4.0, 1.0, 3.0, 2.0]
+    got = rank_normalise([0.0, 1.0, 2.5, 4.0, 10.0, np.nan], ref)
+    # (#below + #equal / 2) / n
+    np.testing.assert_array_equal(got[:5], [0.0, 0.125, 0.5, 0.875, 1.0])
+    assert np.isnan(got[5])
+    np.testing.assert_array_equal(rank_normalise([2.0], [1.0, 2.0, 2.0, 3.0]), [0.5])
+    np.testing.assert_array_equal(rank_normalise([2.0], [1.0, np.nan, 3.0]), [0.5])   # NaN reference ignored
+    assert np.isnan(rank_normalise([1.0], [])).all()
+
+
+def test_fuse_averages_the_families_ranks_per_machine_id():
+    scores = {"a": [1.0, 5.0, 7.0], "b": [30.0, 10.0, 99.0]}
+    refs = {"a": {"00": [0.0, 2.0, 4.0, 6.0], "02": [6.0, 8.0]},
+            "b": {"00": [10.0, 20.0, 30.0, 40.0]}}                 # b knows no normal clips of 02
+    got = fuse(scores, refs, ["00", "00", "02"])
+    # 00: a 1 -> 1/4, 5 -> 3/4; b 30 -> 2.5/4, 10 -> 0.5/4; 02: only a, 7 among [6, 8] -> 1/2
+    np.testing.assert_allclose(got, [(0.25 + 0.625) / 2, (0.75 + 0.125) / 2, 0.5])
+    assert np.isnan(fuse({"a": [1.0]}, refs, ["09"])).all()          # no family knows 09
+    with pytest.raises(ValueError, match="2 scores for 3 clips"):
+        fuse({"a": [1.0, 2.0]}, refs, ["00", "00", "00"])
+    with pytest.raises(ValueError, match="at least one family"):
+        fuse({}, refs, [])
+
+
+def test_fused_normal_scores_rank_each_clip_leave_one_out():
+    normal = {"a": {"00": {"c1": 1.0, "c2": 2.0, "c3": 3.0}},
+              "b": {"00": {"c1": 30.0, "c2": 10.0, "c3": 20.0, "c4": 5.0}}}   # c4: held out by b only
+    got = fused_normal_scores(normal)
+    # a: c1 among [2, 3] -> 0, c2 among [1, 3] -> 1/2, c3 -> 1; b: c1 among [10, 20, 5] -> 1,
+    # c2 among [30, 20, 5] -> 1/3, c3 among [30, 10, 5] -> 2/3
+    np.testing.assert_allclose(got["00"], [(0 + 1) / 2, (0.5 + 1 / 3) / 2, (1 + 2 / 3) / 2])
+    th = fused_thresholds(normal, 0.5)
+    assert th["quantile"] == 0.5
+    assert th["per_id"]["00"]["threshold"] == pytest.approx(0.5) and th["per_id"]["00"]["n"] == 3
+    few = fused_thresholds({"a": {"00": {"c1": 1.0, "c2": 2.0}}}, 0.9)
+    assert few["per_id"]["00"] == {"threshold": 0.9, "n": 2, "method": "rank quantile",
+                                   "source": "too few common normal clips"}
+    with pytest.raises(ValueError, match="quantile"):
+        fused_thresholds(normal, 1.0)
+
+
+def test_normal_reference_is_required():
+    assert normal_reference({"normal_scores": {"00": {"c": 1}}}) == {"00": {"c": 1.0}}
+    with pytest.raises(ValueError, match="retrain"):
+        normal_reference({"quantile": 0.9, "per_id": {}}, "slidead-slider-ae v1")
+
+
+def test_fusing_two_independent_detectors_beats_each():
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = np.r_[np.zeros(n), np.ones(n)].astype(int)
+    # two detectors on different scales, each seeing the anomaly through its own noise
+    a = np.exp(rng.normal(0, 1, 2 * n) + 0.8 * labels)
+    b = 1000 + 50 * (rng.normal(0, 1, 2 * n) + 0.8 * labels)
+    ref = {"a": {"00": np.exp(rng.normal(0, 1, 200))}, "b": {"00": 1000 + 50 * rng.normal(0, 1, 200)}}
+    ids = ["00"] * (2 * n)
+    fused = fuse({"a": a, "b": b}, ref, ids)
+    assert fused.min() >= 0 and fused.max() <= 1
+    auc_a, auc_b, auc_f = metrics.auc(labels, a), metrics.auc(labels, b), metrics.auc(labels, fused)
+    assert auc_f > max(auc_a, auc_b) + 0.03, (auc_a, auc_b, auc_f)
