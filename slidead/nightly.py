@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -163,50 +164,98 @@ def score_night(svc: Services, night: str, family: str, machine_type: str | None
         return _score_night(svc, night, family, machine_type, shard_size, run_id, progress, log, models, lease)
 
 
-def _score_night(svc, night, family, machine_type, shard_size, run_id, progress, log, models,
-                 lease: Lease) -> NightResult:
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard of a night for one model version: what a worker anywhere needs to score it."""
+    night: str
+    model_name: str
+    model_version: int
+    keys: tuple[str, ...]
+    shard: str
+    run_id: str
+
+
+def plan_night(svc: Services, night: str, family: str, machine_type: str | None, shard_size: int, run_id: str,
+               models: dict[str, LoadedModel], log: Log = _quiet) -> tuple[NightResult, list[ShardJob], dict]:
+    """List the night, write the layout-rejects shard, and return the shards still to score
+    (shards whose results are already in the store are resumed, not planned) and, per model,
+    the clip IDs it has already scored."""
     res = NightResult(night, run_id, family)
-    t0 = time.perf_counter()
     refs_all, bad_all = list_refs(svc.store, "drop", machine_type, night)
     types = [machine_type] if machine_type else sorted({r.machine_type for r in refs_all})
     res.n_clips = len(refs_all) + len(bad_all)
     if not refs_all and not bad_all:
         log(f"night {night}: no clips under drops/{night}/")
-    models = dict(models or {})
     for mtype in types:
         name = model_name(mtype, family)
         if name not in models:
             models[name] = load_champion(svc, name)
     shards = shard_store(svc)
-    device = resolve_device(svc.device)
-    done = 0
-    # keys that break the layout have no machine type to score with: report them once
-    if bad_all:
+    if bad_all:  # keys that break the layout have no machine type to score with: report them once
         _write_rejected_only(shards, night, run_id, bad_all, res)
+    jobs, already = [], {}
     for mtype in types:
         name = model_name(mtype, family)
         loaded = models[name]
         res.models[name] = loaded.version
-        already = svc.db.scored_clip_ids(name, loaded.version)
+        already[name] = frozenset(svc.db.scored_clip_ids(name, loaded.version))
         refs = [r for r in refs_all if r.machine_type == mtype]
         log(f"{night} {mtype}: {len(refs)} clips, scoring with {name} v{loaded.version} "
-            f"({len(already)} clips already scored by it)")
+            f"({len(already[name])} clips already scored by it)")
         for start in range(0, len(refs), shard_size):
-            if lease.lost:
-                raise NightBusyError(f"night {night} ({family}): run {run_id} lost its lock to another run "
-                                     "(no heartbeat for longer than its ttl); stopping. The shards written "
-                                     "so far are kept.")
-            part = refs[start:start + shard_size]
-            sid = shard_id([r.key for r in part])
+            keys = tuple(r.key for r in refs[start:start + shard_size])
+            sid = shard_id(list(keys))
             res.shards.append((night, name, loaded.version, sid))
             if shards.done(night, name, loaded.version, sid) and shards.read(night, name, loaded.version, sid):
                 res.n_shards_resumed += 1
             else:
-                tables = _score_shard(svc, loaded, part, already, run_id, device, res)
-                shards.write(night, name, loaded.version, sid, tables)
-            done += len(part)
-            if progress:
-                progress(done, len(refs_all))
+                jobs.append(ShardJob(night, name, loaded.version, keys, sid, run_id))
+    return res, jobs, already
+
+
+def run_shard(svc: Services, job: ShardJob, loaded: LoadedModel, already: frozenset, device=None) -> int:
+    """Score one shard and write its results to the store; returns how many clips it skipped."""
+    from .layout import parse_key
+
+    res = NightResult(job.night, job.run_id)
+    device = device or resolve_device(svc.device)
+    tables = _score_shard(svc, loaded, [parse_key(k) for k in job.keys], already, job.run_id, device, res)
+    shard_store(svc).write(job.night, job.model_name, job.model_version, job.shard, tables)
+    return res.n_skipped
+
+
+@functools.lru_cache(maxsize=8)
+def _worker_model(tracking_uri: str, artifact_root: str | None, name: str, version: int) -> LoadedModel:
+    from .tracking import Tracker
+
+    return Tracker(tracking_uri, artifact_root).load(name, version)
+
+
+def run_shard_on_worker(settings, job: ShardJob, already: frozenset) -> int:
+    """:func:`run_shard` for a worker process on any machine: builds its own services from
+    ``settings`` and loads the model version once per process from the registry."""
+    svc = Services.from_settings(settings)
+    loaded = _worker_model(svc.tracking_uri, svc.artifact_root, job.model_name, job.model_version)
+    return run_shard(svc, job, loaded, already)
+
+
+def _score_night(svc, night, family, machine_type, shard_size, run_id, progress, log, models,
+                 lease: Lease) -> NightResult:
+    t0 = time.perf_counter()
+    models = dict(models or {})
+    res, jobs, already = plan_night(svc, night, family, machine_type, shard_size, run_id, models, log)
+    device = resolve_device(svc.device)
+    total = sum(len(j.keys) for j in jobs)
+    done = 0
+    for job in jobs:
+        if lease.lost:
+            raise NightBusyError(f"night {night} ({family}): run {run_id} lost its lock to another run "
+                                 "(no heartbeat for longer than its ttl); stopping. The shards written "
+                                 "so far are kept.")
+        res.n_skipped += run_shard(svc, job, models[job.model_name], already[job.model_name], device)
+        done += len(job.keys)
+        if progress:
+            progress(done, total)
     res.seconds = time.perf_counter() - t0
     return res
 
