@@ -8,6 +8,7 @@ stops with a message naming the first), and records every run, completed or fail
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -38,6 +39,31 @@ def load(svc: Services, res: nightly.NightResult) -> nightly.NightResult:
     return nightly.load_night(svc, res, get_run_logger().info)
 
 
+@task(retries=2, retry_delay_seconds=10, cache_policy=NONE)
+def score_shard(settings: Settings, job: nightly.ShardJob, already: frozenset) -> int:
+    """One shard on whichever Dask worker gets it; returns the clips it skipped."""
+    return nightly.run_shard_on_worker(settings, job, already)
+
+
+@flow(name="score-shards", persist_result=False)
+def fan_out(settings: Settings, jobs: list, already: dict) -> int:
+    """Every shard a task on the Dask cluster; results land in the store as Parquet."""
+    futures = [score_shard.submit(settings, job, already[job.model_name]) for job in jobs]
+    return sum(f.result() for f in futures)
+
+
+def dask_runner(settings: Settings):
+    """The distributed task runner the settings ask for, or None for a single process."""
+    if not settings.dask_address and settings.dask_workers <= 0:
+        return None
+    from prefect_dask import DaskTaskRunner
+
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,
+                                          "processes": True, "dashboard_address": None})
+
+
 def yesterday(tz: str | None = None) -> str:
     from zoneinfo import ZoneInfo
 
@@ -55,10 +81,21 @@ def score(night: str | None = None, family: str | None = None, machine_type: str
     family = family or settings.family
     started = dt.datetime.now()
     res = nightly.NightResult(night, _run_id(), family)
+    engine = "process"
     try:
         with nightly.night_lock(svc, night, family, res.run_id):
             models = champions(svc, night, family, machine_type)
-            res = score_shards(svc, night, family, machine_type, shard_size, res.run_id, models)
+            runner = dask_runner(settings)
+            engine = "process" if runner is None else (
+                f"dask {settings.dask_address}" if settings.dask_address else f"dask local x{settings.dask_workers}")
+            if runner is None:
+                res = score_shards(svc, night, family, machine_type, shard_size, res.run_id, models)
+            else:
+                res, jobs, already = nightly.plan_night(svc, night, family, machine_type, shard_size, res.run_id,
+                                                        models, get_run_logger().info)
+                t0 = time.perf_counter()
+                res.n_skipped += fan_out.with_options(task_runner=runner)(settings, jobs, already)
+                res.seconds = time.perf_counter() - t0
             res = load(svc, res)
     except Exception as e:
         try:
@@ -81,7 +118,7 @@ def score(night: str | None = None, family: str | None = None, machine_type: str
         description="nightly summary")
     return {"night": night, "run_id": res.run_id, "models": res.models, "n_clips": res.n_clips,
             "n_scored": res.n_scored, "n_skipped": res.n_skipped, "n_rejected": res.n_rejected,
-            "n_flagged": res.n_flagged, "shards_resumed": res.n_shards_resumed}
+            "n_flagged": res.n_flagged, "shards_resumed": res.n_shards_resumed, "engine": engine}
 
 
 def _run_id() -> str:

@@ -12,6 +12,8 @@ Everything else in the library takes values, not settings: the CLI and the flows
 | ``SLIDEAD_DUCKDB`` | ``$SLIDEAD_HOME/slidead.duckdb`` |
 | ``SLIDEAD_FAMILY`` | ``vae`` (family used by ``score`` when none is given) |
 | ``SLIDEAD_DEVICE`` | ``auto`` |
+| ``SLIDEAD_DASK_ADDRESS`` | unset; a Dask scheduler address to score shards on its workers |
+| ``SLIDEAD_DASK_WORKERS`` | ``0``; with no address, a local Dask cluster of this many processes |
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Settings(BaseSettings):
     duckdb: str | None = None
     family: str = "vae"
     device: str = "auto"
+    dask_address: str | None = None   # a Dask scheduler (tcp://host:8786): shards fan out to its workers
+    dask_workers: int = 0             # >0 and no address: a local Dask cluster of this many processes
 
     @field_validator("family")
     @classmethod
