@@ -163,20 +163,16 @@ def run_score(settings: Settings, night: str, family: str | None, machine_type=N
         from flows.score import score
 
         return score(night=night, family=family, machine_type=machine_type, shard_size=shard_size)
-    import datetime as dt
-
     from . import nightly
     from .progress import Progress
 
     svc = _services(settings)
     family = family or settings.family
-    started = dt.datetime.now()
-    res = nightly.score_night(svc, night, family, machine_type, shard_size, progress=Progress("score", say), log=say)
-    res = nightly.load_night(svc, res, say)
-    nightly.record_run(svc, res, family, "completed", started)
+    # the same steps as the flow: lock, champions, score, load, and a runs row (failed ones too)
+    res = nightly.run_night(svc, night, family, machine_type, shard_size, progress=Progress("score", say), log=say)
     return {"night": night, "run_id": res.run_id, "models": res.models, "n_clips": res.n_clips,
             "n_scored": res.n_scored, "n_skipped": res.n_skipped, "n_rejected": res.n_rejected,
-            "n_flagged": res.n_flagged, "shards_resumed": res.n_shards_resumed}
+            "n_flagged": res.n_flagged, "shards_resumed": res.n_shards_resumed, "engine": "process"}
 
 
 def cmd_score(a, settings: Settings) -> int:

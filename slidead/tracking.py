@@ -154,8 +154,11 @@ class Tracker:
 
         try:
             return self.client.get_model_version_by_alias(name, CHAMPION)
-        except MlflowException:
-            return None
+        except MlflowException as e:
+            # no such model or alias: no champion; anything else (an outage) is not "no champion"
+            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                return None
+            raise
 
     def decide(self, name: str, auc: float, pauc: float, champion_figures: tuple[float, float] | None,
                tolerance: float = 0.0) -> Decision:
