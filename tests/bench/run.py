@@ -270,18 +270,54 @@ def reference_epoch(family: str, x: np.ndarray, device: str) -> float:
     return time.perf_counter() - t0
 
 
+# -- 4. scaling ----------------------------------------------------------------------------
+
+def bench_scaling(n_clips: int, work: Path) -> None:
+    """The score flow on a local Dask cluster of 1 and 2 worker processes (same night, fresh stores)."""
+    from slidead.cli import _prefect_env, run_retrain
+    from slidead.services import Services
+    from slidead.settings import Settings
+    from slidead.synth import PlantSpec, generate_plant
+
+    print(f"\n4. Scaling: the score flow, {n_clips} clips, AE, shards of 64, on a local Dask cluster")
+    base = work / "base"
+    settings = Settings(home=base)
+    generate_plant(Services.from_settings(settings).store.put,
+                   PlantSpec(n_train=6, n_eval_normal=3, n_eval_anomaly=3, nights=()))
+    run_retrain(settings, "ae", "slider", epochs=1, use_prefect=False)
+    clips = make_clips(n_clips, seed=4)
+    os.environ["SLIDEAD_MLFLOW_URI"] = settings.tracking_uri
+    _prefect_env(settings)
+    from flows.score import score
+
+    rates = {}
+    for workers in (1, 2):
+        home = work / f"scale-{workers}"
+        for key, data in clips:
+            p = home / "store" / key
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        os.environ.update(SLIDEAD_HOME=str(home), SLIDEAD_DASK_WORKERS=str(workers))
+        t0 = time.perf_counter()
+        out = score(night=NIGHT, family="ae", shard_size=64)
+        rates[workers] = out["n_scored"] / (time.perf_counter() - t0)
+        ratio = f"{rates[workers] / rates[1]:5.2f}x one worker" if workers > 1 else "reference"
+        line(f"{workers} worker process(es), cluster start included", f"{rates[workers]:8.1f} clips/s", ratio)
+    os.environ.pop("SLIDEAD_DASK_WORKERS", None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--feature-clips", type=int, default=200)
     ap.add_argument("--night-clips", type=int, default=500)
     ap.add_argument("--full", action="store_true", help="a 2,000-clip night")
-    ap.add_argument("--only", choices=["features", "e2e", "train"], action="append")
+    ap.add_argument("--only", choices=["features", "e2e", "train", "scale"], action="append")
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     if a.full:
         a.night_clips = 2000
     print(f"slidead benchmarks on {os.cpu_count()} CPU cores (torch threads {__import__('torch').get_num_threads()})")
-    only = set(a.only or ["features", "e2e", "train"])
+    only = set(a.only or ["features", "e2e", "train", "scale"])
     if "features" in only:
         bench_features([b for _, b in make_clips(a.feature_clips)])
     if "e2e" in only:
@@ -289,6 +325,9 @@ def main() -> None:
             bench_end_to_end(a.night_clips, Path(tmp))
     if "train" in only:
         bench_training(a.device)
+    if "scale" in only:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_scaling(a.night_clips, Path(tmp))
 
 
 if __name__ == "__main__":
