@@ -115,6 +115,11 @@ class FrameWindows:
         return self
 
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.data.device.type == "cpu":
+            # numpy's gather is single-threaded: torch's spreads a 100 kB copy over OpenMP threads
+            # and, when another process holds a core, waits milliseconds at the barrier
+            rows = self.starts.numpy()[idx.numpy()][:, None] + self._span.numpy()
+            return torch.from_numpy(self.data.numpy()[rows].reshape(len(idx), self.frames * self.n_mels))
         rows = self.starts[idx][:, None] + self._span
         return self.data[rows].reshape(len(idx), self.frames * self.n_mels)
 
