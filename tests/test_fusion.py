@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from slidead import metrics
-from slidead.fusion import fuse, fused_normal_scores, fused_thresholds, normal_reference, rank_normalise
+from slidead.fusion import (fuse, fused_normal_scores, fused_thresholds, normal_reference, rank_normalise,
+                            tail_normalise)
 
 
 def test_rank_normalise_exact_values():
@@ -57,6 +58,31 @@ def test_normal_reference_is_required():
         normal_reference({"quantile": 0.9, "per_id": {}}, "slidead-slider-ae v1")
 
 
+def test_tail_normalise_exact_values():
+    # gamma with shape 1 is the exponential: -ln P(X >= s) = s / scale
+    exp2 = {"threshold": 4.6, "shape": 1.0, "scale": 2.0, "method": "gamma"}
+    np.testing.assert_allclose(tail_normalise([0.0, 2.0, 10.0], [], exp2), [0.0, 1.0, 5.0])
+    # no gamma (an empirical threshold): a normal distribution from the reference, mean 2, sd 1
+    empirical = {"threshold": 2.8, "shape": None, "scale": None, "method": "empirical"}
+    np.testing.assert_allclose(tail_normalise([2.0, 3.0], [1.0, 2.0, 3.0], empirical),
+                               [np.log(2.0), -np.log(0.15865525393145707)])
+    assert tail_normalise([50.0], [], exp2)[0] == pytest.approx(25.0)   # no saturation far out
+
+
+def test_fuse_and_thresholds_with_the_tail_method():
+    fits = {"a": {"00": {"shape": 1.0, "scale": 2.0}}, "b": {"00": {"shape": 1.0, "scale": 10.0}}}
+    refs = {"a": {"00": [1.0, 2.0]}, "b": {"00": [5.0, 10.0]}}
+    got = fuse({"a": [2.0, 8.0], "b": [10.0, 0.0]}, refs, ["00", "00"], "tail", fits)
+    np.testing.assert_allclose(got, [(1.0 + 1.0) / 2, (4.0 + 0.0) / 2])
+    normal = {"a": {"00": {"c1": 2.0, "c2": 4.0, "c3": 6.0}}, "b": {"00": {"c1": 10.0, "c2": 0.0, "c3": 20.0}}}
+    np.testing.assert_allclose(fused_normal_scores(normal, "tail", fits)["00"], [1.0, 1.0, 2.5])
+    assert fused_thresholds(normal, 0.5, "tail", fits)["per_id"]["00"]["threshold"] == pytest.approx(1.0)
+    few = fused_thresholds({"a": {"00": {"c1": 1.0}}}, 0.9, "tail")
+    assert few["per_id"]["00"]["threshold"] == pytest.approx(-np.log(0.1))
+    with pytest.raises(ValueError, match="method='z'"):
+        fuse({"a": [1.0]}, refs, ["00"], "z")
+
+
 def test_fusing_two_independent_detectors_beats_each():
     rng = np.random.default_rng(0)
     n = 400
@@ -70,3 +96,5 @@ def test_fusing_two_independent_detectors_beats_each():
     assert fused.min() >= 0 and fused.max() <= 1
     auc_a, auc_b, auc_f = metrics.auc(labels, a), metrics.auc(labels, b), metrics.auc(labels, fused)
     assert auc_f > max(auc_a, auc_b) + 0.03, (auc_a, auc_b, auc_f)
+    tail = fuse({"a": a, "b": b}, ref, ids, "tail")                  # normal fits to the references
+    assert metrics.auc(labels, tail) > max(auc_a, auc_b) + 0.03

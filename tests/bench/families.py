@@ -1,0 +1,85 @@
+"""Every model family and score metric on one synthetic plant: the README's comparison table.
+
+Not a test: it prints a markdown table of AUC and pAUC (max FPR 0.1) per machine ID and their
+mean. It generates the plant ``slidead generate`` makes by default (IDs 00/02/04, 40 normal
+training clips and 12 + 12 labelled evaluation clips per ID, seed 0) into a fresh
+``--home``, trains ``ae``, ``vae`` and ``idclf`` with their default score metrics, registers
+them (they become the champions) and evaluates ``fused`` over those champions exactly as
+``slidead evaluate --family fused`` does (``rank``, and the ``tail`` normalisation); then trains the AE and the VAE again with the
+``mahalanobis`` metric and the ID classifier with ``logit``, evaluated only (not registered).
+The same rows come from the CLI:
+
+    export SLIDEAD_HOME=/tmp/slidead-families
+    slidead generate
+    slidead train --family ae --no-prefect      # likewise vae, idclf
+    slidead evaluate --family fused --json
+
+    python tests/bench/families.py [--home DIR] [--epochs 100] [--seed 0] [--n-train 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROWS = [("ae", None), ("vae", None), ("idclf", None), ("ae", "mahalanobis"), ("vae", "mahalanobis"),
+        ("idclf", "logit")]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--home", default="/tmp/slidead-families", help="a fresh SLIDEAD_HOME (deleted first)")
+    p.add_argument("--epochs", type=int, default=100, help="most epochs per model (early stopping, patience 10)")
+    p.add_argument("--seed", type=int, default=0, help="the plant's seed")
+    p.add_argument("--n-train", type=int, default=40, help="normal training clips per ID")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+
+    from slidead import retrain as steps
+    from slidead.config import RunConfig
+    from slidead.fusion import evaluate_fused
+    from slidead.services import Services
+    from slidead.settings import Settings
+    from slidead.synth import PlantSpec, generate_plant
+
+    home = Path(a.home)
+    shutil.rmtree(home, ignore_errors=True)
+    settings = Settings(home=home, device="cpu")
+    svc = Services.from_settings(settings)
+    spec = PlantSpec(machine_type="slider", n_train=a.n_train, nights=(), seed=a.seed)
+    generate_plant(svc.store.put, spec)
+    print(f"plant: IDs {', '.join(spec.machine_ids)}, {spec.n_train} training clips, {spec.n_eval_normal} normal + "
+          f"{spec.n_eval_anomaly} anomalous evaluation clips per ID, seed {spec.seed}; at most {a.epochs} epochs, "
+          f"patience 10, torch threads {a.threads}", file=sys.stderr)
+    results = {}
+    for family, metric in ROWS:
+        cfg = RunConfig.default(family, "slider", metric=metric, epochs=a.epochs, device="cpu")
+        data = steps.ingest_sets(svc, "slider", [cfg.features])
+        t0 = time.perf_counter()
+        out = steps.train_and_evaluate(cfg, data.rows(cfg.features, "train"), data.rows(cfg.features, "eval"))
+        label = f"{family} ({cfg.score.metric})"
+        if metric is None:
+            steps.register(svc, out, data.rows(cfg.features, "eval"))
+        results[label] = out.report
+        print(f"{label}: {out.epochs_run} epochs (best {out.best_epoch}), {time.perf_counter() - t0:.0f} s, "
+              f"mean AUC {out.report['mean']['auc']:.3f}", file=sys.stderr)
+    for method in ("rank", "tail"):
+        results[f"fused {method} (ae + vae + idclf)"] = evaluate_fused(svc, "slider", ("ae", "vae", "idclf"),
+                                                                      method=method)
+    ids = sorted({m for r in results.values() for m in r["per_id"]})
+    print("| model (score) | " + " | ".join(f"id {m} AUC / pAUC" for m in ids) + " | mean AUC / pAUC |")
+    print("| --- " * (len(ids) + 2) + "|")
+    for label, r in results.items():
+        cells = [f"{r['per_id'][m]['auc']:.3f} / {r['per_id'][m]['pauc']:.3f}" for m in ids]
+        print(f"| {label} | " + " | ".join(cells) + f" | **{r['mean']['auc']:.3f}** / {r['mean']['pauc']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
