@@ -301,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = add("evaluate", cmd_evaluate, "AUC/pAUC per machine ID of the champion (or --version) on eval/")
     e.add_argument("--family", choices=FAMILIES + ("fused",), required=True,
-                   help="fused: the champions of the other families, rank-normalised per machine ID and averaged")
+                   help="fused: the champions of the other families, each normalised against its normal scores "
+                        "per machine ID, averaged")
     e.add_argument("--machine-type", default="slider")
     e.add_argument("--version", type=int, default=None)
     e.add_argument("--json", action="store_true", help="print one JSON object")

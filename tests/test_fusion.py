@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from slidead import metrics
-from slidead.fusion import (fuse, fused_normal_scores, fused_thresholds, normal_reference, rank_normalise,
+from slidead.fusion import (DEFAULT_METHOD, fuse, fused_normal_scores, fused_thresholds, normal_reference, rank_normalise,
                             tail_normalise)
 
 
@@ -25,10 +25,11 @@ def test_fuse_averages_the_families_ranks_per_machine_id():
     scores = {"a": [1.0, 5.0, 7.0], "b": [30.0, 10.0, 99.0]}
     refs = {"a": {"00": [0.0, 2.0, 4.0, 6.0], "02": [6.0, 8.0]},
             "b": {"00": [10.0, 20.0, 30.0, 40.0]}}                 # b knows no normal clips of 02
-    got = fuse(scores, refs, ["00", "00", "02"])
+    got = fuse(scores, refs, ["00", "00", "02"], "rank")
     # 00: a 1 -> 1/4, 5 -> 3/4; b 30 -> 2.5/4, 10 -> 0.5/4; 02: only a, 7 among [6, 8] -> 1/2
     np.testing.assert_allclose(got, [(0.25 + 0.625) / 2, (0.75 + 0.125) / 2, 0.5])
-    assert np.isnan(fuse({"a": [1.0]}, refs, ["09"])).all()          # no family knows 09
+    assert np.isnan(fuse({"a": [1.0]}, refs, ["09"], "rank")).all()  # no family knows 09
+    assert DEFAULT_METHOD == "tail"
     with pytest.raises(ValueError, match="2 scores for 3 clips"):
         fuse({"a": [1.0, 2.0]}, refs, ["00", "00", "00"])
     with pytest.raises(ValueError, match="at least one family"):
@@ -38,14 +39,14 @@ def test_fuse_averages_the_families_ranks_per_machine_id():
 def test_fused_normal_scores_rank_each_clip_leave_one_out():
     normal = {"a": {"00": {"c1": 1.0, "c2": 2.0, "c3": 3.0}},
               "b": {"00": {"c1": 30.0, "c2": 10.0, "c3": 20.0, "c4": 5.0}}}   # c4: held out by b only
-    got = fused_normal_scores(normal)
+    got = fused_normal_scores(normal, "rank")
     # a: c1 among [2, 3] -> 0, c2 among [1, 3] -> 1/2, c3 -> 1; b: c1 among [10, 20, 5] -> 1,
     # c2 among [30, 20, 5] -> 1/3, c3 among [30, 10, 5] -> 2/3
     np.testing.assert_allclose(got["00"], [(0 + 1) / 2, (0.5 + 1 / 3) / 2, (1 + 2 / 3) / 2])
-    th = fused_thresholds(normal, 0.5)
+    th = fused_thresholds(normal, 0.5, "rank")
     assert th["quantile"] == 0.5
     assert th["per_id"]["00"]["threshold"] == pytest.approx(0.5) and th["per_id"]["00"]["n"] == 3
-    few = fused_thresholds({"a": {"00": {"c1": 1.0, "c2": 2.0}}}, 0.9)
+    few = fused_thresholds({"a": {"00": {"c1": 1.0, "c2": 2.0}}}, 0.9, "rank")
     assert few["per_id"]["00"] == {"threshold": 0.9, "n": 2, "method": "rank quantile",
                                    "source": "too few common normal clips"}
     with pytest.raises(ValueError, match="quantile"):
@@ -92,7 +93,7 @@ def test_fusing_two_independent_detectors_beats_each():
     b = 1000 + 50 * (rng.normal(0, 1, 2 * n) + 0.8 * labels)
     ref = {"a": {"00": np.exp(rng.normal(0, 1, 200))}, "b": {"00": 1000 + 50 * rng.normal(0, 1, 200)}}
     ids = ["00"] * (2 * n)
-    fused = fuse({"a": a, "b": b}, ref, ids)
+    fused = fuse({"a": a, "b": b}, ref, ids, "rank")
     assert fused.min() >= 0 and fused.max() <= 1
     auc_a, auc_b, auc_f = metrics.auc(labels, a), metrics.auc(labels, b), metrics.auc(labels, fused)
     assert auc_f > max(auc_a, auc_b) + 0.03, (auc_a, auc_b, auc_f)

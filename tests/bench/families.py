@@ -5,8 +5,9 @@ mean. It generates the plant ``slidead generate`` makes by default (IDs 00/02/04
 training clips and 12 + 12 labelled evaluation clips per ID, seed 0) into a fresh
 ``--home``, trains ``ae``, ``vae`` and ``idclf`` with their default score metrics, registers
 them (they become the champions) and evaluates ``fused`` over those champions exactly as
-``slidead evaluate --family fused`` does (``rank``, and the ``tail`` normalisation); then trains the AE and the VAE again with the
-``mahalanobis`` metric and the ID classifier with ``logit``, evaluated only (not registered).
+``slidead evaluate --family fused`` does (its default ``tail`` normalisation, and ``rank``);
+then trains the AE and the VAE again with the ``mahalanobis`` metric and the ID classifier
+with ``logit``, evaluated only (not registered).
 The same rows come from the CLI:
 
     export SLIDEAD_HOME=/tmp/slidead-families
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
         results[label] = out.report
         print(f"{label}: {out.epochs_run} epochs (best {out.best_epoch}), {time.perf_counter() - t0:.0f} s, "
               f"mean AUC {out.report['mean']['auc']:.3f}", file=sys.stderr)
-    for method in ("rank", "tail"):
+    for method in ("tail", "rank"):
         results[f"fused {method} (ae + vae + idclf)"] = evaluate_fused(svc, "slider", ("ae", "vae", "idclf"),
                                                                       method=method)
     ids = sorted({m for r in results.values() for m in r["per_id"]})
