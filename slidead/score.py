@@ -185,11 +185,11 @@ def fit_normal_statistics(model: nn.Module, data, classes: Sequence[str], config
             n.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
             s.index_add_(0, y, v)
             ss.index_add_(0, y, v * v)
-        ok = n >= 2
         mean = s / n.clamp(min=1)[:, None]
         std = ((ss - n[:, None] * mean**2) / (n - 1).clamp(min=1)[:, None]).clamp(min=1e-6).sqrt()
-        model.band_mean[ok] = mean[ok].to(model.band_mean)
-        model.band_std[ok] = std[ok].clamp(min=1e-3).to(model.band_std)
+        ok = (n >= 2).to(model.band_mean.device)
+        model.band_mean[ok] = mean.to(model.band_mean)[ok]
+        model.band_std[ok] = std.clamp(min=1e-3).to(model.band_std)[ok]
     if config.metric == "mahalanobis":
         if getattr(model, "reconstructs", True):
             def vectors(x):

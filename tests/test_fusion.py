@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from slidead import metrics
-from slidead.fusion import (DEFAULT_METHOD, fuse, fused_normal_scores, fused_thresholds, normal_reference, rank_normalise,
-                            tail_normalise)
+from slidead.fusion import (DEFAULT_METHOD, fuse, fused_normal_scores, fused_thresholds, normal_reference,
+                            rank_normalise, tail_normalise)
 
 
 def test_rank_normalise_exact_values():
