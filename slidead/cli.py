@@ -46,7 +46,8 @@ def cmd_generate(a, settings: Settings) -> int:
 
     svc = _services(settings)
     spec = PlantSpec(machine_type=a.machine_type, machine_ids=tuple(a.ids.split(",")), n_train=a.n_train,
-                     n_eval_normal=a.n_eval, n_eval_anomaly=a.n_eval, nights=tuple(a.night),
+                     n_eval_normal=a.n_eval, n_eval_anomaly=a.n_eval,
+                     nights=tuple(a.night) if a.night else PlantSpec.nights,
                      night_normal=a.night_normal, night_anomaly=a.night_anomaly, seed=a.seed)
     summary = generate_plant(svc.store.put, spec, Progress("generate", say))
     say(f"wrote synthetic plant to {svc.store.uri}: " +
