@@ -23,7 +23,7 @@ def plant(tmp_path_factory):
 def test_auc_floor(plant, family, epochs):
     out = run_retrain(plant, family, "slider", epochs=epochs, use_prefect=False)
     mean = out["report"]["mean"]
-    # measured at 0.78 (AE) and 0.75 (VAE) mean AUC on this plant; chance is 0.5
+    # measured at 0.69 (AE) and 0.73 (VAE) mean AUC on this plant (seeded weights); chance is 0.5
     assert mean["auc"] >= 0.65, out["report"]
     assert mean["pauc"] >= 0.55, out["report"]
     assert all(r["auc"] >= 0.6 for r in out["report"]["per_id"].values()), out["report"]
