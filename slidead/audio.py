@@ -148,32 +148,46 @@ def _flat_top_samples(audio: np.ndarray) -> int:
     return int(lengths[lengths >= CLIP_RUN].sum())
 
 
-def _repair_zero_data_size(data: bytes) -> tuple[bytes, str | None]:
-    """A RIFF ``data`` chunk that declares 0 bytes with bytes after it: declare what is there."""
+def _data_chunk(data: bytes) -> tuple[int, int, int] | None:
+    """(offset, declared size, block align) of a plain RIFF file's ``data`` chunk, or None."""
     if data[:4] != b"RIFF":
-        return data, None
+        return None
     pos, block_align = 12, 0
     while pos + 8 <= len(data):
         cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
         if cid == b"fmt " and pos + 22 <= len(data):
             block_align = int.from_bytes(data[pos + 20:pos + 22], "little")
         elif cid == b"data":
-            present = len(data) - (pos + 8)
-            if size != 0 or present <= 0 or block_align <= 0:
-                return data, None
-            present -= present % block_align
-            fixed = bytearray(data)
-            fixed[pos + 4:pos + 8] = present.to_bytes(4, "little")
-            fixed[4:8] = min(pos + present, 0xFFFFFFFF).to_bytes(4, "little")
-            return bytes(fixed), f"header declared 0 data bytes; read the {present // block_align} frames present"
+            return pos, size, block_align
         pos += 8 + size + (size & 1)
-    return data, None
+    return None
+
+
+def _repair_zero_data_size(data: bytes) -> tuple[bytes, str | None]:
+    """A RIFF ``data`` chunk that declares 0 bytes with bytes after it: declare what is there."""
+    chunk = _data_chunk(data)
+    if chunk is None:
+        return data, None
+    pos, size, block_align = chunk
+    present = len(data) - (pos + 8)
+    if size != 0 or present <= 0 or block_align <= 0:
+        return data, None
+    present -= present % block_align
+    fixed = bytearray(data)
+    fixed[pos + 4:pos + 8] = present.to_bytes(4, "little")
+    fixed[4:8] = min(pos + present, 0xFFFFFFFF).to_bytes(4, "little")
+    return bytes(fixed), f"header declared 0 data bytes; read the {present // block_align} frames present"
 
 
 def _declared_frames(data: bytes) -> int:
     """Frames the RIFF header's ``data`` chunk declares (0 when unknown or not plain RIFF)."""
-    if data[:4] != b"RIFF":
+    chunk = _data_chunk(data)
+    if chunk is None:
         return 0
+    _, size, block_align = chunk
+    if block_align <= 0 or size in (0, 0xFFFFFFFF):  # streaming writers leave these
+        return 0
+    return size // block_align
     pos, block_align = 12, 0
     while pos + 8 <= len(data):
         cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
