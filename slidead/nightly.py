@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from .explain import sentence
 from .errors import ModelRegistryError, NightBusyError, NoChampionError, SlideadError, StoreError, redact
 from .ingest import ingest, list_refs
 from .layout import check_night
@@ -47,7 +48,7 @@ _SCORE_SCHEMA = pa.schema([
     ("family", pa.string()), ("night", pa.string()), ("machine_type", pa.string()),
     ("machine_id", pa.string()), ("score", pa.float64()), ("threshold", pa.float64()),
     ("is_anomaly", pa.bool_()), ("peak_time_s", pa.float64()), ("peak_freq_lo_hz", pa.float64()),
-    ("peak_freq_hi_hz", pa.float64()), ("run_id", pa.string()),
+    ("peak_freq_hi_hz", pa.float64()), ("run_id", pa.string()), ("explanation", pa.string()),
 ])
 _CLIP_SCHEMA = pa.schema([(c, pa.int32() if c in ("sample_rate", "channels") else
                            pa.float64() if c == "duration_s" else pa.string()) for c in CLIP_COLUMNS])
@@ -272,6 +273,10 @@ def _score_shard(svc, loaded: LoadedModel, refs, already, run_id, device, res: N
                        [refs_by_id[i].machine_id for i in ids])
     thr = [threshold_for(loaded.thresholds, refs_by_id[i].machine_id) for i in ids]
     flagged = [t is not None and s > t for s, t in zip(sc.score, thr)]
+    what = "error" if getattr(loaded.model, "reconstructs", True) else "deviation"
+    explanation = [sentence(float(sc.score[k]), thr[k], sc.span_start_s[k], sc.span_end_s[k],
+                            sc.span_freq_lo_hz[k], sc.span_freq_hi_hz[k], what) if flagged[k] else None
+                   for k in range(len(ids))]
     scores = pa.table({
         "clip_id": ids, "model_name": [loaded.name] * len(ids), "model_version": [loaded.version] * len(ids),
         "family": [cfg.family] * len(ids), "night": [refs_by_id[i].night for i in ids],
@@ -279,7 +284,7 @@ def _score_shard(svc, loaded: LoadedModel, refs, already, run_id, device, res: N
         "machine_id": [refs_by_id[i].machine_id for i in ids],
         "score": sc.score.astype(np.float64), "threshold": thr, "is_anomaly": flagged,
         "peak_time_s": sc.peak_time_s, "peak_freq_lo_hz": sc.peak_freq_lo_hz,
-        "peak_freq_hi_hz": sc.peak_freq_hi_hz, "run_id": [run_id] * len(ids),
+        "peak_freq_hi_hz": sc.peak_freq_hi_hz, "run_id": [run_id] * len(ids), "explanation": explanation,
     }, schema=_SCORE_SCHEMA)
     rejected = [dict(r, run_id=run_id) for r in ing.rejected]
     return {"scores": scores, "clips": _table(ing.clips, _CLIP_SCHEMA), "rejected": _table(rejected, _REJ_SCHEMA)}

@@ -30,7 +30,7 @@ batches.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -71,6 +71,10 @@ class ClipScores:
     peak_time_s: np.ndarray
     peak_freq_lo_hz: np.ndarray
     peak_freq_hi_hz: np.ndarray
+    span_start_s: np.ndarray      # the stretch of time around the peak where the error stays
+    span_end_s: np.ndarray        # above half its peak height (over the clip's median)
+    span_freq_lo_hz: np.ndarray   # the same for the mel bands around the peak band
+    span_freq_hi_hz: np.ndarray
 
     def __len__(self) -> int:
         return len(self.score)
@@ -103,7 +107,7 @@ def score_logmels(
     device = torch.device(device)
     model.to(device)
     edges = mel_band_edges(feature_config)
-    out = {k: np.zeros(n) for k in ("score", "peak_time_s", "peak_freq_lo_hz", "peak_freq_hi_hz")}
+    out = {f.name: np.zeros(n) for f in fields(ClipScores)}
     frames = feature_config.frames
     hop = getattr(model, "window_hop", 1)
     dtype = PRECISIONS[config.precision]
@@ -120,18 +124,26 @@ def score_logmels(
                 err, extra = model.window_errors(flat, use_kl=config.use_kl)
                 err, extra = err.float(), extra.float()
                 per_window = (err.mean(dim=1) + extra).reshape(b, -1)
-                t_peak, f_peak = _peaks(err.reshape(b, -1, frames, n_mels))
+                t_prof, f_prof = _profiles(err.reshape(b, -1, frames, n_mels))
             elif getattr(model, "reconstructs", True):  # mahalanobis on reconstruction errors
                 diff = model(flat).float() - flat
                 per_window = model.mahalanobis.distance(diff, _per_window(model.mahalanobis.index(group_ids), w))
                 per_window = per_window.reshape(b, -1)
-                t_peak, f_peak = _peaks((diff**2).reshape(b, -1, frames, n_mels))
+                t_prof, f_prof = _profiles((diff**2).reshape(b, -1, frames, n_mels))
             else:
-                per_window, t_peak, f_peak = _classifier_windows(model, flat, w, group_ids, config.metric, hop, frames)
+                per_window, t_prof, f_prof = _classifier_windows(model, flat, w, group_ids, config.metric, hop, frames)
+        t_peak, f_peak = t_prof.argmax(dim=1).cpu().numpy(), f_prof.argmax(dim=1).cpu().numpy()
+        t_prof, f_prof = t_prof.float().cpu().numpy(), f_prof.float().cpu().numpy()
+        scores = per_window.float().mean(dim=1).cpu().numpy()
         for j, i in enumerate(group):
-            out["score"][i] = float(per_window[j].mean())
+            out["score"][i] = float(scores[j])
             out["peak_time_s"][i] = feature_config.frame_seconds(int(t_peak[j]))
             out["peak_freq_lo_hz"][i], out["peak_freq_hi_hz"][i] = edges[int(f_peak[j])]
+            t0, t1 = _span(t_prof[j], int(t_peak[j]))
+            out["span_start_s"][i] = feature_config.frame_seconds(t0)
+            out["span_end_s"][i] = feature_config.frame_seconds(t1 + 1)
+            b0, b1 = _span(f_prof[j], int(f_peak[j]))
+            out["span_freq_lo_hz"][i], out["span_freq_hi_hz"][i] = edges[b0][0], edges[b1][1]
     return ClipScores(**out)
 
 
@@ -150,10 +162,18 @@ def _classifier_windows(model, flat, w, group_ids, metric, hop, frames):
         per_window = model.id_logit_scores(model(flat).float(), cls)
     per_window = per_window.float().reshape(b, -1)
     peak = per_window.argmax(dim=1)                              # the highest-scoring patch
-    t_peak = peak * hop + frames // 2                            # its centre frame
+    # time profile: each frame gets the highest score of the patches covering it, so the peak
+    # is the highest-scoring patch (its centre frame) and the span the patches near its height
+    n_frames = (w.shape[1] - 1) * hop + frames
+    t_prof = torch.full((b, n_frames), float("-inf"), device=flat.device)
+    for k in range(frames):
+        cols = torch.arange(w.shape[1], device=flat.device) * hop + k
+        t_prof[:, cols] = torch.maximum(t_prof[:, cols], per_window)
+    centre = peak * hop + frames // 2
+    t_prof[torch.arange(b, device=flat.device), centre] += 1e-6 * per_window.abs().amax(dim=1).clamp(min=1)
     pick = torch.arange(b, device=flat.device) * w.shape[1] + peak
-    f_peak = model.band_deviation(flat[pick].float(), cls[pick]).argmax(dim=1)
-    return per_window, t_peak, f_peak
+    f_prof = model.band_deviation(flat[pick].float(), cls[pick])
+    return per_window, t_prof, f_prof
 
 
 @torch.no_grad()
@@ -214,9 +234,26 @@ def _groups(logmels, frames: int, budget: int, hop: int = 1):
             yield idx[s:s + per]
 
 
-def _peaks(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _span(profile: np.ndarray, peak: int) -> tuple[int, int]:
+    """The contiguous run of indices around ``peak`` where ``profile`` stays at or above half
+    the peak's height over the profile's median (first and last index, inclusive)."""
+    finite = profile[np.isfinite(profile)]
+    base = float(np.median(finite)) if finite.size else 0.0
+    cut = base + 0.5 * (float(profile[peak]) - base)
+    above = profile >= cut
+    lo = peak
+    while lo > 0 and above[lo - 1]:
+        lo -= 1
+    hi = peak
+    while hi < profile.size - 1 and above[hi + 1]:
+        hi += 1
+    return lo, hi
+
+
+def _profiles(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``e``: (B, W, frames, n_mels) window errors. Spread each window's error back onto the
-    frames it covers, average; return per clip the peak frame and the peak mel band."""
+    frames it covers, average; return per clip the error per frame (B, T) and per mel band
+    (B, n_mels)."""
     b, w, frames, n_mels = e.shape
     fmap = torch.zeros(b, w + frames - 1, n_mels, device=e.device)
     cover = torch.zeros(w + frames - 1, 1, device=e.device)
@@ -224,4 +261,4 @@ def _peaks(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap[:, k:k + w] += e[:, :, k, :]
         cover[k:k + w] += 1
     fmap /= cover
-    return fmap.mean(dim=2).argmax(dim=1), fmap.mean(dim=1).argmax(dim=1)
+    return fmap.mean(dim=2), fmap.mean(dim=1)

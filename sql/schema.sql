@@ -44,8 +44,11 @@ CREATE TABLE IF NOT EXISTS scores (
     peak_freq_hi_hz DOUBLE,
     run_id          VARCHAR,
     scored_at       TIMESTAMP DEFAULT current_timestamp,
+    explanation     VARCHAR,             -- flagged clips: "error peaks at 3.2-4.1 kHz between 4.5 and 4.9 s, 2.3x the threshold"
     PRIMARY KEY (clip_id, model_name, model_version)
 );
+-- databases made before explanations existed
+ALTER TABLE scores ADD COLUMN IF NOT EXISTS explanation VARCHAR;
 
 CREATE TABLE IF NOT EXISTS runs (
     run_id        VARCHAR PRIMARY KEY,
@@ -91,7 +94,7 @@ SELECT s.night, s.machine_type, s.machine_id, s.clip_id, c.uri,
        s.model_name, s.model_version, s.score, s.threshold,
        s.score - s.threshold AS margin,
        s.score / nullif(s.threshold, 0) AS ratio,
-       s.peak_time_s, s.peak_freq_lo_hz, s.peak_freq_hi_hz, s.scored_at
+       s.peak_time_s, s.peak_freq_lo_hz, s.peak_freq_hi_hz, s.scored_at, s.explanation
 FROM scores s LEFT JOIN clips c USING (clip_id)
 WHERE s.is_anomaly;
 

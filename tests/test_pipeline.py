@@ -4,6 +4,7 @@ DuckDB file, real Parquet stores. No Prefect here (see test_flows.py)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -97,6 +98,23 @@ def test_score_night_is_idempotent_and_incremental(plant):
         flagged = con.execute("SELECT count(*) FROM anomalies WHERE night = ?::DATE", [NIGHT]).fetchone()[0]
         runs = con.execute("SELECT count(*) FROM runs WHERE status = 'completed'").fetchone()[0]
     assert reason == "unreadable" and flagged >= 0 and runs == 3
+
+
+def test_every_flagged_clip_has_a_one_sentence_explanation(plant):
+    settings, svc, _, _ = plant
+    run_score(settings, NIGHT, "ae", use_prefect=False)
+    with svc.db.connect(read_only=True) as con:
+        flagged = con.execute("SELECT explanation, ratio, peak_freq_lo_hz, peak_freq_hi_hz FROM anomalies "
+                              "WHERE night = ?::DATE", [NIGHT]).fetchall()
+        quiet = con.execute("SELECT count(*), count(explanation) FROM scores WHERE NOT is_anomaly").fetchone()
+    assert flagged, "the synthetic night has faults: some clip must be flagged"
+    pattern = re.compile(r"^error peaks at [\d.]+-[\d.]+ k?Hz (at [\d.]+ s|between [\d.]+ and [\d.]+ s), "
+                         r"([\d.]+)x the threshold$")
+    for text, ratio, lo, hi in flagged:
+        m = pattern.match(text or "")
+        assert m, text
+        assert float(m.group(2)) == pytest.approx(ratio, abs=0.051)
+    assert quiet[0] > 0 and quiet[1] == 0   # clips under the threshold get no sentence
 
 
 def test_scoring_resumes_from_shards_after_a_crash_before_the_load(plant, tmp_path):

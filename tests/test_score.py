@@ -63,6 +63,33 @@ def test_injected_error_peaks_at_its_frame_and_band(frame, band):
     assert s.score[0] == pytest.approx(covering * 9.0 / 40 / 16)
 
 
+def test_span_covers_a_burst_in_time_and_frequency():
+    """A burst of error over frames 100-139 and bands 40-49: the span is that stretch, the
+    isolated weaker spike elsewhere is not part of it."""
+    cfg = FeatureConfig()
+    lm = np.zeros((128, 313), np.float32)
+    lm[40:50, 100:140] = 2.0
+    lm[5, 250] = 1.0
+    s = score_logmels(Zero(), [lm], cfg)
+    edges = mel_band_edges(cfg)
+    # the windows smear the edges by up to frames - 1 = 4 frames; the half-height cut keeps ~2
+    assert cfg.frame_seconds(96) <= s.span_start_s[0] <= cfg.frame_seconds(101)
+    assert cfg.frame_seconds(139) <= s.span_end_s[0] <= cfg.frame_seconds(144)
+    assert s.span_start_s[0] <= s.peak_time_s[0] < s.span_end_s[0]
+    assert (s.span_freq_lo_hz[0], s.span_freq_hi_hz[0]) == (edges[40][0], edges[49][1])
+    assert s.span_freq_lo_hz[0] <= s.peak_freq_lo_hz[0] and s.peak_freq_hi_hz[0] <= s.span_freq_hi_hz[0]
+
+
+def test_span_of_a_single_spike_is_narrow():
+    cfg = FeatureConfig()
+    lm = np.zeros((128, 313), np.float32)
+    lm[100, 200] = 1.0
+    s = score_logmels(Zero(), [lm], cfg)
+    edges = mel_band_edges(cfg)
+    assert (s.span_freq_lo_hz[0], s.span_freq_hi_hz[0]) == tuple(edges[100])
+    assert s.span_end_s[0] - s.span_start_s[0] <= cfg.frame_seconds(5)
+
+
 def test_peak_time_and_band_with_real_feature_config():
     cfg = FeatureConfig()  # 128 mels, 313 frames for 10 s
     lm = np.zeros((128, 313), np.float32)

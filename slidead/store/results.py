@@ -28,7 +28,7 @@ CLIP_COLUMNS = ("clip_id", "uri", "night", "split", "machine_type", "machine_id"
 REJECTED_COLUMNS = ("uri", "night", "machine_type", "machine_id", "reason", "detail", "clip_id", "run_id")
 SCORE_COLUMNS = ("clip_id", "model_name", "model_version", "family", "night", "machine_type",
                  "machine_id", "score", "threshold", "is_anomaly", "peak_time_s",
-                 "peak_freq_lo_hz", "peak_freq_hi_hz", "run_id")
+                 "peak_freq_lo_hz", "peak_freq_hi_hz", "run_id", "explanation")
 RUN_COLUMNS = ("run_id", "flow", "night", "machine_type", "family", "model_name", "model_version",
                "status", "n_clips", "n_scored", "n_skipped", "n_rejected", "n_flagged",
                "started_at", "finished_at", "seconds", "detail")
@@ -166,14 +166,16 @@ class ResultsDB:
                     con.execute(_BULK["rejected"])
                     con.unregister("batch")
                 for table in tables:
+                    if "explanation" not in table.column_names:  # a shard written before explanations
+                        table = table.append_column("explanation", pa.nulls(table.num_rows, pa.string()))
                     shard = table.select(list(SCORE_COLUMNS))
                     con.register("shard", shard)
                     con.execute(
                         "INSERT INTO scores (clip_id, model_name, model_version, family, night, machine_type, "
                         "machine_id, score, threshold, is_anomaly, peak_time_s, peak_freq_lo_hz, "
-                        "peak_freq_hi_hz, run_id) SELECT clip_id, model_name, model_version, family, "
-                        "CAST(night AS DATE), machine_type, machine_id, score, threshold, is_anomaly, "
-                        "peak_time_s, peak_freq_lo_hz, peak_freq_hi_hz, run_id FROM shard "
+                        "peak_freq_hi_hz, run_id, explanation) SELECT clip_id, model_name, model_version, "
+                        "family, CAST(night AS DATE), machine_type, machine_id, score, threshold, is_anomaly, "
+                        "peak_time_s, peak_freq_lo_hz, peak_freq_hi_hz, run_id, explanation FROM shard "
                         "ON CONFLICT DO NOTHING"
                     )
                     con.unregister("shard")
