@@ -8,6 +8,14 @@ per window: ``FrameWindows(..., labels=per_clip)`` or an ``(x, y)`` pair of arra
 loop calls ``model.loss(x, y)`` instead of ``model.loss(x)`` (the ID classifier).
 Splitting clips into train and validation sets is :func:`split_clips`'s job (by clip, per
 machine ID, so no clip's windows land on both sides).
+
+Any other windows source trains too when it offers ``epoch_batches(batch_size, generator)``
+(one epoch of shuffled ``(x, y_or_None)`` mini-batches), ``eval_batches(batch_size)`` (every
+window once), ``len()`` and ``to(device)``: :class:`slidead.stream.StreamWindows` streams the
+clips from the Parquet feature store that way. ``TrainConfig.stream`` says which
+:func:`slidead.retrain.train_and_evaluate` uses: ``memory`` (FrameWindows), ``parquet``
+(streamed through a buffer of ``buffer_clips`` clips), or ``auto`` (streamed when the training
+clips' frames would take more than ``memory_budget_mb``).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import torch
 from torch import nn
 
 FAMILY_BATCH = {"ae": 128, "vae": 512, "idclf": 128}
+STREAM_MODES = ("auto", "memory", "parquet")
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,9 @@ class TrainConfig:
     patience: int = 10                # epochs without a better validation loss before stopping
     seed: int = 0
     device: str = "auto"
+    stream: str = "auto"              # memory | parquet | auto (parquet above memory_budget_mb)
+    memory_budget_mb: int = 1024      # auto: the training frames' size above which training streams
+    buffer_clips: int = 512           # parquet: clips the shuffle buffer holds at most
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -47,6 +59,12 @@ class TrainConfig:
             raise ValueError(f"val_fraction={self.val_fraction!r} must be in (0, 1)")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr!r} must be > 0")
+        if self.stream not in STREAM_MODES:
+            raise ValueError(f"stream={self.stream!r}: expected one of {STREAM_MODES}")
+        if self.memory_budget_mb < 0:
+            raise ValueError(f"memory_budget_mb={self.memory_budget_mb!r} must be >= 0")
+        if self.buffer_clips < 1:
+            raise ValueError(f"buffer_clips={self.buffer_clips!r} must be >= 1")
         resolve_device(self.device, check=False)
 
     def batch_for(self, family: str) -> int:
@@ -126,6 +144,32 @@ class FrameWindows:
     def targets(self, idx: torch.Tensor) -> torch.Tensor | None:
         return None if self.labels is None else self.labels[idx]
 
+    @property
+    def device(self) -> torch.device:
+        return self.starts.device
+
+    def epoch_batches(self, batch_size: int, generator: torch.Generator):
+        return _epoch_batches(self, batch_size, generator)
+
+    def eval_batches(self, batch_size: int):
+        return _eval_batches(self, batch_size)
+
+
+def _epoch_batches(data, batch_size: int, generator: torch.Generator):
+    """A random permutation of the windows (drawn from ``generator``) in batches."""
+    n = len(data)
+    perm = torch.randperm(n, generator=generator).to(data.device)
+    for start in range(0, n, batch_size):
+        idx = perm[start:start + batch_size]
+        yield data.batch(idx), data.targets(idx)
+
+
+def _eval_batches(data, batch_size: int):
+    n = len(data)
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(start + batch_size, n), device=data.device)
+        yield data.batch(idx), data.targets(idx)
+
 
 class _ArrayWindows:
     def __init__(self, x, labels=None):
@@ -149,10 +193,21 @@ class _ArrayWindows:
     def targets(self, idx: torch.Tensor) -> torch.Tensor | None:
         return None if self.labels is None else self.labels[idx]
 
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def epoch_batches(self, batch_size: int, generator: torch.Generator):
+        return _epoch_batches(self, batch_size, generator)
+
+    def eval_batches(self, batch_size: int):
+        return _eval_batches(self, batch_size)
+
 
 def _as_windows(x):
-    """FrameWindows, an ``(N, dim)`` array, or an ``(x, y)`` pair: windows and a label each."""
-    if isinstance(x, (FrameWindows, _ArrayWindows)):
+    """FrameWindows, an ``(N, dim)`` array, an ``(x, y)`` pair (windows and a label each), or
+    any source with ``epoch_batches`` and ``eval_batches`` (e.g. :class:`slidead.stream.StreamWindows`)."""
+    if isinstance(x, (FrameWindows, _ArrayWindows)) or (hasattr(x, "epoch_batches") and hasattr(x, "eval_batches")):
         return x
     labels = None
     if isinstance(x, tuple) and len(x) == 2:
@@ -162,9 +217,8 @@ def _as_windows(x):
     return _ArrayWindows(x, labels)
 
 
-def _loss(model: nn.Module, data, idx: torch.Tensor):
-    y = data.targets(idx)
-    return model.loss(data.batch(idx)) if y is None else model.loss(data.batch(idx), y)
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None):
+    return model.loss(x) if y is None else model.loss(x, y)
 
 
 def resolve_device(device: str, check: bool = True) -> torch.device:
@@ -218,17 +272,15 @@ def fit(
     n = len(x_train)
     for epoch in range(1, config.epochs + 1):
         model.train()
-        perm = torch.randperm(n, generator=gen).to(device)
         total = 0.0
-        for start in range(0, n, batch):
-            idx = perm[start:start + batch]
-            if idx.numel() < 2 and n > 1:  # BatchNorm cannot train on a batch of one
+        for x, y in x_train.epoch_batches(batch, gen):
+            if x.shape[0] < 2 and n > 1:  # BatchNorm cannot train on a batch of one
                 continue
-            loss, _ = _loss(model, x_train, idx)
+            loss, _ = _loss(model, x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * idx.numel()
+            total += float(loss.detach()) * x.shape[0]
         train_loss = total / n
         val_loss = evaluate_loss(model, x_val, batch=max(batch, 4096))
         history["train_loss"].append(train_loss)
@@ -262,8 +314,7 @@ def evaluate_loss(model: nn.Module, x, batch: int = 4096) -> float:
     n = len(x)
     device = next(model.parameters()).device
     total = 0.0
-    for start in range(0, n, batch):
-        idx = torch.arange(start, min(start + batch, n), device=device)
-        loss, _ = _loss(model, x, idx)
-        total += float(loss) * idx.numel()
+    for xb, yb in x.eval_batches(batch):
+        loss, _ = _loss(model, xb.to(device), None if yb is None else yb.to(device))
+        total += float(loss) * xb.shape[0]
     return total / n
