@@ -5,7 +5,10 @@ files), names it by the SHA-256 of its bytes (``clip_id``), reuses features alre
 Parquet store for that clip and config, decodes the rest once and computes every requested
 feature config from the same audio. The feature config decides the channel and sample rate it
 is computed from (and the shortest audio it accepts); configs that agree share one decode.
-Unscorable clips become ``rejected`` rows with a reason; nothing raises for a bad clip. A
+Unscorable clips become ``rejected`` rows with a reason; nothing raises for a bad clip. New
+features go to the store every ``FLUSH_CLIPS`` clips, and ``keep_features=False`` returns no
+log-mels (``features`` stays empty; ``refs`` names every clip that has them in the store), so
+memory does not grow with the number of clips. A
 store that fails (:class:`~slidead.errors.StoreError`: unreachable, 5xx after retries) is not a
 bad clip: ingest stops and raises it, so that no clip is marked unreadable for the store's sake.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +32,8 @@ from .features import FeatureConfig, LogMel
 from .layout import ClipRef, parse_key, prefix
 from .store.features import FeatureRow, FeatureStore, partition
 from .store.objects import ObjectStore
+
+FLUSH_CLIPS = 256   # new feature rows written to the store at a time (one Parquet file)
 
 
 @dataclass
@@ -75,6 +80,7 @@ def ingest(
     progress: Callable[[int, int], None] | None = None,
     workers: int = 4,
     device: str = "cpu",
+    keep_features: bool = True,
 ) -> IngestResult:
     configs = list(configs)
     res = IngestResult(features={c.hash: {} for c in configs})
@@ -86,9 +92,18 @@ def ingest(
         groups[(partition(r.split, r.night), r.machine_type)].append(r)
     done, total = 0, len(refs)
 
+    def features_of(ref: ClipRef, clip_id: str, data: bytes):
+        """Decode once per audio config, compute every feature config: (facts, rows). The audio
+        itself is dropped here, so a result waiting in the pool holds only its log-mels."""
+        decoded = {a: decode(data, a) for a in decodes}
+        rows = {c.hash: FeatureRow(clip_id, ref.machine_id, ref.label,
+                                   extractors[c.hash](decoded[audio_for[c.hash]].audio)) for c in configs}
+        dec = decoded[decodes[0]]
+        return (dec.sample_rate, dec.channels, dec.duration_s, dec.note), rows
+
     def work(ref: ClipRef, have: dict[str, set[str]]):
         """In a worker thread: read, hash, and (unless skippable) decode and compute features.
-        Returns (ref, clip_id, data, decoded-or-None, rows-or-None, error-or-None)."""
+        Returns (ref, clip_id, data-if-skippable, facts-or-None, rows-or-None, error-or-None)."""
         try:
             data = store.get(ref.key)
         except Exception as e:  # noqa: BLE001 - any read failure is reported per clip
@@ -97,12 +112,9 @@ def ingest(
         if clip_id in skip_ids or all(clip_id in have[c.hash] for c in configs):
             return ref, clip_id, data, None, None, None
         try:
-            decoded = {a: decode(data, a) for a in decodes}
-            rows = {c.hash: FeatureRow(clip_id, ref.machine_id, ref.label,
-                                       extractors[c.hash](decoded[audio_for[c.hash]].audio)) for c in configs}
-            return ref, clip_id, data, decoded, rows, None
+            return (ref, clip_id, None, *features_of(ref, clip_id, data), None)
         except Exception as e:  # noqa: BLE001 - sorted out below, per clip
-            return ref, clip_id, data, None, None, e
+            return ref, clip_id, None, None, None, e
 
     # decode and features overlap with reads: a clip per thread, one torch thread each (small
     # FFTs do not gain from intra-op threads; clips in parallel do)
@@ -115,7 +127,8 @@ def ingest(
                 have = {c.hash: fstore.existing(c, part, mtype) for c in configs}
                 new_rows: dict[str, list[FeatureRow]] = {c.hash: [] for c in configs}
                 cached_ids: dict[str, str] = {}
-                for ref, clip_id, data, decoded, rows, err in pool.map(lambda r: work(r, have), group):
+                for ref, clip_id, data, facts, rows, err in _ordered(pool, lambda r: work(r, have), group,
+                                                                     2 * workers):
                     done += 1
                     if progress:
                         progress(done, total)
@@ -131,7 +144,7 @@ def ingest(
                     if clip_id in skip_ids:
                         res.n_skipped += 1
                         continue
-                    if decoded is None and err is None:  # features already in the store
+                    if facts is None and err is None:  # features already in the store
                         info = _header(data)
                         if info is not None:
                             res.refs[clip_id] = ref
@@ -140,10 +153,7 @@ def ingest(
                             res.n_reused += 1
                             continue
                         try:
-                            decoded = {a: decode(data, a) for a in decodes}
-                            rows = {c.hash: FeatureRow(clip_id, ref.machine_id, ref.label,
-                                                       extractors[c.hash](decoded[audio_for[c.hash]].audio))
-                                    for c in configs}
+                            facts, rows = features_of(ref, clip_id, data)
                         except Exception as e:  # noqa: BLE001
                             err = e
                     if isinstance(err, AudioError):
@@ -153,20 +163,40 @@ def ingest(
                         res.rejected.append(_rejected(store, ref, "decode_failed",
                                                       f"{type(err).__name__}: {err}"[:500], clip_id))
                         continue
-                    dec = decoded[decodes[0]]
                     res.refs[clip_id] = ref
-                    res.clips.append(_clip_row(store, ref, clip_id, dec.sample_rate, dec.channels,
-                                               dec.duration_s, dec.note))
+                    res.clips.append(_clip_row(store, ref, clip_id, *facts))
                     for c in configs:
-                        res.features[c.hash][clip_id] = rows[c.hash]
+                        if keep_features:
+                            res.features[c.hash][clip_id] = rows[c.hash]
                         new_rows[c.hash].append(rows[c.hash])
+                    if configs and len(new_rows[configs[0].hash]) >= FLUSH_CLIPS:
+                        for c in configs:
+                            fstore.write(c, part, mtype, new_rows[c.hash])
+                            new_rows[c.hash] = []
                 for c in configs:
                     fstore.write(c, part, mtype, new_rows[c.hash])
-                    if cached_ids:
+                    if cached_ids and keep_features:
                         res.features[c.hash].update(fstore.read(c, part, mtype, set(cached_ids)))
     finally:
         torch.set_num_threads(torch_threads)
     return res
+
+
+def _ordered(pool: ThreadPoolExecutor, fn, items, ahead: int):
+    """``pool.map(fn, items)`` with at most ``ahead`` items submitted and not yet taken: results
+    waiting for a slow consumer cannot pile up (``map`` submits every item at once)."""
+    pending = deque()
+    it = iter(items)
+    for item in it:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        result = pending.popleft().result()
+        for item in it:
+            pending.append(pool.submit(fn, item))
+            break
+        yield result
 
 
 class _Pool(ThreadPoolExecutor):

@@ -19,7 +19,8 @@ from .features import FeatureConfig, windows
 from .ingest import IngestResult, ingest, list_refs
 from .score import fit_normal_statistics, score_logmels
 from .services import Services
-from .store.features import FeatureRow
+from .store.features import FeatureRow, partition
+from .stream import StoredClips, StreamWindows, stored_rows
 from .thresholds import MIN_FIT, fit_thresholds, threshold_map
 from .tracking import Decision, model_name
 from .train import FrameWindows, fit, resolve_device, split_clips
@@ -33,10 +34,17 @@ def _quiet(_msg: str) -> None:
 
 @dataclass
 class DataSets:
+    """The ingested sets. The training clips' log-mels stay in the feature store (``stored``,
+    per feature config hash) unless ``ingest_sets`` was asked to keep them in memory."""
     train: IngestResult
     eval: IngestResult
+    stored: dict[str, StoredClips] = field(default_factory=dict)
 
-    def rows(self, config: FeatureConfig, which: str) -> list[FeatureRow]:
+    def rows(self, config: FeatureConfig, which: str) -> list[FeatureRow] | StoredClips:
+        """The set's clips in clip ID order: FeatureRows, or for a training set left in the
+        store a :class:`~slidead.stream.StoredClips` (what :func:`train_and_evaluate` takes)."""
+        if which == "train" and config.hash in self.stored:
+            return self.stored[config.hash]
         res = self.train if which == "train" else self.eval
         return [res.features[config.hash][cid] for cid in sorted(res.features[config.hash])]
 
@@ -57,23 +65,35 @@ class Outcome:
 
 
 def ingest_sets(svc: Services, machine_type: str, configs: list[FeatureConfig],
-                progress: Callable[[int, int], None] | None = None, log: Log = _quiet) -> DataSets:
-    """Read train/ and eval/ for a machine type once, computing every feature config."""
-    out = {}
+                progress: Callable[[int, int], None] | None = None, log: Log = _quiet,
+                keep_train: bool = False) -> DataSets:
+    """Read train/ and eval/ for a machine type once, computing every feature config.
+
+    The training clips' log-mels are left in the feature store (read back in blocks by
+    :func:`train_and_evaluate`, all at once or streamed as ``TrainConfig.stream`` says) unless
+    ``keep_train``; the evaluation set is kept in memory."""
+    out, stored = {}, {}
     for split in ("train", "eval"):
         refs, bad = list_refs(svc.store, split, machine_type)
         log(f"{split}: {len(refs)} clips under {split}/{machine_type}/")
-        res = ingest(svc.store, svc.features, refs, configs, svc.audio, progress=progress)
+        keep = split == "eval" or keep_train
+        res = ingest(svc.store, svc.features, refs, configs, svc.audio, progress=progress, keep_features=keep)
+        if not keep:
+            for c in configs:
+                stored[c.hash] = StoredClips.open(svc.features, c, partition("train"), machine_type, set(res.refs))
+                if len(stored[c.hash]) < len(res.refs):
+                    log(f"train: {len(res.refs) - len(stored[c.hash])} clips' features are no longer readable "
+                        "in the feature store; training without them")
         res.rejected.extend(bad)
         svc.db.add_clips(res.clips)
         svc.db.add_rejected(res.rejected)
         if res.rejected:
             log(f"{split}: {len(res.rejected)} clips rejected (see the rejected table)")
         out[split] = res
-    return DataSets(out["train"], out["eval"])
+    return DataSets(out["train"], out["eval"], stored)
 
 
-def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow], eval_rows: list[FeatureRow],
+def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow] | StoredClips, eval_rows: list[FeatureRow],
                        progress: Callable[[int, int, float, float], None] | None = None,
                        log: Log = _quiet) -> Outcome:
     """Train ``cfg``'s family on normal clips, fit its thresholds, evaluate on ``eval_rows``.
@@ -82,15 +102,32 @@ def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow], eval_rows: 
     ``cfg.model.classes``; it needs two or more). After training, the scoring statistics are
     fitted on the training windows (:func:`~slidead.score.fit_normal_statistics`). The normal
     scores the thresholds were fitted on are kept in ``thresholds["normal_scores"]``
-    (``{machine_id: {clip_id: score}}``) for score fusion (:mod:`slidead.fusion`)."""
+    (``{machine_id: {clip_id: score}}``) for score fusion (:mod:`slidead.fusion`).
+
+    ``train_rows`` left in the feature store (:class:`~slidead.stream.StoredClips`) are streamed
+    when ``cfg.train.stream`` is ``parquet``, or ``auto`` and their frames take more than
+    ``cfg.train.memory_budget_mb``: training, the scoring statistics and the threshold scores
+    then read the clips in blocks, and memory is bounded by ``cfg.train.buffer_clips``."""
+    stored = isinstance(train_rows, StoredClips)
+    mode = cfg.train.stream
+    if mode == "parquet" and not stored:
+        raise ValueError("stream='parquet' trains from the feature store: pass the training set "
+                         "as ingest_sets(...).rows(config, 'train') (StoredClips), not rows in memory")
+    streaming = stored and (mode == "parquet" or
+                            (mode == "auto" and train_rows.nbytes > cfg.train.memory_budget_mb * 2**20))
+    if stored and not streaming:
+        train_rows = train_rows.rows()
     if len(train_rows) < 2:
         raise NotEnoughDataError(f"{cfg.machine_type}: {len(train_rows)} training clips; need at least 2")
     ids = np.array([r.machine_id for r in train_rows])
     cfg = cfg.with_classes(ids)
     classes = sorted(set(ids.tolist()))
     val_mask = split_clips(ids, cfg.train.val_fraction, cfg.train.seed)
-    tr = [r for r, v in zip(train_rows, val_mask) if not v]
-    va = [r for r, v in zip(train_rows, val_mask) if v]
+    if streaming:
+        tr, va = train_rows.subset(~val_mask), train_rows.subset(val_mask)
+    else:
+        tr = [r for r, v in zip(train_rows, val_mask) if not v]
+        va = [r for r, v in zip(train_rows, val_mask) if v]
     frames = cfg.features.frames
     torch.manual_seed(cfg.train.seed)  # the initial weights too: a run is repeatable
     model = cfg.build_model()
@@ -99,22 +136,38 @@ def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow], eval_rows: 
         raise NotEnoughDataError(f"{cfg.machine_type}: {cfg.family} learns to tell machine IDs apart and needs "
                                  f"two or more; the training set has {classes}")
     row_of = {m: k for k, m in enumerate(classes)}
-    tr_rows, va_rows = [row_of[r.machine_id] for r in tr], [row_of[r.machine_id] for r in va]
     stride = getattr(model, "window_hop", 1)
-    x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if learns_ids else None, stride)
-    x_val = FrameWindows([r.logmel for r in va], frames, va_rows if learns_ids else None, stride)
-    log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
-    result = fit(model, x_train, x_val, cfg.train, progress)
     device = resolve_device(cfg.train.device)
+    if streaming:
+        label_of = {r.clip_id: row_of[r.machine_id] for r in train_rows}
+        buffer = cfg.train.buffer_clips
+        x_train = StreamWindows(tr, frames, label_of if learns_ids else None, stride, buffer)
+        x_val = StreamWindows(va, frames, label_of if learns_ids else None, stride, buffer)
+        log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips, "
+            f"streamed from the feature store through a buffer of {buffer} clips "
+            f"({train_rows.nbytes / 2**20:.0f} MB of frames, budget {cfg.train.memory_budget_mb} MB)")
+    else:
+        tr_rows, va_rows = [row_of[r.machine_id] for r in tr], [row_of[r.machine_id] for r in va]
+        x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if learns_ids else None, stride)
+        x_val = FrameWindows([r.logmel for r in va], frames, va_rows if learns_ids else None, stride)
+        log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
+    result = fit(model, x_train, x_val, cfg.train, progress)
     if learns_ids or cfg.score.metric == "mahalanobis":
-        fit_normal_statistics(model, x_train.with_labels(tr_rows), classes, cfg.score, device)
+        stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(tr_rows)
+        fit_normal_statistics(model, stats_data, classes, cfg.score, device)
 
     # thresholds from held-out normal clips per ID; too few held out -> all training clips of the ID
     def scores_of(rows):
         return score_logmels(model, [r.logmel for r in rows], cfg.features, cfg.score, device,
                              [r.machine_id for r in rows]).score
 
-    val_scores, train_scores = scores_of(va), scores_of(tr)
+    if streaming:  # one pass over the store, a chunk of clips at a time
+        score_of = {}
+        for chunk in stored_rows(train_rows):
+            score_of.update(zip((r.clip_id for r in chunk), scores_of(chunk)))
+        val_scores, train_scores = [score_of[r.clip_id] for r in va], [score_of[r.clip_id] for r in tr]
+    else:
+        val_scores, train_scores = scores_of(va), scores_of(tr)
     by_id, sources = {}, {}
     for mid in classes:
         held = {r.clip_id: float(s) for r, s in zip(va, val_scores) if r.machine_id == mid}
@@ -133,7 +186,7 @@ def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow], eval_rows: 
 
     report, ev = evaluate(model, cfg, eval_rows, thresholds, device)
     data = {"n_train_clips": len(tr), "n_val_clips": len(va), "n_eval_clips": len(eval_rows),
-            "n_train_windows": int(len(x_train)),
+            "n_train_windows": int(len(x_train)), "train_streamed": bool(streaming),
             "train_clip_ids": sorted(r.clip_id for r in tr), "val_clip_ids": sorted(r.clip_id for r in va),
             "eval_clip_ids": sorted(r.clip_id for r in eval_rows)}
     return Outcome(cfg, model, result.history, result.best_epoch, result.epochs_run, result.seconds,

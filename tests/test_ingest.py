@@ -208,3 +208,49 @@ def test_audio_config_limits_still_apply(tmp_path):
     store.put("train/slider/id_00/l.wav", wav_bytes(_noise(1.0, 9)))
     res = ingest(store, fstore, list_refs(store, "train")[0], [AE], audio_config=AudioConfig(max_seconds=0.5))
     assert [r["reason"] for r in res.rejected] == ["too_long"]
+
+
+def test_ingest_without_keeping_features_writes_them_in_bounded_files(tmp_path, monkeypatch):
+    import slidead.ingest as ingest_mod
+
+    store = LocalObjectStore(tmp_path / "store")
+    fstore = FeatureStore.local(store.uri)
+    for i in range(7):
+        store.put(f"train/slider/id_0{i % 2}/t{i}.wav", wav_bytes(_noise(0.3, 10 + i)))
+    refs, _ = list_refs(store, "train", "slider")
+    kept = ingest(store, FeatureStore.local(str(tmp_path / "other")), refs, [AE])
+    monkeypatch.setattr(ingest_mod, "FLUSH_CLIPS", 3)
+    res = ingest(store, fstore, refs, [AE], keep_features=False)
+    assert res.features == {AE.hash: {}} and len(res.refs) == 7 and len(res.clips) == 7
+    assert len(fstore._files(fstore.directory(AE, "set=train", "slider"))) == 3     # 3 + 3 + 1 clips
+    stored = fstore.read(AE, "set=train", "slider")
+    assert set(stored) == set(res.refs) == set(kept.features[AE.hash])
+    for cid, row in kept.features[AE.hash].items():
+        np.testing.assert_array_equal(stored[cid].logmel, row.logmel)
+    again = ingest(store, fstore, refs, [AE], keep_features=False)     # reused: still nothing kept
+    assert again.n_reused == 7 and again.features == {AE.hash: {}}
+
+
+def test_ordered_map_keeps_order_and_bounds_the_work_in_flight():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from slidead.ingest import _ordered
+
+    lock, state = threading.Lock(), {"started": 0, "taken": 0, "most_ahead": 0}
+
+    def fn(i):
+        with lock:
+            state["started"] += 1
+            state["most_ahead"] = max(state["most_ahead"], state["started"] - state["taken"])
+        return i * i
+
+    with ThreadPoolExecutor(4) as pool:
+        out = []
+        for r in _ordered(pool, fn, range(50), ahead=5):
+            out.append(r)
+            with lock:
+                state["taken"] += 1
+    assert out == [i * i for i in range(50)]
+    # at most `ahead` waiting, plus the one the loop body holds; pool.map would start all 50 at once
+    assert 1 <= state["most_ahead"] <= 6

@@ -7,7 +7,9 @@ Layout under the store root (hive-partitioned, readable by pyarrow datasets and 
     features/<feature-config-hash>/set=<train|eval>/machine_type=<T>/part-*.parquet
 
 Columns: ``clip_id``, ``machine_id``, ``label`` (null for drops), ``n_frames``, ``logmel``
-(a list of frames, each a fixed-size list of ``n_mels`` float32) and ``config_hash``.
+(a list of frames, each a fixed-size list of ``n_mels`` float32) and ``config_hash``. Files are
+written in row groups of ``ROW_GROUP_CLIPS`` clips: the unit :meth:`FeatureStore.catalog` lists
+and :meth:`FeatureStore.read_unit` streams, so training can read a shuffled order of small blocks.
 A file that cannot be read (half-written, corrupt) is ignored, so its clips are recomputed.
 A store that fails while listing or writing raises :class:`~slidead.errors.StoreError`.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,12 +30,28 @@ from ..errors import StoreError, redact
 from ..features import FeatureConfig
 
 
+ROW_GROUP_CLIPS = 32   # clips per Parquet row group (the block streaming training reads)
+_META = ["clip_id", "machine_id", "label", "n_frames"]
+
+
 @dataclass
 class FeatureRow:
     clip_id: str
     machine_id: str
     label: str | None
     logmel: np.ndarray   # (n_mels, T) float32
+
+
+@dataclass(frozen=True)
+class StoredClip:
+    """Where one clip's log-mel lives in the store, and its facts, without the log-mel itself."""
+    clip_id: str
+    machine_id: str
+    label: str | None
+    n_frames: int
+    path: str
+    row_group: int
+    row: int             # position within the row group
 
 
 def read_parquet(filesystem: pafs.FileSystem, path: str, columns: list[str] | None = None,
@@ -121,7 +139,7 @@ class FeatureStore:
         tmp, final = f"{directory}/.tmp-{name}", f"{directory}/{name}"
         try:
             self.fs.create_dir(directory, recursive=True)
-            pq.write_table(table, tmp, filesystem=self.fs, compression="lz4")
+            pq.write_table(table, tmp, filesystem=self.fs, compression="lz4", row_group_size=ROW_GROUP_CLIPS)
             self.fs.move(tmp, final)
         except OSError as e:
             raise StoreError(redact(f"writing features under {directory} failed: {e}")) from None
@@ -140,16 +158,64 @@ class FeatureStore:
             want = [i for i, c in enumerate(ids) if (clip_ids is None or c in clip_ids) and c not in out]
             if not want:
                 continue
-            table = table.take(pa.array(want))
-            counts = table.column("n_frames").to_numpy()
-            values = table.column("logmel").combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)
-            values = values.reshape(-1, config.n_mels)
-            starts = np.r_[0, np.cumsum(counts)]
-            for j, (cid, mid, lab) in enumerate(zip(table.column("clip_id").to_pylist(),
-                                                    table.column("machine_id").to_pylist(),
-                                                    table.column("label").to_pylist())):
-                out[cid] = FeatureRow(cid, mid, lab, np.ascontiguousarray(values[starts[j]:starts[j + 1]].T))
+            for row in _rows(table.take(pa.array(want)), config.n_mels):
+                out[row.clip_id] = row
         return out
+
+    def catalog(self, config: FeatureConfig, part: str, machine_type: str,
+                clip_ids: set[str] | None = None) -> list[StoredClip]:
+        """Every clip of the partition (only ``clip_ids`` if given) with its place in the store,
+        reading the small columns only. A clip stored twice is listed once, at its first copy in
+        file order (as :meth:`read` keeps it); unreadable files are skipped."""
+        out: list[StoredClip] = []
+        seen: set[str] = set()
+        for path in self._files(self.directory(config, part, machine_type)):
+            try:
+                found = []
+                with self._open(path) as f:
+                    pf = pq.ParquetFile(f)
+                    for rg in range(pf.num_row_groups):
+                        t = pf.read_row_group(rg, columns=_META)
+                        for j, (cid, mid, lab, n) in enumerate(zip(*(t.column(c).to_pylist() for c in _META))):
+                            found.append(StoredClip(cid, mid, lab, int(n), path, rg, j))
+            except Exception:  # noqa: BLE001 - half-written or corrupt: as read() does, skip it
+                continue
+            for c in found:
+                if c.clip_id not in seen and (clip_ids is None or c.clip_id in clip_ids):
+                    seen.add(c.clip_id)
+                    out.append(c)
+        return out
+
+    def read_unit(self, config: FeatureConfig, path: str, row_group: int, rows: Iterable[int] | None = None,
+                  batch_clips: int = ROW_GROUP_CLIPS) -> Iterator[list[FeatureRow]]:
+        """The rows at positions ``rows`` (all if None) of one row group, in blocks of at most
+        ``batch_clips`` clips. Streams: memory is one block, whatever the row group's size."""
+        want = None if rows is None else set(rows)
+        try:
+            with self._open(path) as f:
+                pf = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
+                offset = 0
+                for batch in pf.iter_batches(batch_size=batch_clips, row_groups=[row_group],
+                                             columns=_META + ["logmel"]):
+                    n = batch.num_rows
+                    pick = [j for j in range(n) if want is None or offset + j in want]
+                    offset += n
+                    if pick:
+                        yield _rows(batch.take(pa.array(pick)), config.n_mels)
+        except OSError as e:
+            raise StoreError(redact(f"reading features from {path} failed: {e}")) from None
+
+    def _open(self, path: str):
+        for attempt in range(1, 4):
+            try:
+                return self.fs.open_input_file(path)
+            except FileNotFoundError:
+                raise
+            except OSError:
+                if attempt == 3:
+                    raise
+                time.sleep(0.2 * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
 
     def existing(self, config: FeatureConfig, part: str, machine_type: str) -> set[str]:
         ids: set[str] = set()
@@ -159,3 +225,16 @@ class FeatureStore:
             except Exception:
                 continue
         return ids
+
+
+def _rows(table, n_mels: int) -> list[FeatureRow]:
+    """FeatureRows of a table or record batch with the store's columns."""
+    counts = table.column("n_frames").to_numpy()
+    col = table.column("logmel")
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    values = col.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, n_mels)
+    starts = np.r_[0, np.cumsum(counts)]
+    return [FeatureRow(cid, mid, lab, np.ascontiguousarray(values[starts[j]:starts[j + 1]].T))
+            for j, (cid, mid, lab) in enumerate(zip(table.column("clip_id").to_pylist(),
+                                                    table.column("machine_id").to_pylist(),
+                                                    table.column("label").to_pylist()))]
