@@ -83,13 +83,19 @@ def cmd_upload_night(a, settings: Settings) -> int:
 
 
 def run_retrain(settings: Settings, family: str, machine_type: str, epochs=None, device=None,
-                tolerance=0.0, patience=None, use_prefect=True) -> dict:
+                tolerance=0.0, patience=None, use_prefect=True, stream=None) -> dict:
     if use_prefect:
         _prefect_env(settings)
+        import inspect
+
         from flows.retrain import retrain
 
+        extra = {} if stream in (None, "auto") else {"stream": stream}
+        if extra and "stream" not in inspect.signature(retrain.fn).parameters:
+            raise ValueError(f"--stream {stream}: the retrain flow streams by the memory budget (auto); "
+                             "use --no-prefect to choose")
         return retrain(family=family, machine_type=machine_type, epochs=epochs, device=device,
-                       tolerance=tolerance, patience=patience)
+                       tolerance=tolerance, patience=patience, **extra)
     from . import retrain as steps
     from .config import RunConfig
     from .progress import Progress, epochs as epoch_progress
@@ -100,6 +106,8 @@ def run_retrain(settings: Settings, family: str, machine_type: str, epochs=None,
         overrides["epochs"] = epochs
     if patience is not None:
         overrides["patience"] = patience
+    if stream is not None:
+        overrides["stream"] = stream
     cfg = RunConfig.default(family, machine_type, **overrides)
     data = steps.ingest_sets(svc, machine_type, [cfg.features], Progress("ingest", say), say)
     outcome = steps.train_and_evaluate(cfg, data.rows(cfg.features, "train"), data.rows(cfg.features, "eval"),
@@ -112,7 +120,7 @@ def run_retrain(settings: Settings, family: str, machine_type: str, epochs=None,
 
 def cmd_train(a, settings: Settings) -> int:
     out = run_retrain(settings, a.family, a.machine_type, a.epochs, a.device, a.tolerance, a.patience,
-                      not a.no_prefect)
+                      not a.no_prefect, a.stream)
     print(format_metrics({f"{a.family} v{out['model_version']}": out["report"]}))
     say(f"{'promoted to champion' if out['promoted'] else 'not promoted'}: {out['decision']}")
     return 0
@@ -298,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 10)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     t.add_argument("--tolerance", type=float, default=0.0, help="promotion gate tolerance on mean AUC/pAUC")
+    t.add_argument("--stream", choices=["auto", "memory", "parquet"], default=None,
+                   help="training clips in memory, or streamed from the Parquet feature store (default auto: "
+                        "streamed when their frames exceed 1 GB)")
     t.add_argument("--no-prefect", action="store_true")
 
     e = add("evaluate", cmd_evaluate, "AUC/pAUC per machine ID of the champion (or --version) on eval/")
