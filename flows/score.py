@@ -105,7 +105,7 @@ def score(night: str | None = None, family: str | None = None, machine_type: str
         raise
     nightly.record_run(svc, res, family, "completed", started)
     cols, rows = svc.db.query(
-        "SELECT machine_type, machine_id, uri, score, threshold, ratio, peak_time_s, peak_freq_lo_hz, "
+        "SELECT machine_type, machine_id, uri, score, threshold, ratio, explanation, peak_time_s, peak_freq_lo_hz, "
         "peak_freq_hi_hz FROM anomalies WHERE night = ?::DATE AND model_name = ANY(?) ORDER BY ratio DESC",
         [night, list(res.models)])
     create_table_artifact(key=f"flagged-{night}", table=[dict(zip(cols, r)) for r in rows],
@@ -114,11 +114,14 @@ def score(night: str | None = None, family: str | None = None, machine_type: str
         key=f"night-{night}",
         markdown=(f"# Night {night}\n\n{res.n_clips} clips: {res.n_scored} newly scored, {res.n_skipped} "
                   f"already scored, {res.n_rejected} rejected, {res.n_flagged} flagged.\n\n"
-                  + "".join(f"- {name} v{v}\n" for name, v in res.models.items())),
+                  + "".join(f"- {name} v{v}\n" for name, v in res.models.items())
+                  + ("\n## Machine alarms raised\n\n" if res.alarms else "")
+                  + "".join(f"- **{a.kind}** {a.machine_type} id {a.machine_id}: {a.detail}\n" for a in res.alarms)),
         description="nightly summary")
     return {"night": night, "run_id": res.run_id, "models": res.models, "n_clips": res.n_clips,
             "n_scored": res.n_scored, "n_skipped": res.n_skipped, "n_rejected": res.n_rejected,
-            "n_flagged": res.n_flagged, "shards_resumed": res.n_shards_resumed, "engine": engine}
+            "n_flagged": res.n_flagged, "shards_resumed": res.n_shards_resumed, "engine": engine,
+            "alarms": [a.detail for a in res.alarms]}
 
 
 def _run_id() -> str:

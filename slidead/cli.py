@@ -181,7 +181,8 @@ def run_score(settings: Settings, night: str, family: str | None, machine_type=N
     res = nightly.run_night(svc, night, family, machine_type, shard_size, progress=Progress("score", say), log=say)
     return {"night": night, "run_id": res.run_id, "models": res.models, "n_clips": res.n_clips,
             "n_scored": res.n_scored, "n_skipped": res.n_skipped, "n_rejected": res.n_rejected,
-            "n_flagged": res.n_flagged, "shards_resumed": res.n_shards_resumed, "engine": "process"}
+            "n_flagged": res.n_flagged, "shards_resumed": res.n_shards_resumed, "engine": "process",
+            "alarms": [a.detail for a in res.alarms]}
 
 
 def cmd_score(a, settings: Settings) -> int:
@@ -189,7 +190,8 @@ def cmd_score(a, settings: Settings) -> int:
     print(json.dumps(out) if a.json else
           f"night {out['night']}: {out['n_clips']} clips, {out['n_scored']} newly scored, "
           f"{out['n_skipped']} already scored, {out['n_rejected']} rejected, {out['n_flagged']} flagged "
-          f"({', '.join(f'{k} v{v}' for k, v in out['models'].items())})")
+          f"({', '.join(f'{k} v{v}' for k, v in out['models'].items())})"
+          + "".join(f"\n  ALARM: {d}" for d in out.get("alarms", [])))
     return 0
 
 

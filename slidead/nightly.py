@@ -33,6 +33,7 @@ from .ingest import ingest, list_refs
 from .layout import check_night
 from .score import score_logmels
 from .services import Services
+from .store import alarms as alarm_store
 from .store.objects import Lease, LeaseBusy, hold
 from .store.results import CLIP_COLUMNS, REJECTED_COLUMNS
 from .store.shards import ShardStore, shard_id
@@ -73,6 +74,7 @@ class NightResult:
     n_shards_resumed: int = 0
     seconds: float = 0.0
     shards: list[tuple[str, str, int, str]] = field(default_factory=list)  # (night, model, version, shard)
+    alarms: list = field(default_factory=list)   # machine alarms this run raised (slidead.alarms.Alarm)
 
 
 def shard_store(svc: Services) -> ShardStore:
@@ -342,6 +344,11 @@ def _load_night(svc: Services, res: NightResult, log: Log) -> NightResult:
     res.n_flagged = int(rows[0][0])
     log(f"{res.night}: {new} new scores loaded, {res.n_skipped} already scored, "
         f"{res.n_rejected} rejected, {res.n_flagged} flagged in the night")
+    # machine alarms follow from every night's scores: recomputed after each load, so a re-run
+    # or a late night gives the same alarms (see slidead.alarms)
+    res.alarms = alarm_store.update(svc.db, [n for n in res.models if n != "_layout"], svc.alarms)
+    for a in res.alarms:
+        log(f"ALARM {a.kind} {a.machine_type} id {a.machine_id} (night {a.night}): {a.detail}")
     return res
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .alarms import AlarmConfig
 from .audio import AudioConfig
 from .settings import Settings
 from .store.features import FeatureStore
@@ -24,6 +25,7 @@ class Services:
     artifact_root: str | None = None
     audio: AudioConfig = AudioConfig()
     device: str = "auto"
+    alarms: AlarmConfig = AlarmConfig()
     _tracker: object = None
 
     @classmethod
@@ -34,7 +36,8 @@ class Services:
         else:
             fstore = store.feature_store()
         artifact_root = s.artifact_root if s.tracking_uri.startswith("sqlite:") else None
-        return cls(store, fstore, ResultsDB(s.duckdb_path), s.tracking_uri, artifact_root, device=s.device)
+        return cls(store, fstore, ResultsDB(s.duckdb_path), s.tracking_uri, artifact_root, device=s.device,
+                   alarms=s.alarm_config)
 
     @property
     def tracker(self):

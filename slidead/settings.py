@@ -14,6 +14,9 @@ Everything else in the library takes values, not settings: the CLI and the flows
 | ``SLIDEAD_DEVICE`` | ``auto`` |
 | ``SLIDEAD_DASK_ADDRESS`` | unset; a Dask scheduler address to score shards on its workers |
 | ``SLIDEAD_DASK_WORKERS`` | ``0``; with no address, a local Dask cluster of this many processes |
+| ``SLIDEAD_ALARM_K`` / ``SLIDEAD_ALARM_N`` | ``5`` / ``10``: a machine alarm when k of its last n clips are flagged |
+| ``SLIDEAD_DRIFT_WARMUP_NIGHTS`` | ``3``: nights that set a machine's reference level for drift |
+| ``SLIDEAD_DRIFT_SLACK`` / ``SLIDEAD_DRIFT_LIMIT`` | ``0.5`` / ``5.0``: the drift CUSUM's allowance and level |
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ class Settings(BaseSettings):
     device: str = "auto"
     dask_address: str | None = None   # a Dask scheduler (tcp://host:8786): shards fan out to its workers
     dask_workers: int = 0             # >0 and no address: a local Dask cluster of this many processes
+    alarm_k: int = 5
+    alarm_n: int = 10
+    drift_warmup_nights: int = 3
+    drift_slack: float = 0.5
+    drift_limit: float = 5.0
 
     @field_validator("family")
     @classmethod
@@ -52,6 +60,12 @@ class Settings(BaseSettings):
         if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
             raise ValueError(f"SLIDEAD_DEVICE={v!r}: expected auto, cpu, cuda or cuda:N")
         return v
+
+    @property
+    def alarm_config(self):
+        from .alarms import AlarmConfig
+
+        return AlarmConfig(self.alarm_k, self.alarm_n, self.drift_warmup_nights, self.drift_slack, self.drift_limit)
 
     @property
     def home_dir(self) -> Path:

@@ -118,3 +118,43 @@ SELECT sc.night, sc.machine_type, sc.machine_id, sc.model_name, sc.model_version
 FROM sc LEFT JOIN rj
   ON rj.night = sc.night AND rj.machine_type = sc.machine_type AND rj.machine_id = sc.machine_id
 WHERE sc.night IS NOT NULL;
+
+-- Machine-level alarms (slidead.alarms), recomputed from scores after every night's load.
+CREATE TABLE IF NOT EXISTS machine_nights (
+    night             DATE NOT NULL,
+    machine_type      VARCHAR NOT NULL,
+    machine_id        VARCHAR NOT NULL,
+    model_name        VARCHAR NOT NULL,
+    model_version     INTEGER NOT NULL,
+    n_clips           INTEGER,
+    n_flagged         INTEGER,
+    median_score      DOUBLE,
+    reference_median  DOUBLE,            -- from the machine's first nights with this version; NULL in them
+    reference_sd      DOUBLE,            -- robust spread of those nights' clip scores
+    drift_z           DOUBLE,            -- (median - reference) / standard error of the night's median
+    cusum             DOUBLE,            -- Page's CUSUM of drift_z; 'drift' is raised above the limit
+    PRIMARY KEY (night, model_name, model_version, machine_type, machine_id)
+);
+
+CREATE TABLE IF NOT EXISTS alarms (
+    alarm_id       VARCHAR PRIMARY KEY,
+    kind           VARCHAR NOT NULL,     -- 'flagged' (k of the last n clips) | 'drift' (CUSUM of nightly medians)
+    night          DATE NOT NULL,        -- the night it was raised
+    machine_type   VARCHAR NOT NULL,
+    machine_id     VARCHAR NOT NULL,
+    model_name     VARCHAR NOT NULL,
+    model_version  INTEGER,
+    clip_id        VARCHAR,              -- flagged: the clip that completed the k of n
+    value          DOUBLE,               -- flagged clips in the window, or the CUSUM statistic
+    threshold      DOUBLE,               -- k, or the CUSUM limit
+    detail         VARCHAR,
+    cleared_night  DATE,                 -- the night the condition stopped holding; NULL while active
+    raised_at      TIMESTAMP DEFAULT current_timestamp
+);
+
+CREATE OR REPLACE VIEW active_alarms AS
+SELECT a.night AS raised_night, a.kind, a.machine_type, a.machine_id, a.model_name, a.model_version,
+       a.value, a.threshold, a.detail, c.uri AS clip_uri, a.raised_at, a.alarm_id
+FROM alarms a LEFT JOIN clips c USING (clip_id)
+WHERE a.cleared_night IS NULL
+ORDER BY a.night DESC, a.kind, a.machine_type, a.machine_id;

@@ -1,0 +1,196 @@
+"""Machine-level alarms a plant can act on, from the clip scores of every night.
+
+Two kinds, per machine (type and ID) and registered model:
+
+- ``flagged``: at least ``k`` of the machine's last ``n`` clips (in night and file order, across
+  nights) are flagged. Raised once, by the clip that completes the k; the alarm stays open
+  (no new one) until a night ends with fewer than ``k`` of the last ``n`` flagged: then it is
+  cleared, and a later cluster raises a new one.
+- ``drift``: slow wear. Page's one-sided CUSUM on the machine's nightly median score. The
+  machine's own first ``warmup_nights`` nights scored by a model version set its reference
+  (median and robust spread of their clip scores); every later night contributes
+  ``z = (median - reference) / standard error of a median of that night's clip count`` and
+  ``S = max(0, S + z - slack)``; the alarm is raised the first night ``S > limit`` and cleared
+  the first night ``S`` is back at 0. Each model version has its own reference and statistic,
+  so a new champion starts a new warm-up. A median moves long before single clips cross the
+  threshold: a defect that grows a little every night shows here first.
+
+Everything is recomputed from the ``scores`` table (the newest model version's score of each
+clip for ``flagged``), so re-running a night, or loading a late night, gives the same alarms;
+an alarm already raised keeps its ``raised_at``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+MEDIAN_SE = 1.2533            # the standard error of a median is 1.2533 sigma / sqrt(n) (normal data)
+MIN_SE_FRACTION = 0.1         # floor on that standard error, in reference spreads (caps n at ~157)
+
+
+@dataclass(frozen=True)
+class AlarmConfig:
+    k: int = 5                  # flagged clips ...
+    n: int = 10                 # ... among a machine's last n raise a 'flagged' alarm
+    warmup_nights: int = 3      # nights that set a machine's reference level for drift
+    slack: float = 0.5          # CUSUM allowance per night, in standard errors
+    limit: float = 5.0          # CUSUM level that raises 'drift'
+
+    def __post_init__(self):
+        if not 1 <= self.k <= self.n:
+            raise ValueError(f"alarm k={self.k!r} must be in 1..n (n={self.n!r})")
+        if self.warmup_nights < 1:
+            raise ValueError(f"warmup_nights={self.warmup_nights!r} must be >= 1")
+        if self.slack < 0 or self.limit <= 0:
+            raise ValueError(f"slack={self.slack!r} must be >= 0 and limit={self.limit!r} > 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    night: str
+    machine_type: str
+    machine_id: str
+    model_name: str
+    model_version: int
+    clip_id: str
+    uri: str
+    score: float
+    flagged: bool
+
+
+@dataclass(frozen=True)
+class Alarm:
+    kind: str                 # 'flagged' | 'drift'
+    night: str                # the night it was raised
+    machine_type: str
+    machine_id: str
+    model_name: str
+    model_version: int
+    clip_id: str | None       # flagged: the clip that completed the k of n
+    value: float              # flagged clips in the window / the CUSUM statistic
+    threshold: float          # k / limit
+    detail: str
+    cleared_night: str | None = None
+
+    @property
+    def alarm_id(self) -> str:
+        key = "|".join([self.kind, self.model_name, str(self.model_version) if self.kind == "drift" else "",
+                        self.machine_type, self.machine_id, self.night])
+        return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class MachineNight:
+    night: str
+    machine_type: str
+    machine_id: str
+    model_name: str
+    model_version: int
+    n_clips: int
+    n_flagged: int
+    median_score: float
+    reference_median: float | None
+    reference_sd: float | None
+    drift_z: float | None
+    cusum: float | None
+
+
+def _machines(records: Sequence[ClipRecord]):
+    by = defaultdict(list)
+    for r in records:
+        by[(r.model_name, r.machine_type, r.machine_id)].append(r)
+    for key in sorted(by):
+        yield key, sorted(by[key], key=lambda r: (r.night, r.uri, r.clip_id))
+
+
+def flagged_alarms(records: Sequence[ClipRecord], config: AlarmConfig) -> list[Alarm]:
+    """``flagged`` alarms from each clip's newest score (see the module docstring)."""
+    newest: dict[tuple[str, str], ClipRecord] = {}
+    for r in records:
+        key = (r.model_name, r.clip_id)
+        if key not in newest or r.model_version > newest[key].model_version:
+            newest[key] = r
+    out: list[Alarm] = []
+    for (name, mtype, mid), clips in _machines(list(newest.values())):
+        window: deque[bool] = deque(maxlen=config.n)
+        open_alarm: Alarm | None = None
+        for i, r in enumerate(clips):
+            window.append(r.flagged)
+            count = sum(window)
+            if open_alarm is None and count >= config.k:
+                open_alarm = Alarm("flagged", r.night, mtype, mid, name, r.model_version, r.clip_id, float(count),
+                                   float(config.k), f"{count} of the last {len(window)} clips of {mtype} id {mid} "
+                                   f"flagged by {name} (alarm at {config.k} of {config.n})")
+                out.append(open_alarm)
+            night_ends = i + 1 == len(clips) or clips[i + 1].night != r.night
+            if open_alarm is not None and night_ends and count < config.k:
+                out[out.index(open_alarm)] = _cleared(open_alarm, r.night)
+                open_alarm = None
+    return out
+
+
+def _cleared(a: Alarm, night: str) -> Alarm:
+    return Alarm(a.kind, a.night, a.machine_type, a.machine_id, a.model_name, a.model_version, a.clip_id,
+                 a.value, a.threshold, a.detail, night)
+
+
+def drift(records: Sequence[ClipRecord], config: AlarmConfig) -> tuple[list[MachineNight], list[Alarm]]:
+    """Per machine, model version and night: the median, the CUSUM, and the ``drift`` alarms."""
+    by_version = defaultdict(list)
+    for r in records:
+        by_version[(r.model_name, r.model_version, r.machine_type, r.machine_id)].append(r)
+    nights_out: list[MachineNight] = []
+    alarms: list[Alarm] = []
+    for (name, version, mtype, mid) in sorted(by_version):
+        per_night = defaultdict(list)
+        for r in by_version[(name, version, mtype, mid)]:
+            per_night[r.night].append(r)
+        order = sorted(per_night)
+        warm = order[:config.warmup_nights]
+        ref_med = ref_sd = None
+        if len(order) > config.warmup_nights:
+            ref = np.array([r.score for n in warm for r in per_night[n]], dtype=np.float64)
+            ref_med = float(np.median(ref))
+            mad = float(np.median(np.abs(ref - ref_med))) * 1.4826
+            ref_sd = max(mad, float(np.std(ref)) * 0.1, 1e-12)
+        s, open_alarm = 0.0, None
+        for night in order:
+            clips = per_night[night]
+            scores = np.array([r.score for r in clips], dtype=np.float64)
+            med = float(np.median(scores))
+            z = cusum = None
+            if ref_med is not None and night not in warm:
+                se = max(MEDIAN_SE * ref_sd / math.sqrt(len(scores)), MIN_SE_FRACTION * ref_sd)
+                z = (med - ref_med) / se
+                s = max(0.0, s + z - config.slack)
+                cusum = s
+                if open_alarm is None and s > config.limit:
+                    open_alarm = Alarm(
+                        "drift", night, mtype, mid, name, version, None, s, config.limit,
+                        f"median score of {mtype} id {mid} has drifted up: {med:.4g} against {ref_med:.4g} over its "
+                        f"first {len(warm)} nights ({(med - ref_med) / ref_sd:+.1f} spreads); CUSUM {s:.1f} > "
+                        f"{config.limit:g} ({name} v{version})")
+                    alarms.append(open_alarm)
+                elif open_alarm is not None and s == 0.0:
+                    alarms[alarms.index(open_alarm)] = _cleared(open_alarm, night)
+                    open_alarm = None
+            judged = z is not None
+            nights_out.append(MachineNight(night, mtype, mid, name, version, len(scores),
+                                           sum(r.flagged for r in clips), med, ref_med if judged else None,
+                                           ref_sd if judged else None, z, cusum))
+    return nights_out, alarms
+
+
+def evaluate(records: Sequence[ClipRecord], config: AlarmConfig) -> tuple[list[MachineNight], list[Alarm]]:
+    """Both kinds: (machine nights with their drift statistic, every alarm, raised or cleared)."""
+    nights, drift_alarms = drift(records, config)
+    return nights, flagged_alarms(records, config) + drift_alarms
