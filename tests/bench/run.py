@@ -7,7 +7,11 @@ the 2,000-clip night). Sections:
    baseline's way (librosa, one file at a time);
 2. end-to-end nightly scoring (WAV in the store -> rows in DuckDB), clips/s and peak RSS, AE
    and VAE, local folder and S3 (moto's server on 127.0.0.1), against a naive per-file loop;
-3. training seconds per epoch at the seed's training-set size (2,370 clips).
+3. training seconds per epoch at the seed's training-set size (2,370 clips);
+4. scaling of the score flow over local Dask worker processes;
+5. memory (``--only memory``, in ``--full``): peak RSS of scoring a 10,000-clip night end to end
+   against a 1,000-clip night, and of training on 2,370 clips in memory against streaming them
+   from the Parquet feature store; each in a fresh process.
 """
 
 from __future__ import annotations
@@ -306,18 +310,151 @@ def bench_scaling(n_clips: int, work: Path) -> None:
     os.environ.pop("SLIDEAD_DASK_WORKERS", None)
 
 
+# -- 5. memory -----------------------------------------------------------------------------
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _in_child(target, *args):
+    """Run ``target(*args, q)`` in a fresh spawned process; returns what it put on ``q``."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    res = q.get()
+    p.join()
+    return res
+
+
+def _plant_part(root: str, spec_kw: dict) -> int:
+    """One machine ID's share of a synthetic plant, written as files under ``root``."""
+    from slidead.store.objects import LocalObjectStore
+    from slidead.synth import PlantSpec, generate_plant
+
+    return generate_plant(LocalObjectStore(root).put, PlantSpec(**spec_kw))["total"]
+
+
+def write_plant(root: Path, per_id: dict[str, dict], procs: int = 2) -> int:
+    """``slidead.synth.generate_plant`` per machine ID, the IDs spread over ``procs`` processes (a
+    clip's audio depends on its seed, split, ID and index only, so this equals one call per ID)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(procs, mp_context=mp.get_context("spawn")) as pool:
+        return sum(pool.map(_plant_part, [str(root)] * len(per_id),
+                            [dict(kw, machine_ids=(mid,)) for mid, kw in per_id.items()]))
+
+
+def _night_spec(n: int, ids=("00", "02", "04")) -> dict[str, dict]:
+    out = {}
+    for k, mid in enumerate(ids):
+        m = n // len(ids) + (1 if k < n % len(ids) else 0)
+        out[mid] = dict(n_train=0, n_eval_normal=0, n_eval_anomaly=0, nights=(NIGHT,),
+                        night_normal=m - m // 10, night_anomaly=m // 10, seed=5)
+    return out
+
+
+def _train_child(home: str, mode: str, family: str, q) -> None:
+    from slidead import retrain as steps
+    from slidead.config import RunConfig
+    from slidead.services import Services
+    from slidead.settings import Settings
+
+    svc = Services.from_settings(Settings(home=Path(home)))
+    cfg = RunConfig.default(family, "slider", epochs=1, device="cpu", stream=mode)
+    data = steps.ingest_sets(svc, "slider", [cfg.features])
+    before = _rss_mib()
+    t0 = time.perf_counter()
+    out = steps.train_and_evaluate(cfg, data.rows(cfg.features, "train"), data.rows(cfg.features, "eval"))
+    q.put((before, _rss_mib(), time.perf_counter() - t0, out.history["val_loss"][-1],
+           out.data["n_train_clips"] + out.data["n_val_clips"], out.data["train_streamed"]))
+
+
+def _ingest_child(home: str, family: str, q) -> None:
+    from slidead import retrain as steps
+    from slidead.features import for_family
+    from slidead.services import Services
+    from slidead.settings import Settings
+
+    data = steps.ingest_sets(Services.from_settings(Settings(home=Path(home))), "slider", [for_family(family)])
+    q.put(len(data.train.refs))
+
+
+def bench_memory(n_night: int, n_train: int, work: Path, family: str = "vae") -> None:
+    from slidead.cli import run_retrain
+    from slidead.services import Services
+    from slidead.settings import Settings
+    from slidead.synth import PlantSpec, generate_plant
+
+    print(f"\n5. Memory: peak RSS (ru_maxrss) of each step in a fresh process, {time.strftime('%Y-%m-%d %H:%M')}")
+    need = n_night * 330_000 + n_train * 330_000 + (2 << 30)
+    free = shutil.disk_usage(work).free
+    if free < need:
+        print(f"  skipped: {free / 2**30:.1f} GiB free under {work}, {need / 2**30:.1f} GiB needed")
+        return
+    # (a) a night of n_night clips and one of 1,000 (its first clips), scored end to end by an AE champion
+    base = work / "base"
+    settings = Settings(home=base)
+    generate_plant(Services.from_settings(settings).store.put,
+                   PlantSpec(n_train=6, n_eval_normal=3, n_eval_anomaly=3, nights=()))
+    run_retrain(settings, "ae", "slider", epochs=1, use_prefect=False)
+    big = work / f"night-{n_night}" / "store"
+    t0 = time.perf_counter()
+    write_plant(big, _night_spec(n_night))
+    print(f"  wrote {n_night} synthetic clips in {time.perf_counter() - t0:.0f} s "
+          f"({sum(f.stat().st_size for f in big.rglob('*.wav')) / 2**30:.2f} GiB)", flush=True)
+    small_n = min(1000, n_night)
+    small = work / f"reference-night-{small_n}" / "store"
+    per_id = _night_spec(small_n)
+    for mid, kw in per_id.items():  # the first clips of each ID: hard links, same bytes
+        src = big / "drops" / NIGHT / "slider" / f"id_{mid}"
+        dst = small / "drops" / NIGHT / "slider" / f"id_{mid}"
+        dst.mkdir(parents=True)
+        for f in sorted(src.glob("*.wav"))[: kw["night_normal"] + kw["night_anomaly"]]:
+            os.link(f, dst / f.name)
+    rss = {}
+    for n, store in ((small_n, small), (n_night, big)):
+        home = store.parent / "home"
+        home.mkdir()
+        shutil.copy(base / "mlflow.db", store.parent / "mlflow.db")  # _score_child reads <home>/../mlflow.db
+        secs, scored, peak = _timed_child(str(home), str(store), None, "ae")
+        assert scored == n, (scored, n)
+        rss[n] = peak
+        ratio = "reference" if n == small_n else f"{peak / rss[small_n]:4.2f}x the {small_n}-clip night"
+        line(f"score a {n:,}-clip night end to end, AE, local store", f"{peak:8,.0f} MiB peak",
+             f"{n / secs:6.1f} clips/s, {secs:5.0f} s; {ratio}")
+    # (b) training on n_train clips: in memory against streamed from the feature store
+    home = work / "train"
+    per_id = {mid: dict(n_train=n_train // 3 + (1 if k < n_train % 3 else 0), n_eval_normal=10,
+                        n_eval_anomaly=10, nights=(), seed=6) for k, mid in enumerate(("00", "02", "04"))}
+    write_plant(home / "store", per_id)
+    n_ing = _in_child(_ingest_child, str(home), family)
+    print(f"  training set: {n_ing} clips, features ingested beforehand (each run reuses them)", flush=True)
+    ref = None
+    for mode in ("memory", "parquet"):
+        before, peak, secs, val, n_clips, streamed = _in_child(_train_child, str(home), mode, family)
+        assert streamed == (mode == "parquet") and n_clips == n_ing
+        ref = ref or peak - before
+        ratio = "reference" if mode == "memory" else f"{(peak - before) / ref:4.2f}x memory's growth"
+        line(f"train {family}, {n_clips:,} clips, 1 epoch, {mode}", f"{peak:8,.0f} MiB peak",
+             f"+{peak - before:,.0f} MiB over ingest ({before:,.0f}); {secs:4.0f} s, val loss {val:.2f}; {ratio}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--feature-clips", type=int, default=200)
     ap.add_argument("--night-clips", type=int, default=500)
-    ap.add_argument("--full", action="store_true", help="a 2,000-clip night")
-    ap.add_argument("--only", choices=["features", "e2e", "train", "scale"], action="append")
+    ap.add_argument("--full", action="store_true", help="a 2,000-clip night, and the memory section")
+    ap.add_argument("--only", choices=["features", "e2e", "train", "scale", "memory"], action="append")
+    ap.add_argument("--memory-night", type=int, default=10_000, help="clips of the big night in --only memory")
+    ap.add_argument("--memory-train", type=int, default=2370, help="training clips in --only memory")
+    ap.add_argument("--work-dir", default=None, help="where --only memory writes its stores (default: temp)")
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     if a.full:
         a.night_clips = 2000
     print(f"slidead benchmarks on {os.cpu_count()} CPU cores (torch threads {__import__('torch').get_num_threads()})")
-    only = set(a.only or ["features", "e2e", "train", "scale"])
+    only = set(a.only or ["features", "e2e", "train", "scale"] + (["memory"] if a.full else []))
     if "features" in only:
         bench_features([b for _, b in make_clips(a.feature_clips)])
     if "e2e" in only:
@@ -328,6 +465,9 @@ def main() -> None:
     if "scale" in only:
         with tempfile.TemporaryDirectory() as tmp:
             bench_scaling(a.night_clips, Path(tmp))
+    if "memory" in only:
+        with tempfile.TemporaryDirectory(dir=a.work_dir) as tmp:
+            bench_memory(a.memory_night, a.memory_train, Path(tmp))
 
 
 if __name__ == "__main__":
