@@ -37,8 +37,11 @@ def register(svc: Services, outcome: steps.Outcome, data: steps.DataSets, tolera
 
 @flow(name="retrain", log_prints=True)
 def retrain(family: str = "vae", machine_type: str = "slider", epochs: int | None = None,
-            device: str | None = None, tolerance: float = 0.0, seed: int = 0, patience: int | None = None) -> dict:
-    """Train ``family`` on ``train/<machine_type>/``, evaluate on ``eval/``, register, gate promotion."""
+            device: str | None = None, tolerance: float = 0.0, seed: int = 0, patience: int | None = None,
+            metric: str | None = None) -> dict:
+    """Train ``family`` on ``train/<machine_type>/``, evaluate on ``eval/`` (and the plant clips
+    operators labelled), register, gate promotion. ``metric``: the score metric (ae/vae ``mse``
+    or ``mahalanobis``; idclf ``mahalanobis`` or ``logit``), default the family's."""
     settings = Settings()
     svc = Services.from_settings(settings)
     overrides = {"device": device or settings.device, "seed": seed}
@@ -46,7 +49,7 @@ def retrain(family: str = "vae", machine_type: str = "slider", epochs: int | Non
         overrides["epochs"] = epochs
     if patience is not None:
         overrides["patience"] = patience
-    cfg = RunConfig.default(family, machine_type, **overrides)
+    cfg = RunConfig.default(family, machine_type, metric, **overrides)
     data = ingest_sets(svc, machine_type, family)
     outcome = train(cfg, data)
     run_id, version, decision = register(svc, outcome, data, tolerance)

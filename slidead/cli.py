@@ -83,7 +83,7 @@ def cmd_upload_night(a, settings: Settings) -> int:
 
 
 def run_retrain(settings: Settings, family: str, machine_type: str, epochs=None, device=None,
-                tolerance=0.0, patience=None, use_prefect=True, stream=None) -> dict:
+                tolerance=0.0, patience=None, use_prefect=True, stream=None, metric=None) -> dict:
     if use_prefect:
         _prefect_env(settings)
         import inspect
@@ -94,6 +94,8 @@ def run_retrain(settings: Settings, family: str, machine_type: str, epochs=None,
         if extra and "stream" not in inspect.signature(retrain.fn).parameters:
             raise ValueError(f"--stream {stream}: the retrain flow streams by the memory budget (auto); "
                              "use --no-prefect to choose")
+        if metric is not None:
+            extra["metric"] = metric
         return retrain(family=family, machine_type=machine_type, epochs=epochs, device=device,
                        tolerance=tolerance, patience=patience, **extra)
     from . import retrain as steps
@@ -108,7 +110,7 @@ def run_retrain(settings: Settings, family: str, machine_type: str, epochs=None,
         overrides["patience"] = patience
     if stream is not None:
         overrides["stream"] = stream
-    cfg = RunConfig.default(family, machine_type, **overrides)
+    cfg = RunConfig.default(family, machine_type, metric, **overrides)
     data = steps.ingest_sets(svc, machine_type, [cfg.features], Progress("ingest", say), say)
     outcome = steps.train_and_evaluate(cfg, data.rows(cfg.features, "train"), data.rows(cfg.features, "eval"),
                                        epoch_progress(family, say), say)
@@ -120,7 +122,7 @@ def run_retrain(settings: Settings, family: str, machine_type: str, epochs=None,
 
 def cmd_train(a, settings: Settings) -> int:
     out = run_retrain(settings, a.family, a.machine_type, a.epochs, a.device, a.tolerance, a.patience,
-                      not a.no_prefect, a.stream)
+                      not a.no_prefect, a.stream, a.metric)
     print(format_metrics({f"{a.family} v{out['model_version']}": out["report"]}))
     say(f"{'promoted to champion' if out['promoted'] else 'not promoted'}: {out['decision']}")
     return 0
@@ -129,6 +131,7 @@ def cmd_train(a, settings: Settings) -> int:
 def evaluate_version(settings: Settings, family: str, machine_type: str, version: int | None = None) -> dict:
     from . import retrain as steps
     from .ingest import ingest, list_refs
+    from .labels import add_plant_clips
     from .tracking import model_name
 
     svc = _services(settings)
@@ -137,6 +140,7 @@ def evaluate_version(settings: Settings, family: str, machine_type: str, version
     if not refs:
         raise SystemExit(f"no labelled clips under eval/{machine_type}/ in {svc.store.uri}")
     res = ingest(svc.store, svc.features, refs, [loaded.config.features], svc.audio)
+    add_plant_clips(svc, machine_type, [loaded.config.features], res, say)
     rows = [res.features[loaded.config.features.hash][c] for c in sorted(res.features[loaded.config.features.hash])]
     report, _ = steps.evaluate(loaded.model, loaded.config, rows, loaded.thresholds)
     per_id = {mid: {k: r[k] for k in ("auc", "pauc", "precision", "recall", "f1", "accuracy") if k in r}
@@ -192,6 +196,16 @@ def cmd_score(a, settings: Settings) -> int:
           f"{out['n_skipped']} already scored, {out['n_rejected']} rejected, {out['n_flagged']} flagged "
           f"({', '.join(f'{k} v{v}' for k, v in out['models'].items())})"
           + "".join(f"\n  ALARM: {d}" for d in out.get("alarms", [])))
+    return 0
+
+
+def cmd_label(a, settings: Settings) -> int:
+    from .labels import label
+
+    row = label(_services(settings).db, a.clip, a.verdict, a.note, a.by)
+    joins = (f"it joins the evaluation set of {row['machine_type']} as {row['eval_label']}" if row["eval_label"]
+             else "it is left out of evaluation")
+    print(f"clip {row['clip_id'][:12]} ({row['uri']}, night {row['night']}) labelled {row['verdict']}: {joins}")
     return 0
 
 
@@ -311,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stream", choices=["auto", "memory", "parquet"], default=None,
                    help="training clips in memory, or streamed from the Parquet feature store (default auto: "
                         "streamed when their frames exceed 1 GB)")
+    t.add_argument("--metric", choices=["mse", "mahalanobis", "logit"], default=None,
+                   help="how clips are scored: ae/vae mse (the seed's, default) or mahalanobis (selective Mahalanobis "
+                        "distance of the reconstruction errors); idclf mahalanobis (default) or logit")
     t.add_argument("--no-prefect", action="store_true")
 
     e = add("evaluate", cmd_evaluate, "AUC/pAUC per machine ID of the champion (or --version) on eval/")
@@ -328,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shard-size", type=int, default=256)
     s.add_argument("--json", action="store_true")
     s.add_argument("--no-prefect", action="store_true")
+
+    lb = add("label", cmd_label, "record an operator's verdict on a night's clip; labelled clips join the "
+             "evaluation set of later training runs and evaluations")
+    lb.add_argument("clip", metavar="CLIP_ID", help="a clip_id (or a unique prefix of 8+ characters, or the clip's uri)")
+    lb.add_argument("verdict", choices=["fault", "false_alarm", "maintenance"],
+                    help="fault: an anomaly; false_alarm: normal; maintenance: left out of evaluation")
+    lb.add_argument("--note", default=None, help="free text kept with the verdict")
+    lb.add_argument("--by", default=None, help="who gave the verdict (default: the login name)")
 
     r = add("report", cmd_report, "print the reporting queries in sql/ as tables")
     r.add_argument("--night", default=None, help="YYYY-MM-DD (default: the latest scored night)")

@@ -176,6 +176,7 @@ def evaluate_fused(svc, machine_type: str, families: Sequence[str] | None = None
         raise ValueError(f"method={method!r}: expected one of {METHODS}")
     from .errors import NoChampionError, NotEnoughDataError
     from .ingest import ingest, list_refs
+    from .labels import add_plant_clips
     from .score import score_logmels
     from .settings import FAMILIES
     from .tracking import model_name
@@ -196,6 +197,7 @@ def evaluate_fused(svc, machine_type: str, families: Sequence[str] | None = None
         raise NotEnoughDataError(f"no labelled clips under eval/{machine_type}/ in {svc.store.uri}")
     configs = list({m.config.features.hash: m.config.features for m in loaded.values()}.values())
     res = ingest(svc.store, svc.features, refs, configs, svc.audio)
+    add_plant_clips(svc, machine_type, configs, res, log)   # operators' verdicts on night clips
     clips = sorted(set.intersection(*(set(res.features[m.config.features.hash]) for m in loaded.values())))
     scores, normal = {}, {}
     rows = None

@@ -17,6 +17,7 @@ from .config import RunConfig
 from .errors import NotEnoughDataError
 from .features import FeatureConfig, windows
 from .ingest import IngestResult, ingest, list_refs
+from .labels import add_plant_clips
 from .score import fit_normal_statistics, score_logmels
 from .services import Services
 from .store.features import FeatureRow, partition
@@ -89,6 +90,8 @@ def ingest_sets(svc: Services, machine_type: str, configs: list[FeatureConfig],
         svc.db.add_rejected(res.rejected)
         if res.rejected:
             log(f"{split}: {len(res.rejected)} clips rejected (see the rejected table)")
+        if split == "eval":  # operators' verdicts on night clips (slidead label) join the evaluation set
+            add_plant_clips(svc, machine_type, configs, res, log)
         out[split] = res
     return DataSets(out["train"], out["eval"], stored)
 

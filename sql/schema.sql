@@ -89,13 +89,24 @@ CREATE TABLE IF NOT EXISTS model_versions (
     PRIMARY KEY (model_name, version)
 );
 
+-- Operator verdicts (slidead label): fault -> anomaly, false_alarm -> normal, maintenance -> left out
+-- of evaluation. The latest verdict of a clip wins.
+CREATE TABLE IF NOT EXISTS labels (
+    clip_id      VARCHAR PRIMARY KEY,
+    verdict      VARCHAR NOT NULL CHECK (verdict IN ('fault', 'false_alarm', 'maintenance')),
+    note         VARCHAR,
+    labelled_by  VARCHAR,
+    labelled_at  TIMESTAMP DEFAULT current_timestamp
+);
+
 CREATE OR REPLACE VIEW anomalies AS
 SELECT s.night, s.machine_type, s.machine_id, s.clip_id, c.uri,
        s.model_name, s.model_version, s.score, s.threshold,
        s.score - s.threshold AS margin,
        s.score / nullif(s.threshold, 0) AS ratio,
-       s.peak_time_s, s.peak_freq_lo_hz, s.peak_freq_hi_hz, s.scored_at, s.explanation
-FROM scores s LEFT JOIN clips c USING (clip_id)
+       s.peak_time_s, s.peak_freq_lo_hz, s.peak_freq_hi_hz, s.scored_at, s.explanation,
+       l.verdict, l.note AS verdict_note
+FROM scores s LEFT JOIN clips c USING (clip_id) LEFT JOIN labels l USING (clip_id)
 WHERE s.is_anomaly;
 
 CREATE OR REPLACE VIEW nightly_summary AS
