@@ -2,7 +2,8 @@
 
 - ``score/nightly``: cron ``0 2 * * *`` in ``SLIDEAD_TIMEZONE`` (default UTC); parameter
   ``night`` defaults to the night before in that timezone.
-- ``retrain/ae`` and ``retrain/vae``: on demand (``prefect deployment run retrain/vae``).
+- ``retrain/ae``, ``retrain/vae`` and ``retrain/idclf`` (the machine-ID classifier, which needs
+  two or more machine IDs of the type): on demand (``prefect deployment run retrain/vae``).
 
 ``deployments(timezone)`` builds them for ``prefect.serve`` (``slidead serve``: one process,
 one machine); ``prefect.yaml`` beside this file declares the same deployments on the ``cpu``
@@ -32,6 +33,10 @@ def deployments(timezone: str = "UTC", machine_type: str = "slider") -> list:
         retrain.to_deployment(
             name="vae", parameters={"family": "vae", "machine_type": machine_type},
             description="Retrain the seed's VAE; promote it if no worse than the champion.", tags=["slidead"]),
+        retrain.to_deployment(
+            name="idclf", parameters={"family": "idclf", "machine_type": machine_type},
+            description="Retrain the machine-ID classifier challenger; promote it if no worse than the champion.",
+            tags=["slidead"]),
     ]
 
 

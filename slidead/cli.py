@@ -243,7 +243,7 @@ def cmd_serve(a, settings: Settings) -> int:
     _prefect_env(settings)
     from deployments import serve
 
-    say(f"serving score/nightly (cron 0 2 * * *, {a.timezone}), retrain/ae, retrain/vae against "
+    say(f"serving score/nightly (cron 0 2 * * *, {a.timezone}), retrain/ae, retrain/vae, retrain/idclf against "
         f"{os.environ['PREFECT_API_URL']}; Ctrl-C to stop")
     serve(a.timezone, a.machine_type, a.limit)
     return 0

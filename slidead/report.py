@@ -27,6 +27,7 @@ from .store.results import SQL_DIR, ResultsDB
 REPORTS: tuple[str, ...] = (
     "nightly_summary",
     "flagged_anomalies",
+    "machine_alarms",
     "score_drift",
     "trend_30_nights",
     "rejected_by_reason",
@@ -36,6 +37,7 @@ REPORTS: tuple[str, ...] = (
 _TITLES = {
     "nightly_summary": "Nightly summary per machine",
     "flagged_anomalies": "Flagged anomalies, worst first",
+    "machine_alarms": "Machine alarms active",
     "score_drift": "Score drift against the training baseline",
     "trend_30_nights": "Trend over the 30 nights up to",
     "rejected_by_reason": "Rejected inputs by reason",

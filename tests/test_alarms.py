@@ -163,3 +163,18 @@ def test_evaluate_returns_both_kinds():
     flags = [[s > 12 for s in row] for row in scores]
     _, alarms = evaluate(clips(flags, scores=scores), AlarmConfig())
     assert {a.kind for a in alarms} == {"flagged", "drift"}
+
+
+def test_machine_alarms_report_lists_what_is_active_on_the_night(tmp_path):
+    from slidead.report import run_report
+
+    db = ResultsDB(tmp_path / "r.duckdb")
+    cfg = AlarmConfig(k=3, n=5)
+    _load(db, clips([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]]))
+    alarm_store.update(db, [NAME], cfg)
+    for day, expected in ((night(0), 1), (night(1), 0)):   # raised on the first night, cleared on the second
+        [(title, cols, rows)] = run_report(db.path, day, ["machine_alarms"])
+        assert title.startswith("Machine alarms active") and len(rows) == expected
+        if rows:
+            row = dict(zip(cols, rows[0]))
+            assert (row["kind"], row["machine_id"], row["n_flagged"]) == ("flagged", "00", 3)
