@@ -53,14 +53,15 @@ def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool = True, fre
     print("\nEvaluation on eval/ (AUC and pAUC at max FPR 0.1, per machine ID):\n")
     print(format_metrics(reports))
     cols, rows = svc.db.query(
-        "SELECT machine_id, regexp_extract(uri, '[^/]+$') AS clip, round(score, 3) AS score, "
-        "round(threshold, 3) AS threshold, round(ratio, 2) AS ratio, round(peak_time_s, 2) AS peak_s, "
-        "round(peak_freq_lo_hz) AS peak_lo_hz, round(peak_freq_hi_hz) AS peak_hi_hz "
+        "SELECT machine_id, regexp_extract(uri, '[^/]+$') AS clip, left(clip_id, 10) AS clip_id, "
+        "round(score, 3) AS score, round(ratio, 2) AS ratio, explanation "
         "FROM anomalies WHERE night = ?::DATE AND model_name = ANY(?) ORDER BY ratio DESC",
         [DEMO_NIGHT, list(night["models"])])
     print(f"\nNight {DEMO_NIGHT}: {night['n_clips']} clips, {night['n_flagged']} flagged "
           f"({night['n_rejected']} rejected):\n")
     print(format_table(cols, rows))
+    if night.get("alarms"):
+        print("\nMachine alarms raised:\n" + "\n".join(f"  {d}" for d in night["alarms"]))
     db, uri = settings.duckdb_path, settings.tracking_uri
     print(f"""
 Look further:
@@ -69,5 +70,7 @@ Look further:
   DuckDB:      .venv/bin/duckdb -readonly {db} < sql/flagged_anomalies.sql
                .venv/bin/duckdb -readonly {db} -c "SELECT * FROM nightly_summary"
   Reports:     .venv/bin/slidead report --night {DEMO_NIGHT}
+  A verdict:   .venv/bin/slidead label <clip_id> fault|false_alarm|maintenance --note "..."
+               (labelled clips join the evaluation set of the next `slidead train`)
 """)
     return 0
