@@ -6,12 +6,9 @@ DuckDB, in one transaction. Clips already scored by the champion version are ski
 shard whose results are already in the store is loaded, not recomputed, so re-running a
 night after a crash finishes the work without scoring anything twice.
 
-One run at a time per night and family: :func:`night_lock` holds a lease in the store
-(``locks/score/<night>/<family>.json``) that separate processes and hosts see; a second run
-waits up to ``lock_wait_s`` and then stops with :class:`~slidead.errors.NightBusyError` naming
-the holder. A crashed holder's lease is free once its process is gone (same host) or its
-heartbeat is older than ``LOCK_TTL_S``. :func:`run_night` is the whole night: lock, champions,
-score, load, and a ``runs`` row saying ``completed`` or ``failed`` with the reason.
+One run at a time per night and family (:mod:`slidead.night_lock`); the champions come from
+:mod:`slidead.champions`. :func:`run_night` is the whole night: lock, champions, score, load,
+and a ``runs`` row saying ``completed`` or ``failed`` with the reason.
 """
 
 from __future__ import annotations
@@ -21,20 +18,22 @@ import datetime as dt
 import functools
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
+from .champions import champions, load_champion, machine_types  # noqa: F401 - the night's API
+from .errors import NightBusyError, StoreError, redact
 from .explain import sentence
-from .errors import ModelRegistryError, NightBusyError, NoChampionError, SlideadError, StoreError, redact
 from .ingest import ingest, list_refs
 from .layout import check_night
+from .night_lock import LOCK_TTL_S, lock_key, night_lock  # noqa: F401 - the night's API
 from .score import score_logmels
 from .services import Services
 from .store import alarms as alarm_store
-from .store.objects import Lease, LeaseBusy, hold
+from .store.objects import Lease
 from .store.results import CLIP_COLUMNS, REJECTED_COLUMNS
 from .store.shards import ShardStore, shard_id
 from .thresholds import threshold_for
@@ -42,7 +41,6 @@ from .tracking import LoadedModel, model_name
 from .train import resolve_device
 
 Log = Callable[[str], None]
-LOCK_TTL_S = 120.0
 
 _SCORE_SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("model_name", pa.string()), ("model_version", pa.int32()),
@@ -80,74 +78,6 @@ class NightResult:
 def shard_store(svc: Services) -> ShardStore:
     fs = svc.features
     return ShardStore(fs.fs, fs.root.rsplit("/", 1)[0] + "/results")
-
-
-def machine_types(svc: Services, night: str) -> list[str]:
-    refs, _ = list_refs(svc.store, "drop", None, night)
-    return sorted({r.machine_type for r in refs})
-
-
-def lock_key(night: str, family: str) -> str:
-    return f"locks/score/{check_night(night)}/{family}.json"
-
-
-@contextlib.contextmanager
-def night_lock(svc: Services, night: str, family: str, run_id: str, wait_s: float = 0.0,
-               ttl_s: float = LOCK_TTL_S) -> Iterator[Lease]:
-    """Hold the night's lease for ``run_id`` (nested holds by the same run share it)."""
-    try:
-        with hold(svc.store, lock_key(night, family), run_id, ttl_s=ttl_s, wait_s=wait_s) as lease:
-            yield lease
-    except LeaseBusy as e:
-        h = e.holder
-        beat = h.get("heartbeat")
-        age = f", last heartbeat {time.time() - float(beat):.0f} s ago" if beat else ""
-        raise NightBusyError(
-            f"night {night} ({family}) is being scored by run {h.get('run_id', '?')} on host {h.get('host', '?')} "
-            f"(pid {h.get('pid', '?')}) since {h.get('started_at', '?')}{age}; waited {wait_s:.0f} s. "
-            f"This run wrote nothing: re-run when that one has finished. A crashed run's lock is freed "
-            f"when its process is gone, or {h.get('ttl_s', ttl_s):.0f} s after its last heartbeat."
-        ) from None
-
-
-def load_champion(svc: Services, name: str) -> LoadedModel:
-    """The champion of registered model ``name``, or a clear error: NoChampionError (none promoted),
-    ModelRegistryError (MLflow unreachable, or the champion's artifacts missing or unreadable)."""
-    uri = redact(svc.tracking_uri)
-    try:
-        tracker = svc.tracker
-        tracker.client.search_registered_models(max_results=1)  # reachable at all?
-    except Exception as e:  # noqa: BLE001
-        raise ModelRegistryError(
-            f"MLflow at {uri} is unreachable ({_short(e)}); check SLIDEAD_MLFLOW_URI and the server. "
-            "Nothing was scored or written.") from None
-    try:
-        return tracker.load(name)
-    except NoChampionError:
-        champ = tracker.champion_version(name)
-        if champ is None:
-            raise
-        raise ModelRegistryError(
-            f"champion of {name} (v{champ.version}) is registered in MLflow at {uri} but its model files "
-            "(state_dict.pt, run_config.json, thresholds.json) are missing: retrain or re-promote a version. "
-            "Nothing was scored or written.") from None
-    except SlideadError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise ModelRegistryError(
-            f"could not load the champion of {name} from MLflow at {uri} ({_short(e)}). "
-            "Nothing was scored or written.") from None
-
-
-def _short(e: BaseException, limit: int = 300) -> str:
-    text = redact(f"{type(e).__name__}: {e}").replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def champions(svc: Services, night: str, family: str, machine_type: str | None = None) -> dict[str, LoadedModel]:
-    """The champion of ``family`` for each machine type in the night (NoChampionError if one lacks it)."""
-    types = [machine_type] if machine_type else machine_types(svc, night)
-    return {model_name(t, family): load_champion(svc, model_name(t, family)) for t in types}
 
 
 def score_night(svc: Services, night: str, family: str, machine_type: str | None = None,

@@ -101,7 +101,7 @@ def test_flow_parameters_hold_no_credentials():
     from flows.score import score
 
     allowed = {"night", "family", "machine_type", "shard_size", "timezone", "epochs", "device", "tolerance",
-               "seed", "patience"}
+               "seed", "patience", "metric", "stream"}
     for fl in (score, retrain):
         names = set(inspect.signature(fl.fn).parameters)
         assert names <= allowed, names - allowed
