@@ -8,16 +8,19 @@ is computed from (and the shortest audio it accepts); configs that agree share o
 Unscorable clips become ``rejected`` rows with a reason; nothing raises for a bad clip. New
 features go to the store every ``FLUSH_CLIPS`` clips, and ``keep_features=False`` returns no
 log-mels (``features`` stays empty; ``refs`` names every clip that has them in the store), so
-memory does not grow with the number of clips. A
-store that fails (:class:`~slidead.errors.StoreError`: unreachable, 5xx after retries) is not a
+memory does not grow with the number of clips. The first call caps glibc's malloc arenas at
+``MALLOC_ARENAS`` for the process (see :func:`cap_malloc_arenas`). A store that fails (:class:`~slidead.errors.StoreError`: unreachable, 5xx after retries) is not a
 bad clip: ingest stops and raises it, so that no clip is marked unreadable for the store's sake.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import hashlib
 import io
+import os
+import sys
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +37,32 @@ from .store.features import FeatureRow, FeatureStore, partition
 from .store.objects import ObjectStore
 
 FLUSH_CLIPS = 256   # new feature rows written to the store at a time (one Parquet file)
+MALLOC_ARENAS = 2   # glibc malloc arenas for the process (see cap_malloc_arenas)
+_M_ARENA_MAX = -8   # mallopt's parameter number, from glibc's malloc.h
+_arenas_capped: bool | None = None
+
+
+def cap_malloc_arenas(n: int = MALLOC_ARENAS) -> bool:
+    """Cap the process's glibc malloc arenas at ``n``, once; True if this call set it.
+
+    glibc gives threads that allocate at once their own arenas (up to 8 per core), and an arena
+    keeps what was freed in it for reuse. Ingest's worker threads each decode audio and compute
+    log-mels, so every arena ends up holding a shard's worth of freed buffers, and a night's RSS
+    creeps up shard after shard: measured over a 10,000-clip night, 1.09 GB after 4 shards and
+    1.44 GB after 30, 1.48 GB peak; with two arenas 0.92-0.97 GB throughout, 1.17 GB peak, at the
+    same speed. Does nothing when ``MALLOC_ARENA_MAX`` is set in the environment (glibc has
+    applied it) or off glibc."""
+    global _arenas_capped
+    if _arenas_capped is not None:
+        return False
+    _arenas_capped = False
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        _arenas_capped = bool(ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, int(n)))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        pass
+    return _arenas_capped
 
 
 @dataclass
@@ -82,6 +111,7 @@ def ingest(
     device: str = "cpu",
     keep_features: bool = True,
 ) -> IngestResult:
+    cap_malloc_arenas()
     configs = list(configs)
     res = IngestResult(features={c.hash: {} for c in configs})
     extractors = {c.hash: LogMel(c, device) for c in configs}

@@ -254,3 +254,19 @@ def test_ordered_map_keeps_order_and_bounds_the_work_in_flight():
     assert out == [i * i for i in range(50)]
     # at most `ahead` waiting, plus the one the loop body holds; pool.map would start all 50 at once
     assert 1 <= state["most_ahead"] <= 6
+
+
+def test_malloc_arenas_are_capped_once_and_the_environment_wins(monkeypatch):
+    import platform
+    import sys
+
+    import slidead.ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "_arenas_capped", None)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert ingest_mod.cap_malloc_arenas() is False          # glibc has applied the user's value
+    monkeypatch.setattr(ingest_mod, "_arenas_capped", None)
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert ingest_mod.cap_malloc_arenas() is glibc
+    assert ingest_mod.cap_malloc_arenas() is False          # once per process
