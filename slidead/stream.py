@@ -69,16 +69,19 @@ class StoredClips(Sequence):
         return self.n_frames * self.config.n_mels * 4
 
     def units(self) -> list[tuple[str, int, list[int]]]:
-        """``(path, row_group, rows)`` for each row group holding some of these clips, in store order."""
-        by_unit: dict[tuple[str, int], list[int]] = {}
-        for c in self.clips:
-            by_unit.setdefault((c.path, c.row_group), []).append(c.row)
-        return [(p, g, sorted(rows)) for (p, g), rows in sorted(by_unit.items())]
+        """``(path, row_group, rows)`` for each row group holding some of these clips, ordered by
+        their first clip ID (not by file name, which is random: a re-ingest of the same clips
+        gives the same order, so the same seeded shuffle)."""
+        by_unit: dict[tuple[str, int], list[StoredClip]] = {}
+        for c in self.clips:  # clip ID order: each unit's list starts with its smallest ID
+            by_unit.setdefault((c.path, c.row_group), []).append(c)
+        units = sorted(by_unit.items(), key=lambda kv: kv[1][0].clip_id)
+        return [(p, g, sorted(c.row for c in cs)) for (p, g), cs in units]
 
     def blocks(self, rng: np.random.Generator | None = None, block_clips: int = ROW_GROUP_CLIPS
                ) -> Iterator[list[FeatureRow]]:
-        """The clips' rows in blocks of at most ``block_clips``: row groups in store order, or in a
-        random order drawn from ``rng``. Raises ValueError if a clip is no longer in the store."""
+        """The clips' rows in blocks of at most ``block_clips``: row groups in :meth:`units` order,
+        or in a random order drawn from ``rng``. Raises ValueError if a clip is no longer in the store."""
         units = self.units()
         order = range(len(units)) if rng is None else rng.permutation(len(units))
         for u in order:

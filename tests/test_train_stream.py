@@ -92,6 +92,12 @@ def test_the_shuffle_is_seeded_and_differs_between_epochs(tmp_path):
     e1 = torch.cat([x for x, _ in w.epoch_batches(32, gen)])
     e2 = torch.cat([x for x, _ in w.epoch_batches(32, gen)])
     assert torch.equal(e1, a) and not torch.equal(e1, e2)
+    # the same clips stored again (other, random file names) shuffle the same way
+    runs = []
+    for where in ("one", "two"):
+        fs_n, _, _ = _store(tmp_path / where, files=(10,) * 7)
+        runs.append(_epoch(StreamWindows(StoredClips.open(fs_n, CFG, PART, MTYPE), 5, buffer_clips=10), 32, 1)[1])
+    assert torch.equal(runs[0], runs[1])
     # a batch mixes the buffered clips' windows, not one clip's after another
     ids = StreamWindows(w.clips, 5, {c.clip_id: i for i, c in enumerate(w.clips)}, buffer_clips=10)
     _, y = next(iter(ids.epoch_batches(32, torch.Generator().manual_seed(1))))
