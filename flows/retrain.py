@@ -38,13 +38,15 @@ def register(svc: Services, outcome: steps.Outcome, data: steps.DataSets, tolera
 @flow(name="retrain", log_prints=True)
 def retrain(family: str = "vae", machine_type: str = "slider", epochs: int | None = None,
             device: str | None = None, tolerance: float = 0.0, seed: int = 0, patience: int | None = None,
-            metric: str | None = None) -> dict:
+            metric: str | None = None, stream: str = "auto") -> dict:
     """Train ``family`` on ``train/<machine_type>/``, evaluate on ``eval/`` (and the plant clips
     operators labelled), register, gate promotion. ``metric``: the score metric (ae/vae ``mse``
-    or ``mahalanobis``; idclf ``mahalanobis`` or ``logit``), default the family's."""
+    or ``mahalanobis``; idclf ``mahalanobis`` or ``logit``), default the family's. ``stream``:
+    ``auto`` (stream the training clips from the Parquet feature store when they exceed the
+    memory budget), ``memory`` or ``parquet``."""
     settings = Settings()
     svc = Services.from_settings(settings)
-    overrides = {"device": device or settings.device, "seed": seed}
+    overrides = {"device": device or settings.device, "seed": seed, "stream": stream}
     if epochs is not None:
         overrides["epochs"] = epochs
     if patience is not None:

@@ -86,14 +86,9 @@ def run_retrain(settings: Settings, family: str, machine_type: str, epochs=None,
                 tolerance=0.0, patience=None, use_prefect=True, stream=None, metric=None) -> dict:
     if use_prefect:
         _prefect_env(settings)
-        import inspect
-
         from flows.retrain import retrain
 
-        extra = {} if stream in (None, "auto") else {"stream": stream}
-        if extra and "stream" not in inspect.signature(retrain.fn).parameters:
-            raise ValueError(f"--stream {stream}: the retrain flow streams by the memory budget (auto); "
-                             "use --no-prefect to choose")
+        extra = {} if stream is None else {"stream": stream}
         if metric is not None:
             extra["metric"] = metric
         return retrain(family=family, machine_type=machine_type, epochs=epochs, device=device,

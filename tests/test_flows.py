@@ -64,3 +64,14 @@ def test_score_flow_without_champion_fails_with_advice(harness, tmp_path, monkey
     assert rows == [(0,)]
     _, runs = db.query("SELECT status, detail FROM runs WHERE flow = 'score'")
     assert runs[0][0] == "failed" and "NoChampionError" in runs[0][1]
+
+
+def test_retrain_flow_takes_metric_and_stream(harness, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIDEAD_HOME", str(tmp_path))
+    settings, svc, _ = make_plant(tmp_path, nights=())
+    from flows.retrain import retrain
+
+    out = retrain(family="ae", machine_type="slider", epochs=2, metric="mahalanobis", stream="parquet")
+    loaded = svc.tracker.load("slidead-slider-ae", out["model_version"])
+    assert loaded.config.score.metric == "mahalanobis" and loaded.config.train.stream == "parquet"
+    assert loaded.model.mahalanobis is not None
