@@ -13,7 +13,6 @@ empirical quantile (``"method": "empirical"``). Result: a JSON-able dict stored 
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 MIN_FIT = 3
 
@@ -30,6 +29,8 @@ def gamma_threshold(scores, quantile: float = 0.9) -> dict:
         return {"threshold": float(s[0]), "shape": None, "scale": None, "n": int(s.size), "method": "constant"}
     if s.min() < 0:
         return _empirical(s, quantile)
+    from scipy import stats  # here, not at import: scoring a night needs no scipy (0.9 s of start-up)
+
     try:
         shape, _, scale = stats.gamma.fit(np.maximum(s, 1e-12), floc=0.0)
         t = float(stats.gamma.ppf(quantile, shape, loc=0.0, scale=scale))
