@@ -202,7 +202,7 @@ def _score_shard(svc, loaded: LoadedModel, refs, already, run_id, device, res: N
     refs_by_id = ing.refs
     # machine IDs: the ID classifier scores how unlikely a clip's own ID is; the AE/VAE ignore them
     sc = score_logmels(loaded.model, [rows[i].logmel for i in ids], cfg.features, cfg.score, device,
-                       [refs_by_id[i].machine_id for i in ids])
+                       [refs_by_id[i].machine_id for i in ids], loaded.thresholds.get("band_error"))
     thr = [threshold_for(loaded.thresholds, refs_by_id[i].machine_id) for i in ids]
     flagged = [t is not None and s > t for s, t in zip(sc.score, thr)]
     what = "error" if getattr(loaded.model, "reconstructs", True) else "deviation"

@@ -160,9 +160,16 @@ def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow] | StoredClip
         fit_normal_statistics(model, stats_data, classes, cfg.score, device)
 
     # thresholds from held-out normal clips per ID; too few held out -> all training clips of the ID
+    band_sum: dict[str, np.ndarray] = {}
+    band_n: dict[str, int] = {}
+
     def scores_of(rows):
-        return score_logmels(model, [r.logmel for r in rows], cfg.features, cfg.score, device,
-                             [r.machine_id for r in rows]).score
+        sc = score_logmels(model, [r.logmel for r in rows], cfg.features, cfg.score, device,
+                           [r.machine_id for r in rows])
+        for r, profile in zip(rows, sc.band_error):   # every training clip is normal
+            band_sum[r.machine_id] = band_sum.get(r.machine_id, 0.0) + profile
+            band_n[r.machine_id] = band_n.get(r.machine_id, 0) + 1
+        return sc.score
 
     if streaming:  # one pass over the store, a chunk of clips at a time
         score_of = {}
@@ -184,6 +191,8 @@ def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow] | StoredClip
         part = fit_thresholds({mid: np.array(list(s.values()))}, cfg.threshold_quantile, sources[mid])
         thresholds["per_id"].update(part["per_id"])
     thresholds["normal_scores"] = by_id
+    # the normal error per mel band of each ID: explanations say where a clip departs from it
+    thresholds["band_error"] = {mid: (band_sum[mid] / band_n[mid]).round(6).tolist() for mid in band_sum}
     baseline = {mid: {"median": float(np.median(list(s.values()))), "p90": float(np.quantile(list(s.values()), 0.9))}
                 for mid, s in by_id.items()}
 

@@ -29,7 +29,7 @@ batches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -75,6 +75,7 @@ class ClipScores:
     span_end_s: np.ndarray        # above half its peak height (over the clip's median)
     span_freq_lo_hz: np.ndarray   # the same for the mel bands around the peak band
     span_freq_hi_hz: np.ndarray
+    band_error: np.ndarray | None = None   # (n_clips, n_mels): each clip's error per mel band
 
     def __len__(self) -> int:
         return len(self.score)
@@ -98,7 +99,12 @@ def score_logmels(
     config: ScoreConfig = ScoreConfig(),
     device: str | torch.device = "cpu",
     machine_ids: Sequence[str] | None = None,
+    band_reference: Mapping[str, Sequence[float]] | None = None,
 ) -> ClipScores:
+    """``band_reference``: per machine ID, the normal clips' mean error per mel band (stored
+    with a model version as ``thresholds["band_error"]``). Given, a clip's peak band and band
+    span are where its error is highest *relative to* its machine's normal error, not where the
+    error is highest outright (the lowest mel bands always reconstruct worst)."""
     _check_metric(model, config.metric)
     n = len(logmels)
     if machine_ids is not None and len(machine_ids) != n:
@@ -107,7 +113,9 @@ def score_logmels(
     device = torch.device(device)
     model.to(device)
     edges = mel_band_edges(feature_config)
-    out = {f.name: np.zeros(n) for f in fields(ClipScores)}
+    out = {f.name: np.zeros(n) for f in fields(ClipScores) if f.name != "band_error"}
+    out["band_error"] = np.zeros((n, feature_config.n_mels))
+    refs = {str(k): np.maximum(np.asarray(v, dtype=np.float64), 1e-12) for k, v in (band_reference or {}).items()}
     frames = feature_config.frames
     hop = getattr(model, "window_hop", 1)
     dtype = PRECISIONS[config.precision]
@@ -136,6 +144,10 @@ def score_logmels(
         t_prof, f_prof = t_prof.float().cpu().numpy(), f_prof.float().cpu().numpy()
         scores = per_window.float().mean(dim=1).cpu().numpy()
         for j, i in enumerate(group):
+            out["band_error"][i] = f_prof[j]
+            if ids[i] in refs and getattr(model, "reconstructs", True):
+                f_prof[j] = f_prof[j] / refs[ids[i]]
+                f_peak[j] = int(np.argmax(f_prof[j]))
             out["score"][i] = float(scores[j])
             out["peak_time_s"][i] = feature_config.frame_seconds(int(t_peak[j]))
             out["peak_freq_lo_hz"][i], out["peak_freq_hi_hz"][i] = edges[int(f_peak[j])]
