@@ -104,37 +104,96 @@ class MachineNight:
     cusum: float | None
 
 
-def _machines(records: Sequence[ClipRecord]):
-    by = defaultdict(list)
-    for r in records:
-        by[(r.model_name, r.machine_type, r.machine_id)].append(r)
-    for key in sorted(by):
-        yield key, sorted(by[key], key=lambda r: (r.night, r.uri, r.clip_id))
+@dataclass(frozen=True)
+class WindowRow:
+    """A clip in a machine's sequence with its k-of-n window: only the clips where something
+    can happen need to be given (count >= k, or the last clip of a night)."""
+    model_name: str
+    machine_type: str
+    machine_id: str
+    night: str
+    clip_id: str
+    model_version: int
+    count: int             # flagged clips among the last n, this one included
+    window: int            # clips in that window (n, or fewer at the start)
+    night_end: bool        # the machine's last clip of the night
 
 
-def flagged_alarms(records: Sequence[ClipRecord], config: AlarmConfig) -> list[Alarm]:
-    """``flagged`` alarms from each clip's newest score (see the module docstring)."""
+@dataclass(frozen=True)
+class NightStats:
+    """One machine's night under one model version."""
+    model_name: str
+    model_version: int
+    machine_type: str
+    machine_id: str
+    night: str
+    n_clips: int
+    n_flagged: int
+    median_score: float
+
+
+def windows(records: Sequence[ClipRecord], config: AlarmConfig) -> list[WindowRow]:
+    """Each clip's k-of-n window over the newest model version's flags, in machine, night and
+    file order (``slidead.store.alarms`` computes the same rows in SQL)."""
     newest: dict[tuple[str, str], ClipRecord] = {}
     for r in records:
         key = (r.model_name, r.clip_id)
         if key not in newest or r.model_version > newest[key].model_version:
             newest[key] = r
-    out: list[Alarm] = []
-    for (name, mtype, mid), clips in _machines(list(newest.values())):
+    by = defaultdict(list)
+    for r in newest.values():
+        by[(r.model_name, r.machine_type, r.machine_id)].append(r)
+    out = []
+    for key in sorted(by):
+        clips = sorted(by[key], key=lambda r: (r.night, r.uri, r.clip_id))
         window: deque[bool] = deque(maxlen=config.n)
-        open_alarm: Alarm | None = None
         for i, r in enumerate(clips):
             window.append(r.flagged)
-            count = sum(window)
-            if open_alarm is None and count >= config.k:
-                open_alarm = Alarm("flagged", r.night, mtype, mid, name, r.model_version, r.clip_id, float(count),
-                                   float(config.k), f"{count} of the last {len(window)} clips of {mtype} id {mid} "
-                                   f"flagged by {name} (alarm at {config.k} of {config.n})")
-                out.append(open_alarm)
-            night_ends = i + 1 == len(clips) or clips[i + 1].night != r.night
-            if open_alarm is not None and night_ends and count < config.k:
-                out[out.index(open_alarm)] = _cleared(open_alarm, r.night)
-                open_alarm = None
+            out.append(WindowRow(r.model_name, r.machine_type, r.machine_id, r.night, r.clip_id, r.model_version,
+                                 sum(window), len(window), i + 1 == len(clips) or clips[i + 1].night != r.night))
+    return out
+
+
+def night_stats(records: Sequence[ClipRecord], warmup_nights: int
+                ) -> tuple[list[NightStats], dict[tuple[str, int, str, str], np.ndarray]]:
+    """Per model version, machine and night: clips, flagged, median score; and per model
+    version and machine, the clip scores of its first ``warmup_nights`` nights."""
+    groups = defaultdict(list)
+    for r in records:
+        groups[(r.model_name, r.model_version, r.machine_type, r.machine_id, r.night)].append(r)
+    stats = [NightStats(*key, len(rs), sum(r.flagged for r in rs), float(np.median([r.score for r in rs])))
+             for key, rs in sorted(groups.items())]
+    warm: dict[tuple[str, int, str, str], list[float]] = defaultdict(list)
+    seen: dict[tuple[str, int, str, str], int] = defaultdict(int)
+    for key, rs in sorted(groups.items()):
+        version_key = key[:4]
+        seen[version_key] += 1
+        if seen[version_key] <= warmup_nights:
+            warm[version_key].extend(r.score for r in rs)
+    return stats, {k: np.asarray(v, dtype=np.float64) for k, v in warm.items()}
+
+
+def flagged_alarms(records: Sequence[ClipRecord], config: AlarmConfig) -> list[Alarm]:
+    """``flagged`` alarms from each clip's newest score (see the module docstring)."""
+    return flagged_from_windows(windows(records, config), config)
+
+
+def flagged_from_windows(rows: Sequence[WindowRow], config: AlarmConfig) -> list[Alarm]:
+    out: list[Alarm] = []
+    open_alarm: Alarm | None = None
+    machine = None
+    for r in rows:
+        if (r.model_name, r.machine_type, r.machine_id) != machine:
+            machine, open_alarm = (r.model_name, r.machine_type, r.machine_id), None
+        if open_alarm is None and r.count >= config.k:
+            open_alarm = Alarm("flagged", r.night, r.machine_type, r.machine_id, r.model_name, r.model_version,
+                               r.clip_id, float(r.count), float(config.k),
+                               f"{r.count} of the last {r.window} clips of {r.machine_type} id {r.machine_id} "
+                               f"flagged by {r.model_name} (alarm at {config.k} of {config.n})")
+            out.append(open_alarm)
+        if open_alarm is not None and r.night_end and r.count < config.k:
+            out[out.index(open_alarm)] = _cleared(open_alarm, r.night)
+            open_alarm = None
     return out
 
 
@@ -145,48 +204,48 @@ def _cleared(a: Alarm, night: str) -> Alarm:
 
 def drift(records: Sequence[ClipRecord], config: AlarmConfig) -> tuple[list[MachineNight], list[Alarm]]:
     """Per machine, model version and night: the median, the CUSUM, and the ``drift`` alarms."""
+    return drift_from_stats(*night_stats(records, config.warmup_nights), config)
+
+
+def drift_from_stats(stats: Sequence[NightStats], warm_scores: dict[tuple[str, int, str, str], np.ndarray],
+                     config: AlarmConfig) -> tuple[list[MachineNight], list[Alarm]]:
     by_version = defaultdict(list)
-    for r in records:
-        by_version[(r.model_name, r.model_version, r.machine_type, r.machine_id)].append(r)
+    for st in stats:
+        by_version[(st.model_name, st.model_version, st.machine_type, st.machine_id)].append(st)
     nights_out: list[MachineNight] = []
     alarms: list[Alarm] = []
-    for (name, version, mtype, mid) in sorted(by_version):
-        per_night = defaultdict(list)
-        for r in by_version[(name, version, mtype, mid)]:
-            per_night[r.night].append(r)
-        order = sorted(per_night)
-        warm = order[:config.warmup_nights]
+    for key in sorted(by_version):
+        name, version, mtype, mid = key
+        order = sorted(by_version[key], key=lambda st: st.night)
+        n_warm = min(config.warmup_nights, len(order))
         ref_med = ref_sd = None
         if len(order) > config.warmup_nights:
-            ref = np.array([r.score for n in warm for r in per_night[n]], dtype=np.float64)
+            ref = warm_scores[key]
             ref_med = float(np.median(ref))
             mad = float(np.median(np.abs(ref - ref_med))) * 1.4826
             ref_sd = max(mad, float(np.std(ref)) * 0.1, 1e-12)
         s, open_alarm = 0.0, None
-        for night in order:
-            clips = per_night[night]
-            scores = np.array([r.score for r in clips], dtype=np.float64)
-            med = float(np.median(scores))
+        for i, st in enumerate(order):
+            med = st.median_score
             z = cusum = None
-            if ref_med is not None and night not in warm:
-                se = max(MEDIAN_SE * ref_sd / math.sqrt(len(scores)), MIN_SE_FRACTION * ref_sd)
+            if ref_med is not None and i >= n_warm:
+                se = max(MEDIAN_SE * ref_sd / math.sqrt(st.n_clips), MIN_SE_FRACTION * ref_sd)
                 z = (med - ref_med) / se
                 s = max(0.0, s + z - config.slack)
                 cusum = s
                 if open_alarm is None and s > config.limit:
                     open_alarm = Alarm(
-                        "drift", night, mtype, mid, name, version, None, s, config.limit,
+                        "drift", st.night, mtype, mid, name, version, None, s, config.limit,
                         f"median score of {mtype} id {mid} has drifted up: {med:.4g} against {ref_med:.4g} over its "
-                        f"first {len(warm)} nights ({(med - ref_med) / ref_sd:+.1f} spreads); CUSUM {s:.1f} > "
+                        f"first {n_warm} nights ({(med - ref_med) / ref_sd:+.1f} spreads); CUSUM {s:.1f} > "
                         f"{config.limit:g} ({name} v{version})")
                     alarms.append(open_alarm)
                 elif open_alarm is not None and s == 0.0:
-                    alarms[alarms.index(open_alarm)] = _cleared(open_alarm, night)
+                    alarms[alarms.index(open_alarm)] = _cleared(open_alarm, st.night)
                     open_alarm = None
             judged = z is not None
-            nights_out.append(MachineNight(night, mtype, mid, name, version, len(scores),
-                                           sum(r.flagged for r in clips), med, ref_med if judged else None,
-                                           ref_sd if judged else None, z, cusum))
+            nights_out.append(MachineNight(st.night, mtype, mid, name, version, st.n_clips, st.n_flagged, med,
+                                           ref_med if judged else None, ref_sd if judged else None, z, cusum))
     return nights_out, alarms
 
 

@@ -9,17 +9,57 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pyarrow as pa
 
-from ..alarms import Alarm, AlarmConfig, ClipRecord, MachineNight, evaluate
+from ..alarms import (Alarm, AlarmConfig, MachineNight, NightStats, WindowRow, drift_from_stats,
+                      flagged_from_windows)
 from .results import ResultsDB
 
-_CLIPS = """
-SELECT CAST(s.night AS VARCHAR), s.machine_type, s.machine_id, s.model_name, s.model_version, s.clip_id,
-       coalesce(c.uri, s.clip_id), s.score, coalesce(s.is_anomaly, false)
-FROM scores s LEFT JOIN clips c USING (clip_id)
-WHERE s.night IS NOT NULL AND list_contains(?, s.model_name)
+# Only what the alarms need leaves DuckDB: each clip's k-of-n window where it can matter
+# (count >= k, or the machine's last clip of a night), per-night aggregates, and the clip scores
+# of each model version's warm-up nights. A year of nights stays a few thousand rows.
+_WINDOWS = """
+WITH newest AS (
+    SELECT s.model_name, s.machine_type, s.machine_id, s.night, s.clip_id, s.model_version,
+           CAST(coalesce(s.is_anomaly, false) AS INTEGER) AS flag, coalesce(c.uri, s.clip_id) AS uri
+    FROM scores s LEFT JOIN clips c USING (clip_id)
+    WHERE s.night IS NOT NULL AND list_contains($names, s.model_name)
+    QUALIFY row_number() OVER (PARTITION BY s.model_name, s.clip_id ORDER BY s.model_version DESC) = 1
+), w AS (
+    SELECT model_name, machine_type, machine_id, night, clip_id, model_version, uri,
+           sum(flag) OVER win AS n_flag, count(*) OVER win AS n_win,
+           lead(night) OVER (PARTITION BY model_name, machine_type, machine_id ORDER BY night, uri, clip_id)
+               IS DISTINCT FROM night AS night_end
+    FROM newest
+    WINDOW win AS (PARTITION BY model_name, machine_type, machine_id ORDER BY night, uri, clip_id
+                   ROWS BETWEEN {preceding} PRECEDING AND CURRENT ROW)
+)
+SELECT model_name, machine_type, machine_id, CAST(night AS VARCHAR), clip_id, model_version,
+       CAST(n_flag AS INTEGER), CAST(n_win AS INTEGER), night_end
+FROM w WHERE n_flag >= $k OR night_end
+ORDER BY model_name, machine_type, machine_id, night, uri, clip_id
 """
+
+_STATS = """
+SELECT model_name, model_version, machine_type, machine_id, CAST(night AS VARCHAR), count(*),
+       count(*) FILTER (WHERE is_anomaly), median(score)
+FROM scores WHERE night IS NOT NULL AND list_contains($names, model_name)
+GROUP BY ALL ORDER BY ALL
+"""
+
+_WARM = """
+WITH nights AS (
+    SELECT model_name, model_version, machine_type, machine_id, night,
+           row_number() OVER (PARTITION BY model_name, model_version, machine_type, machine_id ORDER BY night) AS k
+    FROM (SELECT DISTINCT model_name, model_version, machine_type, machine_id, night FROM scores
+          WHERE night IS NOT NULL AND list_contains($names, model_name))
+)
+SELECT s.model_name, s.model_version, s.machine_type, s.machine_id, list(s.score)
+FROM scores s JOIN nights n USING (model_name, model_version, machine_type, machine_id, night)
+WHERE n.k <= $warmup GROUP BY ALL
+"""
+
 
 _NIGHT_COLUMNS = ("night", "machine_type", "machine_id", "model_name", "model_version", "n_clips", "n_flagged",
                   "median_score", "reference_median", "reference_sd", "drift_z", "cusum")
@@ -27,9 +67,17 @@ _ALARM_COLUMNS = ("alarm_id", "kind", "night", "machine_type", "machine_id", "mo
                   "clip_id", "value", "threshold", "detail", "cleared_night")
 
 
-def records(db: ResultsDB, model_names: Iterable[str]) -> list[ClipRecord]:
-    _, rows = db.query(_CLIPS, [sorted(set(model_names))], read_only=False)
-    return [ClipRecord(*r[:7], float(r[7]), bool(r[8])) for r in rows]
+def evaluate_db(db: ResultsDB, names: list[str], config: AlarmConfig) -> tuple[list[MachineNight], list[Alarm]]:
+    """:func:`slidead.alarms.evaluate` computed from the database, reading only what it needs."""
+    sql = _WINDOWS.format(preceding=int(config.n) - 1)
+    _, rows = db.query(sql, {"names": names, "k": int(config.k)}, read_only=False)
+    flagged = flagged_from_windows([WindowRow(*r[:6], int(r[6]), int(r[7]), bool(r[8])) for r in rows], config)
+    _, rows = db.query(_STATS, {"names": names}, read_only=False)
+    stats = [NightStats(r[0], int(r[1]), r[2], r[3], r[4], int(r[5]), int(r[6]), float(r[7])) for r in rows]
+    _, rows = db.query(_WARM, {"names": names, "warmup": int(config.warmup_nights)}, read_only=False)
+    warm = {(r[0], int(r[1]), r[2], r[3]): np.asarray(r[4], dtype=np.float64) for r in rows}
+    nights, drift_alarms = drift_from_stats(stats, warm, config)
+    return nights, flagged + drift_alarms
 
 
 def _nights_table(rows: list[MachineNight]) -> pa.Table:
@@ -52,7 +100,7 @@ def update(db: ResultsDB, model_names: Iterable[str], config: AlarmConfig = Alar
     names = sorted(set(model_names))
     if not names:
         return []
-    nights, alarms = evaluate(records(db, names), config)
+    nights, alarms = evaluate_db(db, names, config)
     with db.connect() as con:
         before = {r[0] for r in con.execute("SELECT alarm_id FROM alarms WHERE list_contains(?, model_name)",
                                             [names]).fetchall()}
