@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .synth import FAULTS, PlantSpec, _check_spec, _seed_rng, anomalous_clip, machine_build, normal_clip, wav_bytes
+from .synth import FAULTS, _seed_rng, anomalous_clip, machine_build, normal_clip, wav_bytes
+from .synth_plant import PlantSpec, _check_spec
 
 
 def wear_nights(put: Callable[[str, bytes], None], spec: PlantSpec, worn: str, severities: Sequence[float],
