@@ -276,7 +276,7 @@ def _load_night(svc: Services, res: NightResult, log: Log) -> NightResult:
         f"{res.n_rejected} rejected, {res.n_flagged} flagged in the night")
     # machine alarms follow from every night's scores: recomputed after each load, so a re-run
     # or a late night gives the same alarms (see slidead.alarms)
-    res.alarms = alarm_store.update(svc.db, [n for n in res.models if n != "_layout"], svc.alarms)
+    res.alarms = alarm_store.update(svc.db, list(res.models), svc.alarms)
     for a in res.alarms:
         log(f"ALARM {a.kind} {a.machine_type} id {a.machine_id} (night {a.night}): {a.detail}")
     return res

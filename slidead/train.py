@@ -84,7 +84,31 @@ class TrainResult:
     device: str = "cpu"
 
 
-class FrameWindows:
+class _IndexedWindows:
+    """What the in-memory window sources share: windows addressed by index (``batch(idx)``,
+    ``labels`` per window or None), served as shuffled epochs or in order."""
+
+    labels: torch.Tensor | None = None
+
+    def targets(self, idx: torch.Tensor) -> torch.Tensor | None:
+        return None if self.labels is None else self.labels[idx]
+
+    def epoch_batches(self, batch_size: int, generator: torch.Generator):
+        """A random permutation of the windows (drawn from ``generator``) in batches."""
+        n = len(self)
+        perm = torch.randperm(n, generator=generator).to(self.device)
+        for start in range(0, n, batch_size):
+            idx = perm[start:start + batch_size]
+            yield self.batch(idx), self.targets(idx)
+
+    def eval_batches(self, batch_size: int):
+        n = len(self)
+        for start in range(0, n, batch_size):
+            idx = torch.arange(start, min(start + batch_size, n), device=self.device)
+            yield self.batch(idx), self.targets(idx)
+
+
+class FrameWindows(_IndexedWindows):
     """Context windows of ``frames`` frames gathered on the fly from clips' log-mel frames.
 
     ``logmels``: a list of ``(n_mels, T)`` arrays. Holds ``(sum T, n_mels)`` floats instead of
@@ -141,37 +165,12 @@ class FrameWindows:
         rows = self.starts[idx][:, None] + self._span
         return self.data[rows].reshape(len(idx), self.frames * self.n_mels)
 
-    def targets(self, idx: torch.Tensor) -> torch.Tensor | None:
-        return None if self.labels is None else self.labels[idx]
-
     @property
     def device(self) -> torch.device:
         return self.starts.device
 
-    def epoch_batches(self, batch_size: int, generator: torch.Generator):
-        return _epoch_batches(self, batch_size, generator)
 
-    def eval_batches(self, batch_size: int):
-        return _eval_batches(self, batch_size)
-
-
-def _epoch_batches(data, batch_size: int, generator: torch.Generator):
-    """A random permutation of the windows (drawn from ``generator``) in batches."""
-    n = len(data)
-    perm = torch.randperm(n, generator=generator).to(data.device)
-    for start in range(0, n, batch_size):
-        idx = perm[start:start + batch_size]
-        yield data.batch(idx), data.targets(idx)
-
-
-def _eval_batches(data, batch_size: int):
-    n = len(data)
-    for start in range(0, n, batch_size):
-        idx = torch.arange(start, min(start + batch_size, n), device=data.device)
-        yield data.batch(idx), data.targets(idx)
-
-
-class _ArrayWindows:
+class _ArrayWindows(_IndexedWindows):
     def __init__(self, x, labels=None):
         self.x = torch.as_tensor(x, dtype=torch.float32)
         self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
@@ -190,18 +189,9 @@ class _ArrayWindows:
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         return self.x[idx]
 
-    def targets(self, idx: torch.Tensor) -> torch.Tensor | None:
-        return None if self.labels is None else self.labels[idx]
-
     @property
     def device(self) -> torch.device:
         return self.x.device
-
-    def epoch_batches(self, batch_size: int, generator: torch.Generator):
-        return _epoch_batches(self, batch_size, generator)
-
-    def eval_batches(self, batch_size: int):
-        return _eval_batches(self, batch_size)
 
 
 def _as_windows(x):

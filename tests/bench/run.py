@@ -142,13 +142,7 @@ def _score_child(home: str, store: str, endpoint: str | None, family: str, q) ->
 
 
 def _timed_child(*args):
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_score_child, args=(*args, q))
-    p.start()
-    res = q.get()
-    p.join()
-    return res
+    return _in_child(_score_child, *args)
 
 
 def naive_reference(svc, loaded, keys: list[str]) -> float:
