@@ -1,35 +1,62 @@
 # slidead: two commands on a fresh machine.
-#   make demo   - create .venv, install, run the demo on embedded defaults
-#   make test   - create .venv, install dev extras, run the test suite
+#   make demo   - create .venv from the lock, run the demo on embedded defaults
+#   make test   - create .venv from the lock, check torch/torchaudio load, run the test suite
 #   make bench  - print benchmark figures (not tests)
+#   make lock   - refresh uv.lock on purpose (after editing pyproject.toml's dependencies)
+#
+# Every target installs from uv.lock (exact versions with hashes), never from pyproject's
+# ranges. uv itself is bootstrapped into .tools/ with pip, pinned by hash.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
+TOOLS   = .tools
+UV      = $(TOOLS)/bin/uv
 STAMP   = $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+# uv reads the system CA store (as pip's configuration does), uses the machine's Python and
+# never downloads one, and installs into .venv.
+export UV_SYSTEM_CERTS = 1
+export UV_PYTHON_DOWNLOADS = never
+export UV_PROJECT_ENVIRONMENT = $(VENV)
+export UV_LINK_MODE = copy
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+.PHONY: install demo test test-fast bench lock lock-check smoke clean
+
+$(UV): .ci/uv-requirements.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q --require-hashes -r .ci/uv-requirements.txt
+	touch $(UV)
+
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen --all-extras --python $(PYTHON)
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# Fails in a second with one line naming both versions when torch and torchaudio do not load.
+smoke: $(STAMP)
+	$(PY) tests/check_stack.py
+
 demo: $(STAMP)
 	$(VENV)/bin/slidead demo
 
-test: $(STAMP)
+test: smoke
 	$(VENV)/bin/pytest -q
 
-test-fast: $(STAMP)
+test-fast: smoke
 	$(VENV)/bin/pytest -q -m "not slow and not integration"
 
-bench: $(STAMP)
-	$(PY) -m pip install -q -e ".[dev,bench]"
+bench: smoke
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
+
+# Refresh the lock on purpose; commit the result.
+lock: $(UV)
+	$(UV) lock
+
+# Fails when pyproject.toml and uv.lock disagree (CI runs it first).
+lock-check: $(UV)
+	$(UV) lock --check
 
 clean:
 	rm -rf slidead-data .pytest_cache
