@@ -60,3 +60,9 @@ lock-check: $(UV)
 
 clean:
 	rm -rf slidead-data .pytest_cache
+
+# Build the Docker images and run a night through the compose stack (not part of `make test`;
+# needs root or a Docker engine; see README "Docker"). Logs in /var/tmp/slidead-docker/logs.
+.PHONY: docker-check
+docker-check:
+	docker/check.sh
