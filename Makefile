@@ -21,7 +21,7 @@ export UV_PYTHON_DOWNLOADS = never
 export UV_PROJECT_ENVIRONMENT = $(VENV)
 export UV_LINK_MODE = copy
 
-.PHONY: install demo test test-fast bench lock lock-check smoke clean
+.PHONY: install demo test test-fast bench lock lock-check smoke lint format clean
 
 $(UV): .ci/uv-requirements.txt
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -49,6 +49,16 @@ test-fast: smoke
 
 bench: smoke
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
+
+# ruff (lint and format) and the import contracts of slidead's layers (pyproject: tool.importlinter).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check slidead flows deployments tests
+	$(VENV)/bin/ruff format --check slidead flows deployments tests
+	$(VENV)/bin/lint-imports
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix slidead flows deployments tests
+	$(VENV)/bin/ruff format slidead flows deployments tests
 
 # Refresh the lock on purpose; commit the result.
 lock: $(UV)

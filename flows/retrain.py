@@ -1,6 +1,8 @@
 """Flow ``retrain``: ingest train/eval, train one family, evaluate, register, promote.
 
-Deployments ``retrain/ae`` and ``retrain/vae`` run it with ``family`` set.
+Deployments ``retrain/ae``, ``retrain/vae`` and ``retrain/idclf`` run it with ``family`` set.
+The job is :func:`slidead.jobs.retrain.retrain`, the same recipe ``slidead train --no-prefect``
+runs; this flow makes its steps Prefect tasks (with retries) and publishes a summary artifact.
 """
 
 from __future__ import annotations
@@ -9,30 +11,23 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from slidead import retrain as steps
-from slidead.config import RunConfig
-from slidead.features import for_family
-from slidead.progress import Progress, epochs
-from slidead.services import Services
+from slidead.core.config import RunConfig
+from slidead.jobs import retrain as job
+from slidead.progress import Progress
+from slidead.progress import epochs as epoch_progress
 from slidead.settings import Settings
+from slidead.store.services import Services
+
+RETRIES = {"ingest": 2, "train": 0, "register": 1}
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NONE)
-def ingest_sets(svc: Services, machine_type: str, family: str) -> steps.DataSets:
-    log = get_run_logger().info
-    return steps.ingest_sets(svc, machine_type, [for_family(family)], Progress("ingest", log), log)
+def as_tasks(name, fn, *args, **kwargs):
+    """Run one step of a library recipe as a Prefect task named after it."""
+    return task(fn, name=name, retries=RETRIES.get(name, 0), retry_delay_seconds=5, cache_policy=NONE)(*args, **kwargs)
 
 
-@task(cache_policy=NONE)
-def train(cfg: RunConfig, data: steps.DataSets) -> steps.Outcome:
-    log = get_run_logger().info
-    return steps.train_and_evaluate(cfg, data.rows(cfg.features, "train"), data.rows(cfg.features, "eval"),
-                                    epochs(cfg.family, log), log)
-
-
-@task(retries=1, retry_delay_seconds=5, cache_policy=NONE)
-def register(svc: Services, outcome: steps.Outcome, data: steps.DataSets, tolerance: float):
-    return steps.register(svc, outcome, data.rows(outcome.config.features, "eval"), tolerance, get_run_logger().info)
+def log(msg: str) -> None:
+    get_run_logger().info(msg)
 
 
 @flow(name="retrain", log_prints=True)
@@ -45,24 +40,16 @@ def retrain(family: str = "vae", machine_type: str = "slider", epochs: int | Non
     ``auto`` (stream the training clips from the Parquet feature store when they exceed the
     memory budget), ``memory`` or ``parquet``."""
     settings = Settings()
-    svc = Services.from_settings(settings)
-    overrides = {"device": device or settings.device, "seed": seed, "stream": stream}
-    if epochs is not None:
-        overrides["epochs"] = epochs
-    if patience is not None:
-        overrides["patience"] = patience
-    cfg = RunConfig.default(family, machine_type, metric, **overrides)
-    data = ingest_sets(svc, machine_type, family)
-    outcome = train(cfg, data)
-    run_id, version, decision = register(svc, outcome, data, tolerance)
-    summary = {"family": family, "machine_type": machine_type, "model_version": version, "mlflow_run_id": run_id,
-               "promoted": decision.promoted, "decision": decision.reason, "report": outcome.report,
-               "epochs_run": outcome.epochs_run, "best_epoch": outcome.best_epoch}
-    mean = outcome.report.get("mean", {})
+    cfg = RunConfig.default(family, machine_type, metric, **job.train_overrides(
+        device or settings.device, epochs=epochs, patience=patience, stream=stream, seed=seed))
+    res = job.retrain(Services.from_settings(settings), cfg, tolerance, log, Progress("ingest", log),
+                      epoch_progress(family, log), steps=as_tasks)
+    mean = res.outcome.report.get("mean", {})
     create_markdown_artifact(
         key=f"retrain-{machine_type}-{family}",
-        markdown=(f"# {family} for {machine_type}: v{version}\n\n"
+        markdown=(f"# {family} for {machine_type}: v{res.model_version}\n\n"
                   f"mean AUC {mean.get('auc', float('nan')):.4f}, pAUC {mean.get('pauc', float('nan')):.4f}\n\n"
-                  f"{'Promoted to champion' if decision.promoted else 'Not promoted'}: {decision.reason}\n"),
+                  f"{'Promoted to champion' if res.decision.promoted else 'Not promoted'}: {res.decision.reason}\n"),
         description="retrain summary")
-    return summary
+    return res.summary()
+

@@ -1,42 +1,36 @@
 """Flow ``score``: a night's drops -> features -> champion scores -> DuckDB.
 
 Deployment ``score/nightly`` runs it at 02:00 with ``night`` defaulting to the night before.
-The flow holds the night's lock for the whole run (a second run of the same night and family
-stops with a message naming the first), and records every run, completed or failed, in ``runs``.
+The night is :func:`slidead.jobs.nightly.run_night`, the same recipe ``slidead score
+--no-prefect`` runs; this flow makes its steps Prefect tasks (with retries), scores the shards
+on a Dask cluster when the settings ask for one, and publishes the night as artifacts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from slidead import nightly
+from slidead.jobs import nightly
+from slidead.layout import night_before
 from slidead.progress import Progress
-from slidead.services import Services
 from slidead.settings import Settings
+from slidead.store.services import Services
+
+# retries per step of the recipe: a missing champion needs a retrain, not another try
+RETRIES = {"plan": 0, "score": 2, "load": 3}
 
 
-@task(cache_policy=NONE)
-def champions(svc: Services, night: str, family: str, machine_type: str | None) -> dict:
-    """No retries: a missing champion needs a retrain, not another try."""
-    return nightly.champions(svc, night, family, machine_type)
+def as_tasks(name, fn, *args, **kwargs):
+    """Run one step of a library recipe as a Prefect task named after it."""
+    return task(fn, name=name, retries=RETRIES.get(name, 0), retry_delay_seconds=10, cache_policy=NONE)(*args, **kwargs)
 
 
-@task(retries=2, retry_delay_seconds=10, cache_policy=NONE)
-def score_shards(svc: Services, night: str, family: str, machine_type: str | None, shard_size: int, run_id: str,
-                 models: dict):
-    log = get_run_logger().info
-    return nightly.score_night(svc, night, family, machine_type, shard_size, run_id, Progress("score", log), log,
-                               models)
-
-
-@task(retries=3, retry_delay_seconds=10, cache_policy=NONE)
-def load(svc: Services, res: nightly.NightResult) -> nightly.NightResult:
-    return nightly.load_night(svc, res, get_run_logger().info)
+def log(msg: str) -> None:
+    get_run_logger().info(msg)
 
 
 @task(retries=2, retry_delay_seconds=10, cache_policy=NONE)
@@ -52,23 +46,28 @@ def fan_out(settings: Settings, jobs: list, already: dict) -> int:
     return sum(f.result() for f in futures)
 
 
-def dask_runner(settings: Settings):
-    """The distributed task runner the settings ask for, or None for a single process."""
-    if not settings.dask_address and settings.dask_workers <= 0:
-        return None
-    from prefect_dask import DaskTaskRunner
+class DaskRunner:
+    """A :class:`~slidead.jobs.nightly.ShardRunner`: the night's shards as tasks on a Dask cluster."""
 
-    if settings.dask_address:
-        return DaskTaskRunner(address=settings.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,
-                                          "processes": True, "dashboard_address": None})
+    def __init__(self, settings: Settings):
+        from prefect_dask import DaskTaskRunner
+
+        self.settings = settings
+        if settings.dask_address:
+            self.name, self.task_runner = f"dask {settings.dask_address}", DaskTaskRunner(address=settings.dask_address)
+        else:
+            self.name = f"dask local x{settings.dask_workers}"
+            self.task_runner = DaskTaskRunner(cluster_kwargs={
+                "n_workers": settings.dask_workers, "threads_per_worker": 1, "processes": True,
+                "dashboard_address": None})
+
+    def __call__(self, svc, plan, lease, progress) -> int:
+        return fan_out.with_options(task_runner=self.task_runner)(self.settings, plan.jobs, plan.already)
 
 
-def yesterday(tz: str | None = None) -> str:
-    from zoneinfo import ZoneInfo
-
-    now = dt.datetime.now(ZoneInfo(tz)) if tz else dt.datetime.now()
-    return (now.date() - dt.timedelta(days=1)).isoformat()
+def shard_runner(settings: Settings):
+    """The Dask runner the settings ask for, or None (the recipe's own: this process)."""
+    return DaskRunner(settings) if settings.dask_address or settings.dask_workers > 0 else None
 
 
 @flow(name="score", log_prints=True)
@@ -77,51 +76,30 @@ def score(night: str | None = None, family: str | None = None, machine_type: str
     """Score every clip of ``night`` (default: the night before) with the champion models."""
     settings = Settings()
     svc = Services.from_settings(settings)
-    night = night or yesterday(timezone)
-    family = family or settings.family
-    started = dt.datetime.now()
-    res = nightly.NightResult(night, _run_id(), family)
-    engine = "process"
-    try:
-        with nightly.night_lock(svc, night, family, res.run_id):
-            models = champions(svc, night, family, machine_type)
-            runner = dask_runner(settings)
-            engine = "process" if runner is None else (
-                f"dask {settings.dask_address}" if settings.dask_address else f"dask local x{settings.dask_workers}")
-            if runner is None:
-                res = score_shards(svc, night, family, machine_type, shard_size, res.run_id, models)
-            else:
-                res, jobs, already = nightly.plan_night(svc, night, family, machine_type, shard_size, res.run_id,
-                                                        models, get_run_logger().info)
-                t0 = time.perf_counter()
-                res.n_skipped += fan_out.with_options(task_runner=runner)(settings, jobs, already)
-                res.seconds = time.perf_counter() - t0
-            res = load(svc, res)
-    except Exception as e:
-        try:
-            nightly.record_run(svc, res, family, "failed", started, f"{type(e).__name__}: {e}")
-        except Exception as busy:  # e.g. the database is held open: say so, but raise the first error
-            get_run_logger().warning(f"could not record the failed run: {type(busy).__name__}: {busy}")
-        raise
-    nightly.record_run(svc, res, family, "completed", started)
+    night = night or night_before(timezone or settings.timezone)
+    res = nightly.run_night(svc, night, family or settings.family, machine_type, shard_size, run_id=_run_id(),
+                            progress=Progress("score", log), log=log, runner=shard_runner(settings),
+                            steps=as_tasks)
+    publish(svc, res)
+    return res.summary()
+
+
+def publish(svc: Services, res: nightly.NightResult) -> None:
+    """The night's flagged clips and summary as Prefect artifacts."""
     cols, rows = svc.db.query(
         "SELECT machine_type, machine_id, uri, score, threshold, ratio, explanation, peak_time_s, peak_freq_lo_hz, "
         "peak_freq_hi_hz FROM anomalies WHERE night = ?::DATE AND model_name = ANY(?) ORDER BY ratio DESC",
-        [night, list(res.models)])
-    create_table_artifact(key=f"flagged-{night}", table=[dict(zip(cols, r)) for r in rows],
-                          description=f"flagged clips of night {night}")
+        [res.night, list(res.models)])
+    create_table_artifact(key=f"flagged-{res.night}", table=[dict(zip(cols, r)) for r in rows],
+                          description=f"flagged clips of night {res.night}")
     create_markdown_artifact(
-        key=f"night-{night}",
-        markdown=(f"# Night {night}\n\n{res.n_clips} clips: {res.n_scored} newly scored, {res.n_skipped} "
+        key=f"night-{res.night}",
+        markdown=(f"# Night {res.night}\n\n{res.n_clips} clips: {res.n_scored} newly scored, {res.n_skipped} "
                   f"already scored, {res.n_rejected} rejected, {res.n_flagged} flagged.\n\n"
                   + "".join(f"- {name} v{v}\n" for name, v in res.models.items())
                   + ("\n## Machine alarms raised\n\n" if res.alarms else "")
                   + "".join(f"- **{a.kind}** {a.machine_type} id {a.machine_id}: {a.detail}\n" for a in res.alarms)),
         description="nightly summary")
-    return {"night": night, "run_id": res.run_id, "models": res.models, "n_clips": res.n_clips,
-            "n_scored": res.n_scored, "n_skipped": res.n_skipped, "n_rejected": res.n_rejected,
-            "n_flagged": res.n_flagged, "shards_resumed": res.n_shards_resumed, "engine": engine,
-            "alarms": [a.detail for a in res.alarms]}
 
 
 def _run_id() -> str:

@@ -78,3 +78,8 @@ def redact(text: str) -> str:
         if value and len(value) >= 4:
             text = text.replace(value, "***")
     return text
+
+
+class LabelError(SlideadError, ValueError):
+    """An unknown clip, an ambiguous prefix, a verdict not in VERDICTS, or a clip that is not
+    a plant clip."""

@@ -17,7 +17,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from .errors import LayoutError
+from slidead.errors import LayoutError
 
 SPLITS = ("drop", "train", "eval")
 LABELS = ("normal", "anomaly")
@@ -113,3 +113,12 @@ def prefix(split: str, machine_type: str | None = None, night: str | None = None
     else:
         raise ValueError(f"split={split!r}: expected one of {SPLITS}")
     return p + (f"{check_name('machine_type', machine_type)}/" if machine_type else "")
+
+
+def night_before(tz: str | None = None) -> str:
+    """The date of the night before now, in timezone ``tz`` (this machine's when None)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    now = dt.datetime.now(ZoneInfo(tz)) if tz else dt.datetime.now()
+    return (now.date() - dt.timedelta(days=1)).isoformat()

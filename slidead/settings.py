@@ -26,8 +26,6 @@ from pathlib import Path
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-FAMILIES = ("ae", "vae", "idclf")
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLIDEAD_", extra="ignore")
@@ -46,12 +44,15 @@ class Settings(BaseSettings):
     drift_warmup_nights: int = 3
     drift_slack: float = 0.5
     drift_limit: float = 5.0
+    timezone: str = "UTC"             # of the 02:00 nightly schedule and of "the night before"
 
     @field_validator("family")
     @classmethod
     def _family(cls, v: str) -> str:
-        if v not in FAMILIES:
-            raise ValueError(f"SLIDEAD_FAMILY={v!r}: expected one of {FAMILIES}")
+        from slidead.core.models import families  # the registry (imports torch: only when the variable is set)
+
+        if v not in families():
+            raise ValueError(f"SLIDEAD_FAMILY={v!r}: expected one of {families()}")
         return v
 
     @field_validator("device")
@@ -63,7 +64,7 @@ class Settings(BaseSettings):
 
     @property
     def alarm_config(self):
-        from .alarms import AlarmConfig
+        from slidead.core.alarms import AlarmConfig
 
         return AlarmConfig(self.alarm_k, self.alarm_n, self.drift_warmup_nights, self.drift_slack, self.drift_limit)
 

@@ -23,7 +23,7 @@ def main() -> int:
         import torch
         import torchaudio
 
-        # the two pieces slidead.features.LogMel is built from
+        # the two pieces slidead.core.features.LogMel is built from
         spec = torchaudio.transforms.Spectrogram(n_fft=1024, hop_length=512, power=None, center=True)
         fb = torchaudio.functional.melscale_fbanks(513, 0.0, 8000.0, 128, 16000, norm="slaney", mel_scale="slaney")
         z = spec(torch.zeros(1, 16000))

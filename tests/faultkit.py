@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from slidead.audio import AudioConfig
-from slidead.services import Services
+from slidead.core.audio import AudioConfig
 from slidead.store.features import FeatureStore
 from slidead.store.objects import LocalObjectStore
 from slidead.store.results import ResultsDB
+from slidead.store.services import Services
 
 NIGHT = "2026-11-23"
 FAMILY = "ae"
@@ -91,9 +91,9 @@ class _Payload:
 def make_registry(home: Path) -> str:
     import torch
 
-    from slidead.config import RunConfig
-    from slidead.models import build
-    from slidead.tracking import Tracker
+    from slidead.core.config import RunConfig
+    from slidead.core.models import build
+    from slidead.store.tracking import Tracker
 
     uri = f"sqlite:///{home}/mlflow.db"
     tracker = Tracker(uri, str(home / "mlartifacts"))

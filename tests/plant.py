@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slidead.services import Services
 from slidead.settings import Settings
-from slidead.synth import PlantSpec, generate_plant
+from slidead.store.services import Services
+from slidead.synth.plant import PlantSpec, generate_plant
 
 NIGHT = "2026-11-23"
 

@@ -1,4 +1,4 @@
-"""Tests for slidead.alarms (k of n flagged clips, CUSUM drift) and their database table."""
+"""Tests for slidead.core.alarms (k of n flagged clips, CUSUM drift) and their database table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from slidead.alarms import AlarmConfig, ClipRecord, drift, evaluate, flagged_alarms
+from slidead.core.alarms import AlarmConfig, ClipRecord, drift, evaluate, flagged_alarms
 from slidead.store import alarms as alarm_store
 from slidead.store.results import SCORE_COLUMNS, ResultsDB
 
@@ -166,7 +166,7 @@ def test_evaluate_returns_both_kinds():
 
 
 def test_machine_alarms_report_lists_what_is_active_on_the_night(tmp_path):
-    from slidead.report import run_report
+    from slidead.shell.report import run_report
 
     db = ResultsDB(tmp_path / "r.duckdb")
     cfg = AlarmConfig(k=3, n=5)

@@ -1,4 +1,4 @@
-"""Tests for slidead.audio: WAV decoding, channel choice, resampling and every rejection reason."""
+"""Tests for slidead.core.audio: WAV decoding, channel choice, resampling and every rejection reason."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import struct
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import sine, wav_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import sine, wav_bytes
-from slidead.audio import MAX_RATE, AudioConfig, Decoded, decode, read_file, resample
+from slidead.core.audio import MAX_RATE, AudioConfig, Decoded, decode, read_file, resample
 from slidead.errors import AudioError, SlideadError
 
 

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sine, wav_bytes
+from faultkit import NIGHT, clip, ledger, put_night, runs, services
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import sine, wav_bytes
-from faultkit import NIGHT, clip, ledger, put_night, runs, services
-from slidead import nightly
-from slidead.audio import AudioConfig
-from slidead.features import for_family
-from slidead.ingest import ingest, list_refs
+from slidead.core.audio import AudioConfig
+from slidead.core.models import for_family
+from slidead.jobs import nightly
+from slidead.jobs.ingest import ingest, list_refs
 from slidead.store.features import FeatureStore
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
@@ -250,7 +250,7 @@ def test_odd_wavs_never_stop_the_run(blobs):
 
 
 def test_a_sine_at_full_scale_is_not_called_clipped():
-    from slidead.audio import decode
+    from slidead.core.audio import decode
 
     assert decode(wav_bytes(sine(440.0, 1.0, amp=1.0))).note is None
     assert "clipped" in decode(wav_bytes(np.clip(sine(440.0, 1.0, amp=3.0), -1, 1))).note

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from slidead.cli import run_retrain
-
 from plant import make_plant
+
+from slidead.shell.commands import run_retrain
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-
-from slidead import retrain as steps
-from slidead.cli import run_retrain
-from slidead.config import RunConfig
-from slidead.score import ScoreConfig
-from slidead.fusion import evaluate_fused
-from slidead.services import Services
-
 from plant import make_plant
+
+from slidead.core.config import RunConfig
+from slidead.core.score import ScoreConfig
+from slidead.jobs import retrain as steps
+from slidead.jobs.fusion import evaluate_fused
+from slidead.shell.commands import run_retrain
+from slidead.store.services import Services
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from plant import NIGHT, make_plant
 from prefect.testing.utilities import prefect_test_harness
 
-from slidead.cli import run_retrain
-from slidead.services import Services
 from slidead.settings import Settings
-
-from plant import NIGHT, make_plant
+from slidead.shell.commands import run_retrain
+from slidead.store.services import Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

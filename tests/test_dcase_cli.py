@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from slidead.cli import main
-from slidead.synth import FAULTS, anomalous_clip, machine_build, normal_clip, wav_bytes
+from slidead.shell.cli import main
+from slidead.synth.sounds import FAULTS, anomalous_clip, machine_build, normal_clip, wav_bytes
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
-"""Tests for slidead.explain: the sentence a flagged clip gets."""
+"""Tests for slidead.core.explain: the sentence a flagged clip gets."""
 
-from slidead.explain import sentence
+from slidead.core.explain import sentence
 
 
 def test_sentence_in_kilohertz_with_a_time_span_and_ratio():

@@ -9,15 +9,15 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-
-from slidead.cli import main, run_retrain, run_score
-from slidead.config import RunConfig
-from slidead.models import AE, IDClf
-from slidead.score import fit_normal_statistics, score_logmels
-from slidead.tracking import Tracker
-from slidead.train import FrameWindows
-
 from plant import NIGHT, make_plant
+
+from slidead.core.config import RunConfig
+from slidead.core.models import AE, IDClf
+from slidead.core.score import fit_normal_statistics, score_logmels
+from slidead.core.train import FrameWindows
+from slidead.shell.cli import main
+from slidead.shell.commands import run_retrain, run_score
+from slidead.store.tracking import Tracker
 
 pytestmark = pytest.mark.integration
 

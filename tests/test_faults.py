@@ -13,12 +13,12 @@ import threading
 import time
 
 import pytest
-
 from faultkit import MODEL, NIGHT, count, good_clips, ledger, put_night, runs, services, tampered_champion
-from slidead import nightly
-from slidead.errors import DatabaseBusyError, ModelRegistryError, NightBusyError, SlideadError
-from slidead.store.objects import Lease, LeaseBusy, LocalObjectStore, hold
 from s3server import free_port
+
+from slidead.errors import DatabaseBusyError, ModelRegistryError, NightBusyError, SlideadError
+from slidead.jobs import night_lock, nightly
+from slidead.store.objects import Lease, LeaseBusy, LocalObjectStore, hold
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -110,7 +110,7 @@ def _holder(store_root, key, ttl_s=120.0) -> subprocess.Popen:
 def test_a_run_in_another_process_blocks_until_it_dies_then_its_lock_is_free(tmp_path):
     svc = services(tmp_path)
     put_night(svc.store, good_clips(4))
-    holder = _holder(svc.store.uri, nightly.lock_key(NIGHT, "ae"))
+    holder = _holder(svc.store.uri, night_lock.lock_key(NIGHT, "ae"))
     try:
         t0 = time.monotonic()
         with pytest.raises(NightBusyError, match=rf"run other-process on host .*pid {holder.pid}"):
@@ -120,7 +120,7 @@ def test_a_run_in_another_process_blocks_until_it_dies_then_its_lock_is_free(tmp
     finally:
         holder.kill()                    # a crash: no release, the lease still says "held"
         holder.wait()
-    assert json.loads(svc.store.get(nightly.lock_key(NIGHT, "ae")))["state"] == "held"
+    assert json.loads(svc.store.get(night_lock.lock_key(NIGHT, "ae")))["state"] == "held"
     res = nightly.run_night(svc, NIGHT, "ae")        # its process is gone: the lock is free at once
     assert res.n_scored == 4
     ledger(svc)
@@ -135,7 +135,7 @@ def _foreign_lock(store, key, age_s: float, ttl_s: float = 120.0) -> None:
 def test_lock_of_a_run_on_another_host_expires_after_its_ttl(tmp_path):
     svc = services(tmp_path)
     put_night(svc.store, good_clips(2))
-    key = nightly.lock_key(NIGHT, "ae")
+    key = night_lock.lock_key(NIGHT, "ae")
     _foreign_lock(svc.store, key, age_s=5)
     with pytest.raises(NightBusyError, match="run elsewhere-run on host another-host.*heartbeat 5 s ago"):
         nightly.run_night(svc, NIGHT, "ae")

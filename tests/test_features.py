@@ -1,4 +1,4 @@
-"""Tests for slidead.features: config hashing, log-mel values and shapes, context windows."""
+"""Tests for slidead.core.features: config hashing, log-mel values and shapes, context windows."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import sine
-from slidead.features import EPS, FeatureConfig, LogMel, for_family, log_mel, mel_band_edges, windows
+
+from slidead.core.features import EPS, FeatureConfig, LogMel, log_mel, mel_band_edges, windows
+from slidead.core.models import for_family
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -190,7 +191,8 @@ def test_log_mel_of_silence_is_the_eps_floor():
 def test_log_mel_equals_torchaudio_melspectrogram():
     import torchaudio
 
-    from slidead.features import EPS, LogMel, for_family
+    from slidead.core.features import EPS, LogMel
+    from slidead.core.models import for_family
 
     rng = np.random.default_rng(3)
     x = (rng.normal(size=(2, 16000)) * 0.1).astype(np.float32)

@@ -1,13 +1,20 @@
-"""Tests for slidead.fusion: rank normalisation, fusion, fused thresholds (toy scores)."""
+"""Tests for slidead.jobs.fusion: rank normalisation, fusion, fused thresholds (toy scores)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from slidead import metrics
-from slidead.fusion import (DEFAULT_METHOD, fuse, fused_normal_scores, fused_thresholds, normal_reference,
-                            rank_normalise, tail_normalise)
+from slidead.core import metrics
+from slidead.jobs.fusion import (
+    DEFAULT_METHOD,
+    fuse,
+    fused_normal_scores,
+    fused_thresholds,
+    normal_reference,
+    rank_normalise,
+    tail_normalise,
+)
 
 
 def test_rank_normalise_exact_values():

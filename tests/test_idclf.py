@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slidead.config import RunConfig
-from slidead.features import FeatureConfig, for_family, mel_band_edges
-from slidead.models import IDClf, IDClfConfig, build, n_parameters
-from slidead.score import ScoreConfig, fit_normal_statistics, score_logmels
-from slidead.train import FrameWindows, TrainConfig, fit
+from slidead.core.config import RunConfig
+from slidead.core.features import FeatureConfig, mel_band_edges
+from slidead.core.models import IDClf, IDClfConfig, build, for_family, n_parameters
+from slidead.core.score import ScoreConfig, fit_normal_statistics, score_logmels
+from slidead.core.train import FrameWindows, TrainConfig, fit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,7 +48,7 @@ def test_shapes(batch):
 def test_patches_are_frame_major_windows():
     m = IDClf(IDClfConfig(n_mels=8, frames=4, channels=(4, 4), classes=("a", "b")))
     lm = torch.arange(8 * 6, dtype=torch.float32).reshape(8, 6)
-    from slidead.features import windows
+    from slidead.core.features import windows
 
     w = windows(lm, 4)                      # (3, 32) frame-major
     torch.testing.assert_close(m.patches(w)[1], lm[:, 1:5])
@@ -188,6 +188,8 @@ def test_scoring_batches_and_metric_checks():
 
 
 class _Reconstructor(nn.Module):
+    family = "ae"   # scored as a reconstruction model
+
     def forward(self, x):
         return torch.zeros_like(x)
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from slidead.cli import run_retrain, run_score
-
 from plant import NIGHT, make_plant
+
+from slidead.shell.commands import run_retrain, run_score
 
 pytestmark = pytest.mark.integration
 

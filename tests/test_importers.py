@@ -1,4 +1,4 @@
-"""Tests for slidead.importers: DCASE 2020 and MIMII layouts and night folders into the store."""
+"""Tests for slidead.jobs.importers: DCASE 2020 and MIMII layouts and night folders into the store."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import sine, wav_bytes
-from slidead.importers import import_dcase2020, import_mimii, upload_night
+
+from slidead.jobs.importers import import_dcase2020, import_mimii, upload_night
 from slidead.layout import parse_key
 from slidead.store.objects import LocalObjectStore
 
@@ -175,7 +175,7 @@ def test_upload_night_bad_arguments(tmp_path):
 
 
 def test_imported_bytes_decode_unchanged(tmp_path, dcase):
-    from slidead.audio import decode
+    from slidead.core.audio import decode
 
     root, files = dcase
     store = LocalObjectStore(tmp_path / "store")

@@ -1,4 +1,4 @@
-"""Tests for slidead.ingest: one read per clip, sha256 ids, features per config, rejects, reuse."""
+"""Tests for slidead.jobs.ingest: one read per clip, sha256 ids, features per config, rejects, reuse."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import sine, wav_bytes
-from slidead.audio import AudioConfig, decode
-from slidead.features import FeatureConfig, for_family, log_mel
-from slidead.ingest import ingest, list_refs
+
+from slidead.core.audio import AudioConfig, decode
+from slidead.core.features import FeatureConfig, log_mel
+from slidead.core.models import for_family
+from slidead.jobs.ingest import ingest, list_refs
 from slidead.layout import parse_key
 from slidead.store.features import FeatureStore
 from slidead.store.objects import LocalObjectStore
@@ -211,7 +212,7 @@ def test_audio_config_limits_still_apply(tmp_path):
 
 
 def test_ingest_without_keeping_features_writes_them_in_bounded_files(tmp_path, monkeypatch):
-    import slidead.ingest as ingest_mod
+    import slidead.jobs.ingest as ingest_mod
 
     store = LocalObjectStore(tmp_path / "store")
     fstore = FeatureStore.local(store.uri)
@@ -235,7 +236,7 @@ def test_ordered_map_keeps_order_and_bounds_the_work_in_flight():
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from slidead.ingest import _ordered
+    from slidead.jobs.ingest import _ordered
 
     lock, state = threading.Lock(), {"started": 0, "taken": 0, "most_ahead": 0}
 
@@ -260,7 +261,7 @@ def test_malloc_arenas_are_capped_once_and_the_environment_wins(monkeypatch):
     import platform
     import sys
 
-    import slidead.ingest as ingest_mod
+    import slidead.jobs.ingest as ingest_mod
 
     monkeypatch.setattr(ingest_mod, "_arenas_capped", None)
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")

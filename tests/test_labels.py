@@ -4,11 +4,12 @@ to the evaluation set of later training runs and evaluations. Real MLflow, DuckD
 from __future__ import annotations
 
 import pytest
-
-from slidead.cli import evaluate_version, main, run_retrain, run_score
-from slidead.labels import LabelError, find_clip, label
-
 from plant import NIGHT, make_plant
+
+from slidead.errors import LabelError
+from slidead.jobs.labels import find_clip, label
+from slidead.shell.cli import main
+from slidead.shell.commands import evaluate_version, run_retrain, run_score
 
 pytestmark = pytest.mark.integration
 

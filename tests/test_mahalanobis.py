@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from slidead.config import RunConfig
-from slidead.features import FeatureConfig, windows
-from slidead.models import AE, AEConfig, SelectiveMahalanobis, n_parameters
-from slidead.score import ScoreConfig, fit_normal_statistics, score_logmels
-from slidead.train import FrameWindows
+from slidead.core.config import RunConfig
+from slidead.core.features import FeatureConfig, windows
+from slidead.core.models import AE, AEConfig, SelectiveMahalanobis, n_parameters
+from slidead.core.score import ScoreConfig, fit_normal_statistics, score_logmels
+from slidead.core.train import FrameWindows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""Tests for slidead.metrics: AUC and pAUC equal sklearn's, decisions at a threshold, per-ID means."""
+"""Tests for slidead.core.metrics: AUC and pAUC equal sklearn's, decisions at a threshold, per-ID means."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from slidead.metrics import at_threshold, auc, evaluate, pauc, pauc_raw, roc_curve
+from slidead.core.metrics import at_threshold, auc, evaluate, pauc, pauc_raw, roc_curve
 
 
 def _cases(n_cases=200):

@@ -12,11 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from slidead.cli import run_retrain
-
 from plant import make_plant
 from s3server import free_port
+
+from slidead.shell.commands import run_retrain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

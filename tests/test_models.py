@@ -1,4 +1,4 @@
-"""Tests for slidead.models: the seed's AE and VAE tables, shapes, losses and window errors."""
+"""Tests for slidead.core.models: the seed's AE and VAE tables, shapes, losses and window errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from slidead.models import AE, VAE, AEConfig, VAEConfig, build, model_config, n_parameters
+from slidead.core.models import AE, VAE, AEConfig, VAEConfig, build, model_config, n_parameters
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

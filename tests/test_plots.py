@@ -1,4 +1,4 @@
-"""Tests for slidead.plots: figure structure, PNG output and the ROC computation."""
+"""Tests for slidead.core.plots: figure structure, PNG output and the ROC computation."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import sys
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
-from slidead import plots
-from slidead.metrics import roc_curve
+from slidead.core import plots
+from slidead.core.metrics import roc_curve
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -236,7 +235,7 @@ def test_all_figures_save_to_png(tmp_path):
 def test_import_is_light():
     """Importing the module pulls in neither pyplot, mlflow nor prefect (checked in a fresh interpreter)."""
     code = (
-        "import sys, slidead.plots; "
+        "import sys, slidead.core.plots; "
         "bad = [m for m in ('matplotlib.pyplot', 'mlflow', 'prefect') if m in sys.modules]; "
         "sys.exit(str(bad) if bad else 0)"
     )

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from slidead.features import for_family
-from slidead.models import build
-from slidead.score import ScoreConfig, score_logmels
-from slidead.train import TrainConfig, fit
+from slidead.core.models import build, for_family
+from slidead.core.score import ScoreConfig, score_logmels
+from slidead.core.train import TrainConfig, fit
 
 
 @pytest.fixture(scope="module", params=["ae", "vae"])

@@ -12,7 +12,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from plant import NIGHT, make_plant
 from s3server import free_port
 

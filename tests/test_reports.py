@@ -1,4 +1,4 @@
-"""The reporting queries in sql/ and slidead.report, on a small hand-built results database.
+"""The reporting queries in sql/ and slidead.shell.report, on a small hand-built results database.
 
 Data (machine_type 'slider', model 'slidead-slider-ae'):
   nights 2026-10-01 (outside the 30-night window), 11-21, 11-22, 11-23 (the latest);
@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from slidead.report import REPORTS, format_table, run_report
+from slidead.shell.report import REPORTS, format_table, run_report
 from slidead.store.results import SCORE_COLUMNS, SQL_DIR, ResultsDB
 
 MT = "slider"
@@ -358,7 +358,7 @@ def test_format_table_shape():
 
 
 def test_library_module_does_not_import_prefect():
-    code = "import sys, slidead.report; assert 'prefect' not in sys.modules, 'prefect imported'"
+    code = "import sys, slidead.shell.report; assert 'prefect' not in sys.modules, 'prefect imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 

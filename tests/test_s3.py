@@ -5,14 +5,14 @@ from __future__ import annotations
 import boto3
 import numpy as np
 import pytest
-
-from slidead.cli import run_retrain, run_score
-from slidead.services import Services
-from slidead.settings import Settings
-from slidead.store.results import enable_httpfs
-from slidead.synth import PlantSpec, generate_plant, machine_build, normal_clip, wav_bytes
-
 from s3server import CREDS, MotoServer
+
+from slidead.settings import Settings
+from slidead.shell.commands import run_retrain, run_score
+from slidead.store.results import enable_httpfs
+from slidead.store.services import Services
+from slidead.synth.plant import PlantSpec, generate_plant
+from slidead.synth.sounds import machine_build, normal_clip, wav_bytes
 
 pytestmark = pytest.mark.integration
 NIGHT = "2026-11-23"

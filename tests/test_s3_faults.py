@@ -8,12 +8,11 @@ import time
 
 import boto3
 import pytest
-
-from faultkit import (NIGHT, FlakyProxy, clip, count, good_clips, ledger, put_night, restore, runs, services,
-                      snapshot)
+from faultkit import NIGHT, FlakyProxy, clip, count, good_clips, ledger, put_night, restore, runs, services, snapshot
 from s3server import CREDS, MotoServer
-from slidead import nightly
+
 from slidead.errors import StoreError
+from slidead.jobs import night_lock, nightly
 from slidead.store.objects import Lease, LeaseBusy
 from slidead.store.s3 import S3ObjectStore
 
@@ -113,7 +112,7 @@ def test_night_lock_on_s3_uses_conditional_writes(moto):
     assert b_store.put_if("locks/raw.json", b"3", etag) is not None
     assert a_store.read_versioned("locks/raw.json")[0] == b"3"
 
-    key = nightly.lock_key(NIGHT, "ae")
+    key = night_lock.lock_key(NIGHT, "ae")
     first = Lease(a_store, key, "first").acquire()
     try:
         with pytest.raises(LeaseBusy) as busy:

@@ -1,4 +1,4 @@
-"""Tests for slidead.score: clip scores, where the error peaked, and batching across clips."""
+"""Tests for slidead.core.score: clip scores, where the error peaked, and batching across clips."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from slidead.features import FeatureConfig, mel_band_edges, windows
-from slidead.models import AE, VAE, AEConfig, VAEConfig
-from slidead.score import ClipScores, ScoreConfig, score_logmels
+from slidead.core.features import FeatureConfig, mel_band_edges, windows
+from slidead.core.models import AE, VAE, AEConfig, VAEConfig
+from slidead.core.score import ClipScores, ScoreConfig, score_logmels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,15 +14,16 @@ from pathlib import Path
 import boto3
 import pyarrow.parquet as pq
 import pytest
-
 from faultkit import NIGHT, count, good_clips, put_night, services, tampered_champion
 from s3server import MotoServer
-from slidead import nightly
-from slidead.cli import main, run_retrain, run_score
+
 from slidead.errors import ModelRegistryError, StoreError
-from slidead.services import Services
+from slidead.jobs import nightly
 from slidead.settings import Settings
-from slidead.synth import PlantSpec, generate_plant
+from slidead.shell.cli import main
+from slidead.shell.commands import run_retrain, run_score
+from slidead.store.services import Services
+from slidead.synth.plant import PlantSpec, generate_plant
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ID = "AKIASLIDEADFAKE4242"
@@ -187,7 +188,7 @@ _HOST = re.compile(r"(?:--host|-H|-h)[\s=\"',]+([^\s\"',\]]+)")
 def test_servers_in_code_and_docs_bind_to_localhost():
     """Every server command slidead runs or its docs show binds 127.0.0.1: named explicitly, or
     left to a default that is 127.0.0.1 (prefect server, mlflow ui/server)."""
-    texts = {p: p.read_text() for p in [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("slidead/*.py"),
+    texts = {p: p.read_text() for p in [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("slidead/**/*.py"),
                                         *ROOT.glob("deployments/*"), ROOT / "Makefile"] if p.is_file()}
     commands = [(path.name, m.group(0)) for path, text in texts.items() for m in _SERVER.finditer(text)]
     assert len(commands) >= 3

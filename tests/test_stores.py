@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
+from slidead.core.features import FeatureConfig
 from slidead.errors import LayoutError
-from slidead.features import FeatureConfig
 from slidead.store.features import FeatureRow, FeatureStore, partition
 from slidead.store.objects import LocalObjectStore, ObjectStore, open_store
 from slidead.store.shards import KINDS, ShardStore, shard_id

@@ -1,4 +1,4 @@
-"""Tests for slidead.synth, the seeded synthetic slide-rail sound generator."""
+"""Tests for slidead.synth.sounds, the seeded synthetic slide-rail sound generator."""
 
 from __future__ import annotations
 
@@ -11,17 +11,8 @@ import pytest
 import soundfile as sf
 from scipy.signal import stft
 
-from slidead.synth import (
-    FAULTS,
-    SAMPLE_RATE,
-    SNRS_DB,
-    PlantSpec,
-    anomalous_clip,
-    generate_plant,
-    machine_build,
-    normal_clip,
-    wav_bytes,
-)
+from slidead.synth.plant import PlantSpec, generate_plant
+from slidead.synth.sounds import FAULTS, SAMPLE_RATE, SNRS_DB, anomalous_clip, machine_build, normal_clip, wav_bytes
 
 N = 10 * SAMPLE_RATE
 

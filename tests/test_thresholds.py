@@ -1,4 +1,4 @@
-"""Tests for slidead.thresholds: gamma fit per machine ID and the stored thresholds dict."""
+"""Tests for slidead.core.thresholds: gamma fit per machine ID and the stored thresholds dict."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from slidead.thresholds import fit_thresholds, gamma_threshold, threshold_for, threshold_map
+from slidead.core.thresholds import fit_thresholds, gamma_threshold, threshold_for, threshold_map
 
 
 @pytest.mark.parametrize("shape, scale, q", [(2.0, 3.0, 0.9), (5.0, 0.01, 0.9), (1.5, 10.0, 0.95)])

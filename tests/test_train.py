@@ -1,4 +1,4 @@
-"""Tests for slidead.train: clip splits, seeding, learning, early stopping and best-epoch weights."""
+"""Tests for slidead.core.train: clip splits, seeding, learning, early stopping and best-epoch weights."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from slidead.models import AE, VAE, AEConfig, VAEConfig
-from slidead.train import FAMILY_BATCH, TrainConfig, evaluate_loss, fit, resolve_device, split_clips
+from slidead.core.models import AE, VAE, AEConfig, VAEConfig, family
+from slidead.core.train import TrainConfig, evaluate_loss, fit, resolve_device, split_clips
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -53,8 +53,8 @@ def test_train_config_validation(kw, name):
 
 
 def test_batch_for_family():
-    assert TrainConfig().batch_for("ae") == 128 == FAMILY_BATCH["ae"]
-    assert TrainConfig().batch_for("vae") == 512 == FAMILY_BATCH["vae"]
+    assert TrainConfig().batch_for("ae") == 128 == family("ae").batch_size
+    assert TrainConfig().batch_for("vae") == 512 == family("vae").batch_size
     assert TrainConfig(batch_size=7).batch_for("vae") == 7
     assert TrainConfig().to_dict()["patience"] == 10
 
@@ -194,8 +194,8 @@ def test_fit_raises_value_error_when_validation_loss_is_never_finite():
 
 
 def test_frame_windows_equal_materialised_windows():
-    from slidead.features import windows
-    from slidead.train import FrameWindows
+    from slidead.core.features import windows
+    from slidead.core.train import FrameWindows
 
     rng = np.random.default_rng(0)
     clips = [rng.normal(size=(8, t)).astype(np.float32) for t in (7, 5, 9)]
@@ -209,7 +209,7 @@ def test_frame_windows_equal_materialised_windows():
 
 
 def test_frame_windows_labels_and_stride():
-    from slidead.train import FrameWindows
+    from slidead.core.train import FrameWindows
 
     rng = np.random.default_rng(0)
     clips = [rng.normal(size=(4, t)).astype(np.float32) for t in (9, 3, 12)]
@@ -257,7 +257,7 @@ def test_fit_passes_labels_when_the_windows_have_them():
 
 
 def test_fit_keeps_a_modules_extra_state():
-    from slidead.models import SelectiveMahalanobis
+    from slidead.core.models import SelectiveMahalanobis
 
     x, v = _toy()
     model = _small_ae()

@@ -8,17 +8,16 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-
-from slidead import retrain as steps
-from slidead.config import RunConfig
-from slidead.features import FeatureConfig
-from slidead.models import AE, AEConfig
-from slidead.score import ScoreConfig, fit_normal_statistics
-from slidead.store.features import FeatureRow, FeatureStore
-from slidead.stream import StoredClips, StreamWindows, stored_rows
-from slidead.train import FrameWindows, TrainConfig, evaluate_loss, fit
-
 from plant import make_plant
+
+from slidead.core.config import RunConfig
+from slidead.core.features import FeatureConfig
+from slidead.core.models import AE, AEConfig
+from slidead.core.score import ScoreConfig, fit_normal_statistics
+from slidead.core.train import FrameWindows, TrainConfig, evaluate_loss, fit
+from slidead.jobs import retrain as steps
+from slidead.jobs.stream import StoredClips, StreamWindows, stored_rows
+from slidead.store.features import FeatureRow, FeatureStore
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,12 +5,11 @@ machine beside it raises no drift, and re-running a night changes no alarm."""
 from __future__ import annotations
 
 import pytest
-
-from slidead.cli import run_retrain, run_score
-from slidead.synth import PlantSpec
-from slidead.synth_wear import wear_nights
-
 from plant import make_plant
+
+from slidead.shell.commands import run_retrain, run_score
+from slidead.synth.plant import PlantSpec
+from slidead.synth.wear import wear_nights
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -1,7 +1,7 @@
 """Alarms in the results database: read the clip scores, write ``machine_nights`` and ``alarms``.
 
 :func:`update` recomputes both for the given registered models from every night in ``scores``
-(see :mod:`slidead.alarms`) and replaces what it computed before, in one transaction; an
+(see :mod:`slidead.core.alarms`) and replaces what it computed before, in one transaction; an
 alarm raised earlier keeps its ``raised_at``. Returns the alarms raised by this call.
 """
 
@@ -12,9 +12,16 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 
-from ..alarms import (Alarm, AlarmConfig, MachineNight, NightStats, WindowRow, drift_from_stats,
-                      flagged_from_windows)
-from .results import ResultsDB
+from slidead.core.alarms import (
+    Alarm,
+    AlarmConfig,
+    MachineNight,
+    NightStats,
+    WindowRow,
+    drift_from_stats,
+    flagged_from_windows,
+)
+from slidead.store.results import ResultsDB
 
 # Only what the alarms need leaves DuckDB: each clip's k-of-n window where it can matter
 # (count >= k, or the machine's last clip of a night), per-night aggregates, and the clip scores
@@ -68,7 +75,7 @@ _ALARM_COLUMNS = ("alarm_id", "kind", "night", "machine_type", "machine_id", "mo
 
 
 def evaluate_db(db: ResultsDB, names: list[str], config: AlarmConfig) -> tuple[list[MachineNight], list[Alarm]]:
-    """:func:`slidead.alarms.evaluate` computed from the database, reading only what it needs."""
+    """:func:`slidead.core.alarms.evaluate` computed from the database, reading only what it needs."""
     sql = _WINDOWS.format(preceding=int(config.n) - 1)
     _, rows = db.query(sql, {"names": names, "k": int(config.k)}, read_only=False)
     flagged = flagged_from_windows([WindowRow(*r[:6], int(r[6]), int(r[7]), bool(r[8])) for r in rows], config)

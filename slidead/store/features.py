@@ -26,9 +26,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..errors import StoreError, redact
-from ..features import FeatureConfig
-
+from slidead.core.features import FeatureConfig
+from slidead.errors import StoreError, redact
 
 ROW_GROUP_CLIPS = 32   # clips per Parquet row group (the block streaming training reads)
 _META = ["clip_id", "machine_id", "label", "n_frames"]

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ..errors import LayoutError, StoreError
-from ..layout import safe_key
+from slidead.errors import LayoutError, StoreError
+from slidead.layout import safe_key
 
 
 @runtime_checkable
@@ -130,7 +130,7 @@ class LocalObjectStore:
 def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
     """A store for a local folder path (or ``file://``) or ``s3://bucket/prefix``."""
     if uri.startswith("s3://"):
-        from .s3 import S3ObjectStore
+        from slidead.store.s3 import S3ObjectStore
 
         return S3ObjectStore(uri, endpoint_url=endpoint_url)
     if uri.startswith("file://"):

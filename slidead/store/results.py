@@ -18,9 +18,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from ..errors import DatabaseBusyError
+from slidead.errors import DatabaseBusyError
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"   # package data: slidead/sql (links to ./sql in a checkout)
 SCHEMA_FILE = SQL_DIR / "schema.sql"
 
 CLIP_COLUMNS = ("clip_id", "uri", "night", "split", "machine_type", "machine_id", "label",
@@ -73,6 +73,15 @@ def _arrow(columns: tuple[str, ...], values: list[tuple]) -> pa.Table:
         else:
             cols[c] = pa.array(vals)
     return pa.table(cols)
+
+
+def _batch(columns: tuple[str, ...], rows: Iterable[dict] | pa.Table) -> pa.Table | None:
+    """Rows to load as one Arrow table with ``columns`` (None when there are none): a shard's
+    Arrow table goes in as it is, without a round trip through Python values."""
+    if isinstance(rows, pa.Table):
+        return rows.select(list(columns)) if rows.num_rows else None
+    values = [tuple(r.get(c) for c in columns) for r in rows]
+    return _arrow(columns, values) if values else None
 
 
 _HOLDER = re.compile(r"\(PID (\d+)\)")
@@ -145,24 +154,26 @@ class ResultsDB:
     def record_run(self, row: dict) -> None:
         self._insert_rows("runs", RUN_COLUMNS, [row])
 
-    def load_scores(self, tables: Iterable[pa.Table], clips: Iterable[dict] = (), rejected: Iterable[dict] = ()) -> int:
+    def load_scores(self, tables: Iterable[pa.Table], clips: Iterable[dict] | pa.Table = (),
+                    rejected: Iterable[dict] | pa.Table = ()) -> int:
         """Load shard results (Arrow tables with SCORE_COLUMNS), their clips and their rejected
-        inputs in one transaction: all of it or, on any failure, none of it.
+        inputs (Arrow tables with CLIP_COLUMNS / REJECTED_COLUMNS, or rows as dicts) in one
+        transaction: all of it or, on any failure, none of it.
 
         Returns the number of score rows that were new.
         """
-        clip_values = [tuple(r.get(c) for c in CLIP_COLUMNS) for r in clips]
-        rejected_values = [tuple(r.get(c) for c in REJECTED_COLUMNS) for r in rejected]
+        clip_batch = _batch(CLIP_COLUMNS, clips)
+        rejected_batch = _batch(REJECTED_COLUMNS, rejected)
         with self.connect() as con:
             before = con.execute("SELECT count(*) FROM scores").fetchone()[0]
             con.execute("BEGIN TRANSACTION")
             try:
-                if clip_values:  # bulk through Arrow: executemany goes row by row
-                    con.register("batch", _arrow(CLIP_COLUMNS, clip_values))
+                if clip_batch is not None:  # bulk through Arrow: executemany goes row by row
+                    con.register("batch", clip_batch)
                     con.execute(_BULK["clips"])
                     con.unregister("batch")
-                if rejected_values:
-                    con.register("batch", _arrow(REJECTED_COLUMNS, rejected_values))
+                if rejected_batch is not None:
+                    con.register("batch", rejected_batch)
                     con.execute(_BULK["rejected"])
                     con.unregister("batch")
                 for table in tables:

@@ -15,8 +15,8 @@ import contextlib
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
-from ..errors import StoreError, redact
-from ..layout import safe_key
+from slidead.errors import StoreError, redact
+from slidead.layout import safe_key
 
 RETRY_ATTEMPTS = 8
 _MISSING = ("404", "NoSuchKey", "NotFound")
@@ -151,7 +151,7 @@ class S3ObjectStore:
         return pafs.S3FileSystem(**kwargs)
 
     def feature_store(self):
-        from .features import FeatureStore
+        from slidead.store.features import FeatureStore
 
         root = f"{self.bucket}/{self.prefix}/features" if self.prefix else f"{self.bucket}/features"
         return FeatureStore(self.pyarrow_fs(), root)

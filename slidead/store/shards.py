@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..errors import StoreError, redact
-from .features import read_parquet
+from slidead.errors import StoreError, redact
+from slidead.store.features import read_parquet
 
 KINDS = ("scores", "clips", "rejected")
 

@@ -42,12 +42,12 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
 
-    from slidead import retrain as steps
-    from slidead.config import RunConfig
-    from slidead.fusion import evaluate_fused
-    from slidead.services import Services
+    from slidead.core.config import RunConfig
+    from slidead.jobs import retrain as steps
+    from slidead.jobs.fusion import evaluate_fused
     from slidead.settings import Settings
-    from slidead.synth import PlantSpec, generate_plant
+    from slidead.store.services import Services
+    from slidead.synth.plant import PlantSpec, generate_plant
 
     home = Path(a.home)
     shutil.rmtree(home, ignore_errors=True)

@@ -40,7 +40,7 @@ def line(label: str, value: str, ratio: str = "") -> None:
 
 
 def make_clips(n: int, seed: int = 0, ids=("00", "02", "04")) -> list[tuple[str, bytes]]:
-    from slidead.synth import anomalous_clip, machine_build, normal_clip, wav_bytes, FAULTS
+    from slidead.synth.sounds import FAULTS, anomalous_clip, machine_build, normal_clip, wav_bytes
 
     rng = np.random.default_rng(seed)
     out = []
@@ -57,8 +57,9 @@ def make_clips(n: int, seed: int = 0, ids=("00", "02", "04")) -> list[tuple[str,
 def bench_features(clips: list[bytes]) -> None:
     import torch
 
-    from slidead.audio import decode
-    from slidead.features import LogMel, for_family, windows
+    from slidead.core.audio import decode
+    from slidead.core.features import LogMel, windows
+    from slidead.core.models import for_family
 
     print("\n1. Feature extraction: read + decode + log-mel (128 mels) + 5-frame windows, 2 CPU cores")
     cfg = for_family("vae")
@@ -131,8 +132,8 @@ def bench_features(clips: list[bytes]) -> None:
 # -- 2. end to end -------------------------------------------------------------------------
 
 def _score_child(home: str, store: str, endpoint: str | None, family: str, q) -> None:
-    from slidead.cli import run_score
     from slidead.settings import Settings
+    from slidead.shell.commands import run_score
 
     settings = Settings(home=Path(home), store=store, s3_endpoint=endpoint,
                         mlflow_uri=f"sqlite:///{home}/../mlflow.db", duckdb=f"{home}/slidead.duckdb")
@@ -149,8 +150,8 @@ def naive_reference(svc, loaded, keys: list[str]) -> float:
     """clips/s of a per-file loop: get, decode, log-mel, model, mean; no shards, no DuckDB."""
     import torch
 
-    from slidead.audio import decode
-    from slidead.features import LogMel, windows
+    from slidead.core.audio import decode
+    from slidead.core.features import LogMel, windows
 
     cfg = loaded.config
     lm = LogMel(cfg.features)
@@ -164,12 +165,12 @@ def naive_reference(svc, loaded, keys: list[str]) -> float:
 
 def bench_end_to_end(n_clips: int, work: Path) -> None:
     import boto3
-
     from s3server import CREDS, MotoServer
-    from slidead.cli import run_retrain
-    from slidead.services import Services
+
     from slidead.settings import Settings
-    from slidead.synth import PlantSpec, generate_plant
+    from slidead.shell.commands import run_retrain
+    from slidead.store.services import Services
+    from slidead.synth.plant import PlantSpec, generate_plant
 
     print(f"\n2. End-to-end nightly scoring, {n_clips} clips: WAV in the store -> rows in DuckDB "
           "(each run in a fresh process with an empty feature store)")
@@ -221,9 +222,9 @@ def bench_end_to_end(n_clips: int, work: Path) -> None:
 def bench_training(device: str) -> None:
     import torch
 
-    from slidead.features import windows
-    from slidead.models import build
-    from slidead.train import FrameWindows, TrainConfig, fit
+    from slidead.core.features import windows
+    from slidead.core.models import build
+    from slidead.core.train import FrameWindows, TrainConfig, fit
 
     print(f"\n3. Training, seconds per epoch at the seed's training-set size (2,370 clips x 309 windows), {device}")
     n_full = 2370 * 309
@@ -248,12 +249,12 @@ def reference_epoch(family: str, x: np.ndarray, device: str) -> float:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from slidead.models import build
-    from slidead.train import FAMILY_BATCH
+    from slidead.core.models import build
+    from slidead.core.models import family as family_of_name
 
     model = build(family).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = DataLoader(TensorDataset(torch.from_numpy(x)), batch_size=FAMILY_BATCH[family], shuffle=True)
+    loader = DataLoader(TensorDataset(torch.from_numpy(x)), batch_size=family_of_name(family).batch_size, shuffle=True)
     t0 = time.perf_counter()
     for (xb,) in loader:
         xb = xb.to(device)
@@ -272,10 +273,10 @@ def reference_epoch(family: str, x: np.ndarray, device: str) -> float:
 
 def bench_scaling(n_clips: int, work: Path) -> None:
     """The score flow on a local Dask cluster of 1 and 2 worker processes (same night, fresh stores)."""
-    from slidead.cli import _prefect_env, run_retrain
-    from slidead.services import Services
     from slidead.settings import Settings
-    from slidead.synth import PlantSpec, generate_plant
+    from slidead.shell.commands import prefect_env, run_retrain
+    from slidead.store.services import Services
+    from slidead.synth.plant import PlantSpec, generate_plant
 
     print(f"\n4. Scaling: the score flow, {n_clips} clips, AE, shards of 64, on a local Dask cluster")
     base = work / "base"
@@ -285,7 +286,7 @@ def bench_scaling(n_clips: int, work: Path) -> None:
     run_retrain(settings, "ae", "slider", epochs=1, use_prefect=False)
     clips = make_clips(n_clips, seed=4)
     os.environ["SLIDEAD_MLFLOW_URI"] = settings.tracking_uri
-    _prefect_env(settings)
+    prefect_env(settings)
     from flows.score import score
 
     rates = {}
@@ -324,13 +325,13 @@ def _in_child(target, *args):
 def _plant_part(root: str, spec_kw: dict) -> int:
     """One machine ID's share of a synthetic plant, written as files under ``root``."""
     from slidead.store.objects import LocalObjectStore
-    from slidead.synth import PlantSpec, generate_plant
+    from slidead.synth.plant import PlantSpec, generate_plant
 
     return generate_plant(LocalObjectStore(root).put, PlantSpec(**spec_kw))["total"]
 
 
 def write_plant(root: Path, per_id: dict[str, dict], procs: int = 2) -> int:
-    """``slidead.synth.generate_plant`` per machine ID, the IDs spread over ``procs`` processes (a
+    """``slidead.synth.plant.generate_plant`` per machine ID, the IDs spread over ``procs`` processes (a
     clip's audio depends on its seed, split, ID and index only, so this equals one call per ID)."""
     from concurrent.futures import ProcessPoolExecutor
 
@@ -349,10 +350,10 @@ def _night_spec(n: int, ids=("00", "02", "04")) -> dict[str, dict]:
 
 
 def _train_child(home: str, mode: str, family: str, q) -> None:
-    from slidead import retrain as steps
-    from slidead.config import RunConfig
-    from slidead.services import Services
+    from slidead.core.config import RunConfig
+    from slidead.jobs import retrain as steps
     from slidead.settings import Settings
+    from slidead.store.services import Services
 
     svc = Services.from_settings(Settings(home=Path(home)))
     cfg = RunConfig.default(family, "slider", epochs=1, device="cpu", stream=mode)
@@ -365,20 +366,20 @@ def _train_child(home: str, mode: str, family: str, q) -> None:
 
 
 def _ingest_child(home: str, family: str, q) -> None:
-    from slidead import retrain as steps
-    from slidead.features import for_family
-    from slidead.services import Services
+    from slidead.core.models import for_family
+    from slidead.jobs import retrain as steps
     from slidead.settings import Settings
+    from slidead.store.services import Services
 
     data = steps.ingest_sets(Services.from_settings(Settings(home=Path(home))), "slider", [for_family(family)])
     q.put(len(data.train.refs))
 
 
 def bench_memory(n_night: int, n_train: int, work: Path, family: str = "vae") -> None:
-    from slidead.cli import run_retrain
-    from slidead.services import Services
     from slidead.settings import Settings
-    from slidead.synth import PlantSpec, generate_plant
+    from slidead.shell.commands import run_retrain
+    from slidead.store.services import Services
+    from slidead.synth.plant import PlantSpec, generate_plant
 
     print(f"\n5. Memory: peak RSS (ru_maxrss) of each step in a fresh process, {time.strftime('%Y-%m-%d %H:%M')}")
     need = n_night * 330_000 + n_train * 330_000 + (2 << 30)

@@ -1,0 +1,370 @@
+"""Nightly scoring: a night's drops -> features -> champion scores -> shard Parquet -> DuckDB.
+
+The night is processed in shards of ``shard_size`` clips. Each shard's results (scores, clip
+facts, rejected inputs) are written to the store as Parquet; only :func:`load_night` writes
+DuckDB, in one transaction. Clips already scored by the champion version are skipped, and a
+shard whose results are already in the store is loaded, not recomputed, so re-running a
+night after a crash finishes the work without scoring anything twice.
+
+One run at a time per night and family (:mod:`slidead.jobs.night_lock`); the champions come from
+:mod:`slidead.jobs.champions`. :func:`run_night` is the whole night, top to bottom: take the
+lease once, list the drops once and plan the shards (:func:`plan_night`), score them through a
+:class:`ShardRunner` (in this process by default; the score flow passes a Dask runner), load
+DuckDB once (:func:`load_night`), and record a ``runs`` row saying ``completed`` or ``failed``
+with the reason. ``steps`` lets a caller wrap the plan, score and load steps (the Prefect flow
+makes each a task with its retries); the recipe is the same either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from slidead.core.explain import sentence
+from slidead.core.models import family_of
+from slidead.core.score import score_logmels
+from slidead.core.thresholds import threshold_for
+from slidead.core.train import resolve_device
+from slidead.errors import NightBusyError, StoreError, redact
+from slidead.jobs.champions import champions
+from slidead.jobs.ingest import ingest, list_refs
+from slidead.jobs.night_lock import night_lock
+from slidead.layout import check_night, parse_key
+from slidead.store import alarms as alarm_store
+from slidead.store.objects import Lease
+from slidead.store.results import CLIP_COLUMNS, REJECTED_COLUMNS
+from slidead.store.services import Services
+from slidead.store.shards import ShardStore, shard_id
+from slidead.store.tracking import LoadedModel, model_name
+
+Log = Callable[[str], None]
+T = TypeVar("T")
+
+
+def inline(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """The default way a recipe runs a step: call it. (A flow passes one that runs it as a task.)"""
+    return fn(*args, **kwargs)
+
+
+Steps = Callable[..., Any]   # (name, fn, *args, **kwargs) -> fn's result, e.g. :func:`inline`
+
+_SCORE_SCHEMA = pa.schema([
+    ("clip_id", pa.string()), ("model_name", pa.string()), ("model_version", pa.int32()),
+    ("family", pa.string()), ("night", pa.string()), ("machine_type", pa.string()),
+    ("machine_id", pa.string()), ("score", pa.float64()), ("threshold", pa.float64()),
+    ("is_anomaly", pa.bool_()), ("peak_time_s", pa.float64()), ("peak_freq_lo_hz", pa.float64()),
+    ("peak_freq_hi_hz", pa.float64()), ("run_id", pa.string()), ("explanation", pa.string()),
+])
+_CLIP_SCHEMA = pa.schema([(c, pa.int32() if c in ("sample_rate", "channels") else
+                           pa.float64() if c == "duration_s" else pa.string()) for c in CLIP_COLUMNS])
+_REJ_SCHEMA = pa.schema([(c, pa.string()) for c in REJECTED_COLUMNS])
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass
+class NightResult:
+    night: str
+    run_id: str
+    family: str | None = None
+    models: dict[str, int] = field(default_factory=dict)   # model name -> version used
+    n_clips: int = 0
+    n_scored: int = 0
+    n_skipped: int = 0
+    n_rejected: int = 0
+    n_flagged: int = 0
+    n_shards_resumed: int = 0
+    seconds: float = 0.0
+    shards: list[tuple[str, str, int, str]] = field(default_factory=list)  # (night, model, version, shard)
+    alarms: list = field(default_factory=list)   # machine alarms this run raised (slidead.core.alarms.Alarm)
+
+
+def shard_store(svc: Services) -> ShardStore:
+    fs = svc.features
+    return ShardStore(fs.fs, fs.root.rsplit("/", 1)[0] + "/results")
+
+
+def score_night(svc: Services, night: str, family: str, machine_type: str | None = None,
+                shard_size: int = 256, run_id: str | None = None,
+                progress: Callable[[int, int], None] | None = None, log: Log = _quiet,
+                models: dict[str, LoadedModel] | None = None, lock_wait_s: float = 0.0,
+                runner: "ShardRunner | None" = None) -> NightResult:
+    """Score every clip of a night with each machine type's champion; writes shard results only
+    (:func:`run_night` also loads them). Holds the night's lock; every champion is loaded before
+    anything is written. A failing store raises :class:`~slidead.errors.StoreError`; the shards
+    written so far stay and a re-run resumes from them."""
+    check_night(night)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    with night_lock(svc, night, family, run_id, lock_wait_s) as lease:
+        plan = plan_night(svc, night, family, machine_type, shard_size, run_id, models, log)
+        return _run_shards(svc, plan, runner or LocalRunner(), lease, progress)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard of a night for one model version: what a worker anywhere needs to score it."""
+    night: str
+    model_name: str
+    model_version: int
+    keys: tuple[str, ...]
+    shard: str
+    run_id: str
+
+
+@dataclass
+class NightPlan:
+    """A night listed once: the result so far, the shards still to score, the champion models,
+    and per model the clip IDs it has already scored."""
+    result: NightResult
+    jobs: list[ShardJob]
+    models: dict[str, LoadedModel]
+    already: dict[str, frozenset]
+    finished: set[str] = field(default_factory=set)   # shards scored so far (a retried step skips them)
+    skipped: int = 0                                  # clips those shards skipped (already scored)
+
+
+def plan_night(svc: Services, night: str, family: str, machine_type: str | None, shard_size: int, run_id: str,
+               models: dict[str, LoadedModel] | None = None, log: Log = _quiet) -> NightPlan:
+    """List the night (once), load each machine type's champion (unless given), write the
+    layout-rejects shard, and plan the shards still to score (shards whose results are already
+    in the store are resumed, not planned)."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size={shard_size!r} must be >= 1")
+    res = NightResult(night, run_id, family)
+    refs_all, bad_all = list_refs(svc.store, "drop", machine_type, night)
+    types = [machine_type] if machine_type else sorted({r.machine_type for r in refs_all})
+    res.n_clips = len(refs_all) + len(bad_all)
+    if not refs_all and not bad_all:
+        log(f"night {night}: no clips under drops/{night}/")
+    models = dict(models or {})
+    models.update(champions(svc, family, [t for t in types if model_name(t, family) not in models]))
+    shards = shard_store(svc)
+    if bad_all:  # keys that break the layout have no machine type to score with: report them once
+        _write_rejected_only(shards, night, run_id, bad_all, res)
+    jobs, already = [], {}
+    for mtype in types:
+        name = model_name(mtype, family)
+        loaded = models[name]
+        res.models[name] = loaded.version
+        already[name] = frozenset(svc.db.scored_clip_ids(name, loaded.version))
+        refs = [r for r in refs_all if r.machine_type == mtype]
+        log(f"{night} {mtype}: {len(refs)} clips, scoring with {name} v{loaded.version} "
+            f"({len(already[name])} clips already scored by it)")
+        for start in range(0, len(refs), shard_size):
+            keys = tuple(r.key for r in refs[start:start + shard_size])
+            sid = shard_id(list(keys))
+            res.shards.append((night, name, loaded.version, sid))
+            if shards.done(night, name, loaded.version, sid) and shards.read(night, name, loaded.version, sid):
+                res.n_shards_resumed += 1
+            else:
+                jobs.append(ShardJob(night, name, loaded.version, keys, sid, run_id))
+    return NightPlan(res, jobs, models, already)
+
+
+class ShardRunner(Protocol):
+    """Scores a night's planned shards, writing each one's results to the store; returns how
+    many clips it skipped (already scored). ``name`` is what the run reports as its engine."""
+    name: str
+
+    def __call__(self, svc: Services, plan: NightPlan, lease: Lease,
+                 progress: Callable[[int, int], None] | None) -> int: ...
+
+
+def _lost(plan: NightPlan) -> NightBusyError:
+    res = plan.result
+    return NightBusyError(f"night {res.night} ({res.family}): run {res.run_id} lost its lock to another run "
+                          "(no heartbeat for longer than its ttl); stopping. The shards written so far are kept.")
+
+
+class LocalRunner:
+    """Every shard in this process, one after another, on the configured device."""
+    name = "process"
+
+    def __call__(self, svc: Services, plan: NightPlan, lease: Lease,
+                 progress: Callable[[int, int], None] | None) -> int:
+        device = resolve_device(svc.device)
+        total, done = sum(len(j.keys) for j in plan.jobs), 0
+        for job in plan.jobs:
+            if job.shard not in plan.finished:
+                if lease.lost:
+                    raise _lost(plan)
+                plan.skipped += run_shard(svc, job, plan.models[job.model_name], plan.already[job.model_name], device)
+                plan.finished.add(job.shard)
+            done += len(job.keys)
+            if progress:
+                progress(done, total)
+        return plan.skipped
+
+
+def _run_shards(svc: Services, plan: NightPlan, runner: ShardRunner, lease: Lease,
+                progress: Callable[[int, int], None] | None) -> NightResult:
+    t0 = time.perf_counter()
+    res = plan.result
+    res.engine = runner.name
+    res.n_skipped = runner(svc, plan, lease, progress)   # a retried step counts its shards once
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def run_shard(svc: Services, job: ShardJob, loaded: LoadedModel, already: frozenset, device=None) -> int:
+    """Score one shard and write its results to the store; returns how many clips it skipped."""
+    res = NightResult(job.night, job.run_id)
+    device = device or resolve_device(svc.device)
+    tables = _score_shard(svc, loaded, [parse_key(k) for k in job.keys], already, job.run_id, device, res)
+    shard_store(svc).write(job.night, job.model_name, job.model_version, job.shard, tables)
+    return res.n_skipped
+
+
+@functools.lru_cache(maxsize=8)
+def _worker_model(tracking_uri: str, artifact_root: str | None, name: str, version: int) -> LoadedModel:
+    from slidead.store.tracking import Tracker
+
+    return Tracker(tracking_uri, artifact_root).load(name, version)
+
+
+def run_shard_on_worker(settings, job: ShardJob, already: frozenset) -> int:
+    """:func:`run_shard` for a worker process on any machine: builds its own services from
+    ``settings`` and loads the model version once per process from the registry."""
+    svc = Services.from_settings(settings)
+    loaded = _worker_model(svc.tracking_uri, svc.artifact_root, job.model_name, job.model_version)
+    return run_shard(svc, job, loaded, already)
+
+
+def _score_shard(svc, loaded: LoadedModel, refs, already, run_id, device, res: NightResult) -> dict[str, pa.Table]:
+    cfg = loaded.config
+    ing = ingest(svc.store, svc.features, refs, [cfg.features], svc.audio, skip_ids=already, device=str(device))
+    res.n_skipped += ing.n_skipped
+    rows = ing.features[cfg.features.hash]
+    ids = [c["clip_id"] for c in ing.clips if c["clip_id"] in rows]
+    refs_by_id = ing.refs
+    # machine IDs: the ID classifier scores how unlikely a clip's own ID is; the AE/VAE ignore them
+    sc = score_logmels(loaded.model, [rows[i].logmel for i in ids], cfg.features, cfg.score, device,
+                       [refs_by_id[i].machine_id for i in ids], loaded.thresholds.get("band_error"))
+    thr = [threshold_for(loaded.thresholds, refs_by_id[i].machine_id) for i in ids]
+    flagged = [t is not None and s > t for s, t in zip(sc.score, thr)]
+    what = "error" if family_of(loaded.model).reconstructs else "deviation"
+    explanation = [sentence(float(sc.score[k]), thr[k], sc.span_start_s[k], sc.span_end_s[k],
+                            sc.span_freq_lo_hz[k], sc.span_freq_hi_hz[k], what) if flagged[k] else None
+                   for k in range(len(ids))]
+    scores = pa.table({
+        "clip_id": ids, "model_name": [loaded.name] * len(ids), "model_version": [loaded.version] * len(ids),
+        "family": [cfg.family] * len(ids), "night": [refs_by_id[i].night for i in ids],
+        "machine_type": [refs_by_id[i].machine_type for i in ids],
+        "machine_id": [refs_by_id[i].machine_id for i in ids],
+        "score": sc.score.astype(np.float64), "threshold": thr, "is_anomaly": flagged,
+        "peak_time_s": sc.peak_time_s, "peak_freq_lo_hz": sc.peak_freq_lo_hz,
+        "peak_freq_hi_hz": sc.peak_freq_hi_hz, "run_id": [run_id] * len(ids), "explanation": explanation,
+    }, schema=_SCORE_SCHEMA)
+    rejected = [dict(r, run_id=run_id) for r in ing.rejected]
+    return {"scores": scores, "clips": _table(ing.clips, _CLIP_SCHEMA), "rejected": _table(rejected, _REJ_SCHEMA)}
+
+
+def _write_rejected_only(shards: ShardStore, night, run_id, bad, res: NightResult) -> None:
+    rows = [dict(r, run_id=run_id) for r in bad]
+    sid = shard_id([r["uri"] for r in bad])
+    empty = _SCORE_SCHEMA.empty_table()
+    shards.write(night, "_layout", 0, sid, {"scores": empty, "clips": _table([], _CLIP_SCHEMA),
+                                            "rejected": _table(rows, _REJ_SCHEMA)})
+    res.shards.append((night, "_layout", 0, sid))
+
+
+def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    cols = {}
+    for f in schema:
+        vals = [r.get(f.name) for r in rows]
+        if pa.types.is_string(f.type):
+            vals = [None if v is None else str(v) for v in vals]
+        cols[f.name] = pa.array(vals, type=f.type)
+    return pa.table(cols, schema=schema)
+
+
+def load_night(svc: Services, res: NightResult, log: Log = _quiet) -> NightResult:
+    """Load every shard of the run into DuckDB in one transaction (the one writer): scores, clips
+    and rejected inputs all go in, or none of them do. Takes the night's lock (for a caller that
+    scored without :func:`run_night`, which holds it already)."""
+    family = res.family or next((n.rsplit("-", 1)[-1] for n in res.models), None)
+    lock = night_lock(svc, res.night, family, res.run_id) if family else contextlib.nullcontext()
+    with lock:
+        return _load_night(svc, res, log)
+
+
+def _load_night(svc: Services, res: NightResult, log: Log) -> NightResult:
+    shards = shard_store(svc)
+    scores, clips, rejected = [], [], []
+    prior: dict[tuple[str, int], set[str]] = {}
+    for night, name, version, sid in res.shards:
+        t = shards.read(night, name, version, sid)
+        if t is None:
+            raise StoreError(f"shard {sid} of {name} v{version} for {night} is missing or unreadable; re-run the night")
+        if (name, version) not in prior:
+            prior[(name, version)] = svc.db.scored_clip_ids(name, version)
+        # a resumed shard may hold clips an earlier run already loaded: those count as skipped
+        res.n_skipped += sum(1 for c in t["scores"].column("clip_id").to_pylist() if c in prior[(name, version)])
+        scores.append(t["scores"])
+        clips.append(t["clips"])
+        rejected.append(t["rejected"])
+    clip_table = pa.concat_tables(clips, promote_options="permissive") if clips else ()
+    rejected_table = pa.concat_tables(rejected, promote_options="permissive") if rejected else ()
+    new = svc.db.load_scores(scores, clip_table, rejected_table)
+    res.n_scored = new
+    res.n_rejected = len(set(rejected_table.column("uri").to_pylist())) if rejected else 0
+    cols, rows = svc.db.query(
+        "SELECT count(*) FROM anomalies WHERE night = ?::DATE AND list_contains(?, model_name || ':' || model_version)",
+        [res.night, [f"{n}:{v}" for n, v in res.models.items()]])
+    res.n_flagged = int(rows[0][0])
+    log(f"{res.night}: {new} new scores loaded, {res.n_skipped} already scored, "
+        f"{res.n_rejected} rejected, {res.n_flagged} flagged in the night")
+    # machine alarms follow from every night's scores: recomputed after each load, so a re-run
+    # or a late night gives the same alarms (see slidead.core.alarms)
+    res.alarms = alarm_store.update(svc.db, list(res.models), svc.alarms)
+    for a in res.alarms:
+        log(f"ALARM {a.kind} {a.machine_type} id {a.machine_id} (night {a.night}): {a.detail}")
+    return res
+
+
+def record_run(svc: Services, res: NightResult, family: str, status: str, started_at, detail: str | None = None) -> None:
+    name, version = next(iter(res.models.items()), (None, None))
+    svc.db.record_run({
+        "run_id": res.run_id, "flow": "score", "night": res.night, "machine_type": None, "family": family,
+        "model_name": name, "model_version": version, "status": status, "n_clips": res.n_clips,
+        "n_scored": res.n_scored, "n_skipped": res.n_skipped, "n_rejected": res.n_rejected,
+        "n_flagged": res.n_flagged, "started_at": started_at, "finished_at": dt.datetime.now(),
+        "seconds": res.seconds, "detail": None if detail is None else redact(detail)[:1000],
+    })
+
+
+def run_night(svc: Services, night: str, family: str, machine_type: str | None = None, shard_size: int = 256,
+              run_id: str | None = None, progress: Callable[[int, int], None] | None = None, log: Log = _quiet,
+              lock_wait_s: float = 0.0, runner: ShardRunner | None = None, steps: Steps = inline) -> NightResult:
+    """The whole night, top to bottom: lease, plan (list once, champions), score, load, ``runs`` row.
+
+    On failure the run is recorded as ``failed`` with the error (when the database can be written)
+    and the error is raised; shards already written stay, so a re-run resumes from them."""
+    check_night(night)
+    started = dt.datetime.now()
+    res = NightResult(night, run_id or uuid.uuid4().hex[:12], family)
+    runner = runner or LocalRunner()
+    try:
+        with night_lock(svc, night, family, res.run_id, lock_wait_s) as lease:
+            plan = steps("plan", plan_night, svc, night, family, machine_type, shard_size, res.run_id, None, log)
+            res = plan.result
+            res = steps("score", _run_shards, svc, plan, runner, lease, progress)
+            res = steps("load", _load_night, svc, res, log)
+    except Exception as e:
+        with contextlib.suppress(Exception):  # a busy database must not hide the first error
+            record_run(svc, res, family, "failed", started, f"{type(e).__name__}: {e}")
+        log(redact(f"night {night}: run {res.run_id} failed: {type(e).__name__}: {e}"))
+        raise
+    record_run(svc, res, family, "completed", started)
+    return res

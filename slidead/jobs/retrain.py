@@ -1,0 +1,341 @@
+"""A retrain: ingest the train/eval sets, train a family, evaluate, register, promote.
+
+:func:`retrain` is the whole job, top to bottom, the one recipe both ``slidead train
+--no-prefect`` and the ``retrain`` flow run (the flow passes ``steps`` that make each step a
+Prefect task). Library code: takes :class:`~slidead.store.services.Services` and values,
+reports progress through callbacks, never imports prefect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from slidead.core import metrics
+from slidead.core.config import RunConfig
+from slidead.core.features import FeatureConfig, windows
+from slidead.core.models import family_of
+from slidead.core.score import fit_normal_statistics, score_logmels
+from slidead.core.thresholds import MIN_FIT, fit_thresholds, threshold_map
+from slidead.core.train import FrameWindows, fit, resolve_device, split_clips
+from slidead.errors import NotEnoughDataError
+from slidead.jobs.ingest import IngestResult, ingest, list_refs
+from slidead.jobs.labels import add_plant_clips
+from slidead.jobs.stream import StoredClips, StreamWindows, stored_rows
+from slidead.store.features import FeatureRow, partition
+from slidead.store.services import Services
+from slidead.store.tracking import Decision, model_name
+
+Log = Callable[[str], None]
+
+
+def inline(name: str, fn, *args, **kwargs):
+    """The default way a recipe runs a step: call it. (A flow passes one that runs it as a task.)"""
+    return fn(*args, **kwargs)
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass
+class DataSets:
+    """The ingested sets. The training clips' log-mels stay in the feature store (``stored``,
+    per feature config hash) unless ``ingest_sets`` was asked to keep them in memory."""
+    train: IngestResult
+    eval: IngestResult
+    stored: dict[str, StoredClips] = field(default_factory=dict)
+
+    def rows(self, config: FeatureConfig, which: str) -> list[FeatureRow] | StoredClips:
+        """The set's clips in clip ID order: FeatureRows, or for a training set left in the
+        store a :class:`~slidead.jobs.stream.StoredClips` (what :func:`train_and_evaluate` takes)."""
+        if which == "train" and config.hash in self.stored:
+            return self.stored[config.hash]
+        res = self.train if which == "train" else self.eval
+        return [res.features[config.hash][cid] for cid in sorted(res.features[config.hash])]
+
+
+@dataclass
+class Outcome:
+    config: RunConfig
+    model: torch.nn.Module
+    history: dict
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    thresholds: dict
+    report: dict
+    eval_scores: dict             # machine_ids, labels, scores (lists)
+    baseline: dict                # machine_id -> {median, p90} of held-out normal scores
+    data: dict = field(default_factory=dict)
+
+
+def ingest_sets(svc: Services, machine_type: str, configs: list[FeatureConfig],
+                progress: Callable[[int, int], None] | None = None, log: Log = _quiet,
+                keep_train: bool = False) -> DataSets:
+    """Read train/ and eval/ for a machine type once, computing every feature config.
+
+    The training clips' log-mels are left in the feature store (read back in blocks by
+    :func:`train_and_evaluate`, all at once or streamed as ``TrainConfig.stream`` says) unless
+    ``keep_train``; the evaluation set is kept in memory."""
+    out, stored = {}, {}
+    for split in ("train", "eval"):
+        refs, bad = list_refs(svc.store, split, machine_type)
+        log(f"{split}: {len(refs)} clips under {split}/{machine_type}/")
+        keep = split == "eval" or keep_train
+        res = ingest(svc.store, svc.features, refs, configs, svc.audio, progress=progress, keep_features=keep)
+        if not keep:
+            for c in configs:
+                stored[c.hash] = StoredClips.open(svc.features, c, partition("train"), machine_type, set(res.refs))
+                if len(stored[c.hash]) < len(res.refs):
+                    log(f"train: {len(res.refs) - len(stored[c.hash])} clips' features are no longer readable "
+                        "in the feature store; training without them")
+        res.rejected.extend(bad)
+        svc.db.add_clips(res.clips)
+        svc.db.add_rejected(res.rejected)
+        if res.rejected:
+            log(f"{split}: {len(res.rejected)} clips rejected (see the rejected table)")
+        if split == "eval":  # operators' verdicts on night clips (slidead label) join the evaluation set
+            add_plant_clips(svc, machine_type, configs, res, log)
+        out[split] = res
+    return DataSets(out["train"], out["eval"], stored)
+
+
+def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow] | StoredClips, eval_rows: list[FeatureRow],
+                       progress: Callable[[int, int, float, float], None] | None = None,
+                       log: Log = _quiet) -> Outcome:
+    """Train ``cfg``'s family on normal clips, fit its thresholds, evaluate on ``eval_rows``.
+
+    An ID classifier learns the machine IDs of ``train_rows`` (their sorted list becomes
+    ``cfg.model.classes``; it needs two or more). After training, the scoring statistics are
+    fitted on the training windows (:func:`~slidead.core.score.fit_normal_statistics`). The normal
+    scores the thresholds were fitted on are kept in ``thresholds["normal_scores"]``
+    (``{machine_id: {clip_id: score}}``) for score fusion (:mod:`slidead.jobs.fusion`).
+
+    ``train_rows`` left in the feature store (:class:`~slidead.jobs.stream.StoredClips`) are streamed
+    when ``cfg.train.stream`` is ``parquet``, or ``auto`` and their frames take more than
+    ``cfg.train.memory_budget_mb``: training, the scoring statistics and the threshold scores
+    then read the clips in blocks, and memory is bounded by ``cfg.train.buffer_clips``."""
+    stored = isinstance(train_rows, StoredClips)
+    mode = cfg.train.stream
+    if mode == "parquet" and not stored:
+        raise ValueError("stream='parquet' trains from the feature store: pass the training set "
+                         "as ingest_sets(...).rows(config, 'train') (StoredClips), not rows in memory")
+    streaming = stored and (mode == "parquet" or
+                            (mode == "auto" and train_rows.nbytes > cfg.train.memory_budget_mb * 2**20))
+    if stored and not streaming:
+        train_rows = train_rows.rows()
+    if len(train_rows) < 2:
+        raise NotEnoughDataError(f"{cfg.machine_type}: {len(train_rows)} training clips; need at least 2")
+    ids = np.array([r.machine_id for r in train_rows])
+    cfg = cfg.with_classes(ids)
+    classes = sorted(set(ids.tolist()))
+    val_mask = split_clips(ids, cfg.train.val_fraction, cfg.train.seed)
+    if streaming:
+        tr, va = train_rows.subset(~val_mask), train_rows.subset(val_mask)
+    else:
+        tr = [r for r, v in zip(train_rows, val_mask) if not v]
+        va = [r for r, v in zip(train_rows, val_mask) if v]
+    frames = cfg.features.frames
+    torch.manual_seed(cfg.train.seed)  # the initial weights too: a run is repeatable
+    model = cfg.build_model()
+    fam = family_of(model)
+    learns_ids = fam.learns_ids
+    if learns_ids and len(classes) < 2:
+        raise NotEnoughDataError(f"{cfg.machine_type}: {cfg.family} learns to tell machine IDs apart and needs "
+                                 f"two or more; the training set has {classes}")
+    row_of = {m: k for k, m in enumerate(classes)}
+    stride = fam.hop(model)
+    device = resolve_device(cfg.train.device)
+    if streaming:
+        label_of = {r.clip_id: row_of[r.machine_id] for r in train_rows}
+        buffer = cfg.train.buffer_clips
+        x_train = StreamWindows(tr, frames, label_of if learns_ids else None, stride, buffer)
+        x_val = StreamWindows(va, frames, label_of if learns_ids else None, stride, buffer)
+        log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips, "
+            f"streamed from the feature store through a buffer of {buffer} clips "
+            f"({train_rows.nbytes / 2**20:.0f} MB of frames, budget {cfg.train.memory_budget_mb} MB)")
+    else:
+        tr_rows, va_rows = [row_of[r.machine_id] for r in tr], [row_of[r.machine_id] for r in va]
+        x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if learns_ids else None, stride)
+        x_val = FrameWindows([r.logmel for r in va], frames, va_rows if learns_ids else None, stride)
+        log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
+    result = fit(model, x_train, x_val, cfg.train, progress)
+    if learns_ids or cfg.score.metric == "mahalanobis":
+        stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(tr_rows)
+        fit_normal_statistics(model, stats_data, classes, cfg.score, device)
+
+    # thresholds from held-out normal clips per ID; too few held out -> all training clips of the ID
+    band_sum: dict[str, np.ndarray] = {}
+    band_n: dict[str, int] = {}
+
+    def scores_of(rows):
+        sc = score_logmels(model, [r.logmel for r in rows], cfg.features, cfg.score, device,
+                           [r.machine_id for r in rows])
+        for r, profile in zip(rows, sc.band_error):   # every training clip is normal
+            band_sum[r.machine_id] = band_sum.get(r.machine_id, 0.0) + profile
+            band_n[r.machine_id] = band_n.get(r.machine_id, 0) + 1
+        return sc.score
+
+    if streaming:  # one pass over the store, a chunk of clips at a time
+        score_of = {}
+        for chunk in stored_rows(train_rows):
+            score_of.update(zip((r.clip_id for r in chunk), scores_of(chunk)))
+        val_scores, train_scores = [score_of[r.clip_id] for r in va], [score_of[r.clip_id] for r in tr]
+    else:
+        val_scores, train_scores = scores_of(va), scores_of(tr)
+    by_id, sources = {}, {}
+    for mid in classes:
+        held = {r.clip_id: float(s) for r, s in zip(va, val_scores) if r.machine_id == mid}
+        if len(held) >= MIN_FIT:
+            by_id[mid], sources[mid] = held, "validation"
+        else:
+            held.update({r.clip_id: float(s) for r, s in zip(tr, train_scores) if r.machine_id == mid})
+            by_id[mid], sources[mid] = held, "validation+train"
+    thresholds = {"quantile": cfg.threshold_quantile, "per_id": {}}
+    for mid, s in by_id.items():
+        part = fit_thresholds({mid: np.array(list(s.values()))}, cfg.threshold_quantile, sources[mid])
+        thresholds["per_id"].update(part["per_id"])
+    thresholds["normal_scores"] = by_id
+    # the normal error per mel band of each ID: explanations say where a clip departs from it
+    thresholds["band_error"] = {mid: (band_sum[mid] / band_n[mid]).round(6).tolist() for mid in band_sum}
+    baseline = {mid: {"median": float(np.median(list(s.values()))), "p90": float(np.quantile(list(s.values()), 0.9))}
+                for mid, s in by_id.items()}
+
+    report, ev = evaluate(model, cfg, eval_rows, thresholds, device)
+    data = {"n_train_clips": len(tr), "n_val_clips": len(va), "n_eval_clips": len(eval_rows),
+            "n_train_windows": int(len(x_train)), "train_streamed": bool(streaming),
+            "train_clip_ids": sorted(r.clip_id for r in tr), "val_clip_ids": sorted(r.clip_id for r in va),
+            "eval_clip_ids": sorted(r.clip_id for r in eval_rows)}
+    return Outcome(cfg, model, result.history, result.best_epoch, result.epochs_run, result.seconds,
+                   thresholds, report, ev, baseline, data)
+
+
+def evaluate(model, cfg: RunConfig, eval_rows: list[FeatureRow], thresholds: dict, device="cpu") -> tuple[dict, dict]:
+    """Metrics per machine ID on labelled clips (AUC, pAUC, and decisions at the thresholds)."""
+    if not eval_rows:
+        return {"per_id": {}, "mean": {}}, {"machine_ids": [], "labels": [], "scores": []}
+    ids = [r.machine_id for r in eval_rows]
+    scores = score_logmels(model, [r.logmel for r in eval_rows], cfg.features, cfg.score, device, ids).score
+    labels = [1 if r.label == "anomaly" else 0 for r in eval_rows]
+    report = metrics.evaluate(ids, labels, scores, threshold_map(thresholds))
+    return report, {"machine_ids": ids, "labels": labels, "scores": [float(s) for s in scores]}
+
+
+def figures(outcome: Outcome, eval_rows: list[FeatureRow]) -> dict:
+    """Plots for the MLflow run; empty if plotting is unavailable."""
+    try:
+        from slidead.core import plots
+    except ImportError:
+        return {}
+    ev, th = outcome.eval_scores, threshold_map(outcome.thresholds)
+    figs = {"loss_curves": plots.loss_curves(outcome.history, outcome.best_epoch)}
+    if ev["scores"]:
+        figs["score_distributions"] = plots.score_distributions(ev["machine_ids"], ev["labels"], ev["scores"], th)
+        if len(set(ev["labels"])) == 2:
+            aucs = {m: r["auc"] for m, r in outcome.report["per_id"].items() if "auc" in r}
+            figs["roc_curves"] = plots.roc_curves(ev["machine_ids"], ev["labels"], ev["scores"], aucs)
+        worst = int(np.argmax(ev["scores"]))
+        if not family_of(outcome.model).reconstructs:
+            return figs  # a classifier has no reconstruction to show
+        lm = eval_rows[worst].logmel
+        frames = outcome.config.features.frames
+        with torch.no_grad():
+            outcome.model.eval().cpu()
+            rec = outcome.model(torch.as_tensor(windows(lm, frames)))
+        n_mels = lm.shape[0]
+        recon = rec.reshape(-1, frames, n_mels)[:, 0, :].T.numpy()  # each window's first frame
+        figs["reconstruction"] = plots.reconstruction(lm[:, : recon.shape[1]], recon,
+                                                      f"highest-scoring eval clip (id {ev['machine_ids'][worst]})")
+    return figs
+
+
+def register(svc: Services, outcome: Outcome, eval_rows: list[FeatureRow], tolerance: float = 0.0,
+             log: Log = _quiet) -> tuple[str, int, Decision]:
+    """Log the run, register a version, promote it if it is no worse than the champion."""
+    cfg = outcome.config
+    name = model_name(cfg.machine_type, cfg.family)
+    tracker = svc.tracker
+    # the champion, re-scored on this same evaluation set when it uses the same features
+    champion_figs = None
+    champ = tracker.champion_version(name)
+    if champ is not None and eval_rows:
+        try:
+            current = tracker.load(name, int(champ.version))
+            if current.config.features.hash == cfg.features.hash:
+                rep, _ = evaluate(current.model, current.config, eval_rows, current.thresholds)
+                if "auc" in rep["mean"]:
+                    champion_figs = (rep["mean"]["auc"], rep["mean"]["pauc"])
+        except Exception as e:  # noqa: BLE001 - fall back to the champion's stored figures
+            log(f"could not re-evaluate champion v{champ.version} ({e}); using its stored figures")
+    figs = figures(outcome, eval_rows)
+    run_id, version = tracker.log_training(
+        cfg, outcome.model, outcome.history, outcome.thresholds, outcome.report, outcome.data, figs,
+        {"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run, "train_seconds": outcome.seconds})
+    mean = outcome.report.get("mean", {})
+    auc, pauc = mean.get("auc", float("nan")), mean.get("pauc", float("nan"))
+    if not eval_rows or "auc" not in mean:
+        decision = tracker.decide(name, auc, pauc, champion_figs, tolerance)
+        if decision.champion_version is not None:
+            decision = Decision(False, "no labelled evaluation set: champion kept", decision.champion_version,
+                                decision.champion_auc, decision.champion_pauc)
+        else:
+            decision = Decision(True, "no champion yet (no evaluation set to gate on)", None, None, None)
+    else:
+        decision = tracker.decide(name, auc, pauc, champion_figs, tolerance)
+    if decision.promoted:
+        tracker.set_champion(name, version)
+    tracker.log_decision(run_id, decision)
+    import json
+
+    svc.db.record_model_version({
+        "model_name": name, "version": version, "family": cfg.family, "machine_type": cfg.machine_type,
+        "mlflow_run_id": run_id, "feature_hash": cfg.features.hash,
+        "mean_auc": mean.get("auc"), "mean_pauc": mean.get("pauc"),
+        "champion_auc": decision.champion_auc, "champion_pauc": decision.champion_pauc,
+        "promoted": decision.promoted, "decision": decision.reason,
+        "thresholds": json.dumps(threshold_map(outcome.thresholds)), "baseline": json.dumps(outcome.baseline),
+    })
+    log(f"{name} v{version}: {'promoted to champion' if decision.promoted else 'not promoted'} ({decision.reason})")
+    return run_id, version, decision
+
+
+@dataclass
+class RetrainResult:
+    family: str
+    machine_type: str
+    model_version: int
+    mlflow_run_id: str
+    decision: Decision
+    outcome: Outcome
+
+    def summary(self) -> dict:
+        """What the command line prints with ``--json`` and the retrain flow returns."""
+        o = self.outcome
+        return {"family": self.family, "machine_type": self.machine_type, "model_version": self.model_version,
+                "mlflow_run_id": self.mlflow_run_id, "promoted": self.decision.promoted,
+                "decision": self.decision.reason, "report": o.report, "epochs_run": o.epochs_run,
+                "best_epoch": o.best_epoch}
+
+
+def retrain(svc: Services, cfg: RunConfig, tolerance: float = 0.0, log: Log = _quiet,
+            ingest_progress: Callable[[int, int], None] | None = None,
+            epoch_progress: Callable[[int, int, float, float], None] | None = None,
+            steps=inline) -> RetrainResult:
+    """The whole retrain: ingest ``train/`` and ``eval/`` of ``cfg.machine_type`` (plus the plant
+    clips operators labelled), train and evaluate ``cfg``, register the version in MLflow and
+    promote it if it is no worse than the champion (by ``tolerance`` in mean AUC)."""
+    data = steps("ingest", ingest_sets, svc, cfg.machine_type, [cfg.features], ingest_progress, log)
+    eval_rows = data.rows(cfg.features, "eval")
+    outcome = steps("train", train_and_evaluate, cfg, data.rows(cfg.features, "train"), eval_rows,
+                    epoch_progress, log)
+    run_id, version, decision = steps("register", register, svc, outcome, eval_rows, tolerance, log)
+    return RetrainResult(cfg.family, cfg.machine_type, version, run_id, decision, outcome)
+
+
+def train_overrides(device: str, **values) -> dict:
+    """TrainConfig overrides from a command's options: ``device`` and every value that was given."""
+    return {"device": device, **{k: v for k, v in values.items() if v is not None}}

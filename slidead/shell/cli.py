@@ -1,0 +1,293 @@
+"""The ``slidead`` command line.
+
+Commands: ``demo``, ``generate``, ``import dcase2020|mimii DIR``, ``upload-night DIR``,
+``train``, ``evaluate``, ``score``, ``report``, ``models``. ``train`` and ``score`` run the
+Prefect flows (a temporary local API when ``PREFECT_API_URL`` is unset) unless
+``--no-prefect`` is given. Settings come from ``SLIDEAD_*`` variables (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from slidead.settings import Settings
+from slidead.shell.commands import evaluate_version, prefect_env, run_retrain, run_score, say, services
+from slidead.shell.report import format_metrics
+
+EPILOG = ("environment: SLIDEAD_HOME (default ./slidead-data), SLIDEAD_STORE, SLIDEAD_S3_ENDPOINT, "
+          "SLIDEAD_MLFLOW_URI, SLIDEAD_DUCKDB, SLIDEAD_FAMILY (default vae), SLIDEAD_DEVICE (auto|cpu|cuda)")
+
+
+FAMILY_HELP = "a registered model family: ae, vae, idclf, or one a plug-in registers"
+
+
+def family_name(value: str, extra: tuple[str, ...] = ()) -> str:
+    """``--family``: a family in the registry (looked up only when the option is given: the
+    registry imports torch)."""
+    if value in extra:
+        return value
+    from slidead.core.models import families
+
+    if value not in families():
+        raise argparse.ArgumentTypeError(f"unknown family {value!r}: expected one of {', '.join(families() + extra)}")
+    return value
+
+
+# -- commands ------------------------------------------------------------------------------
+
+def cmd_generate(a, settings: Settings) -> int:
+    from slidead.progress import Progress
+    from slidead.synth.plant import PlantSpec, generate_plant
+
+    svc = services(settings)
+    spec = PlantSpec(machine_type=a.machine_type, machine_ids=tuple(a.ids.split(",")), n_train=a.n_train,
+                     n_eval_normal=a.n_eval, n_eval_anomaly=a.n_eval,
+                     nights=tuple(a.night) if a.night else PlantSpec.nights,
+                     night_normal=a.night_normal, night_anomaly=a.night_anomaly, seed=a.seed)
+    summary = generate_plant(svc.store.put, spec, Progress("generate", say))
+    say(f"wrote synthetic plant to {svc.store.uri}: " +
+        ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int)))
+    return 0
+
+
+def cmd_import(a, settings: Settings) -> int:
+    from slidead.jobs.importers import import_dcase2020, import_mimii
+    from slidead.progress import Progress
+
+    svc = services(settings)
+    if a.layout == "dcase2020":
+        out = import_dcase2020(svc.store, a.src, Progress("import", say))
+    else:
+        out = import_mimii(svc.store, a.src, a.night, Progress("import", say))
+    for path, why in out["skipped"]:
+        say(f"skipped {path}: {why}")
+    say(f"imported {out['uploaded']} clips into {svc.store.uri}")
+    return 0
+
+
+def cmd_upload_night(a, settings: Settings) -> int:
+    from slidead.jobs.importers import upload_night
+    from slidead.progress import Progress
+
+    svc = services(settings)
+    out = upload_night(svc.store, a.src, a.night, Progress("upload", say))
+    for path, why in out["skipped"]:
+        say(f"skipped {path}: {why}")
+    say(f"uploaded {out['uploaded']} clips as night {a.night}")
+    return 0
+
+
+def cmd_train(a, settings: Settings) -> int:
+    out = run_retrain(settings, a.family, a.machine_type, a.epochs, a.device, a.tolerance, a.patience,
+                      not a.no_prefect, a.stream, a.metric)
+    print(format_metrics({f"{a.family} v{out['model_version']}": out["report"]}))
+    say(f"{'promoted to champion' if out['promoted'] else 'not promoted'}: {out['decision']}")
+    return 0
+
+
+def cmd_evaluate(a, settings: Settings) -> int:
+    if a.family == "fused":
+        if a.version is not None:
+            raise ValueError("--version names one family's model version; fused uses each family's champion")
+        from slidead.jobs.fusion import evaluate_fused
+
+        out = evaluate_fused(services(settings), a.machine_type, log=say)
+    else:
+        out = evaluate_version(settings, a.family, a.machine_type, a.version)
+    if a.json:
+        print(json.dumps(out))
+    else:
+        name = f"{a.family} v{out['model_version']}" if out["model_version"] is not None else a.family
+        print(format_metrics({name: out}))
+    return 0
+
+
+def cmd_score(a, settings: Settings) -> int:
+    out = run_score(settings, a.night, a.family, a.machine_type, a.shard_size, not a.no_prefect)
+    print(json.dumps(out) if a.json else
+          f"night {out['night']}: {out['n_clips']} clips, {out['n_scored']} newly scored, "
+          f"{out['n_skipped']} already scored, {out['n_rejected']} rejected, {out['n_flagged']} flagged "
+          f"({', '.join(f'{k} v{v}' for k, v in out['models'].items())})"
+          + "".join(f"\n  ALARM: {d}" for d in out.get("alarms", [])))
+    return 0
+
+
+def cmd_label(a, settings: Settings) -> int:
+    from slidead.jobs.labels import label
+
+    row = label(services(settings).db, a.clip, a.verdict, a.note, a.by)
+    joins = (f"it joins the evaluation set of {row['machine_type']} as {row['eval_label']}" if row["eval_label"]
+             else "it is left out of evaluation")
+    print(f"clip {row['clip_id'][:12]} ({row['uri']}, night {row['night']}) labelled {row['verdict']}: {joins}")
+    return 0
+
+
+def cmd_report(a, settings: Settings) -> int:
+    from slidead.shell.report import format_table, run_report
+
+    for title, cols, rows in run_report(settings.duckdb_path, a.night, a.only or None, a.machine_type, a.machine_id):
+        print(f"\n== {title}\n{format_table(cols, rows)}")
+    return 0
+
+
+def cmd_models(a, settings: Settings) -> int:
+    from slidead.store.tracking import model_name
+
+    svc = services(settings)
+    rows = []
+    from slidead.core.models import families
+
+    for family in families():
+        name = model_name(a.machine_type, family)
+        champ = svc.tracker.champion_version(name)
+        for v in svc.tracker.versions(name):
+            rows.append((name, int(v.version), v.tags.get("mean_auc", ""), v.tags.get("mean_pauc", ""),
+                         "champion" if champ is not None and champ.version == v.version else "", v.run_id))
+    from slidead.shell.report import format_table
+
+    print(format_table(["model", "version", "mean_auc", "mean_pauc", "alias", "mlflow_run_id"],
+                       [(n, v, _num(a_), _num(p), al, r) for n, v, a_, p, al, r in rows]))
+    return 0
+
+
+def cmd_serve(a, settings: Settings) -> int:
+    if not os.environ.get("PREFECT_API_URL"):
+        say("slidead serve needs a Prefect server: run `prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api")
+        return 2
+    prefect_env(settings)
+    from deployments import serve
+
+    tz = a.timezone or settings.timezone
+    say(f"serving score/nightly (cron 0 2 * * *, {tz}), retrain/ae, retrain/vae, retrain/idclf against "
+        f"{os.environ['PREFECT_API_URL']}; Ctrl-C to stop")
+    serve(tz, a.machine_type, a.limit)
+    return 0
+
+
+def _num(s: str):
+    try:
+        return round(float(s), 4)
+    except ValueError:
+        return s
+
+
+def cmd_demo(a, settings: Settings) -> int:
+    from slidead.shell.demo import run_demo
+
+    return run_demo(settings, epochs=a.epochs, use_prefect=not a.no_prefect, fresh=a.fresh)
+
+
+# -- parser --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slidead", description="Find faulty slide rails by their sound.", epilog=EPILOG)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, fn, help_):
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    d = add("demo", cmd_demo, "generate a small synthetic plant, train AE and VAE, score a night, report")
+    d.add_argument("--epochs", type=int, default=50, help="training epochs per model for the demo (default 50; the seed uses 100)")
+    d.add_argument("--fresh", action="store_true", help="delete SLIDEAD_HOME's demo state first")
+    d.add_argument("--no-prefect", action="store_true", help="call the library directly instead of the flows")
+
+    g = add("generate", cmd_generate, "write a seeded synthetic slide-rail plant into the store")
+    g.add_argument("--machine-type", default="slider")
+    g.add_argument("--ids", default="00,02,04", help="comma-separated machine IDs (default 00,02,04)")
+    g.add_argument("--n-train", type=int, default=40, help="normal training clips per ID")
+    g.add_argument("--n-eval", type=int, default=12, help="normal and anomalous evaluation clips per ID")
+    g.add_argument("--night", action="append", default=None, help="a drop night YYYY-MM-DD (repeatable)")
+    g.add_argument("--night-normal", type=int, default=8, help="normal clips per ID per night")
+    g.add_argument("--night-anomaly", type=int, default=2, help="faulty clips per ID per night")
+    g.add_argument("--seed", type=int, default=0)
+
+    i = add("import", cmd_import, "import a DCASE 2020 Task 2 or MIMII folder into the store")
+    i.add_argument("layout", choices=["dcase2020", "mimii"])
+    i.add_argument("src", help="the data set folder (root or one machine type)")
+    i.add_argument("--night", help="mimii only: import every clip as a drop of this night instead")
+
+    u = add("upload-night", cmd_upload_night, "drop a folder of <type>/id_<NN>/*.wav as a night")
+    u.add_argument("src")
+    u.add_argument("--night", required=True, help="YYYY-MM-DD")
+
+    t = add("train", cmd_train, "train, evaluate and register a model; promote it if no worse than the champion")
+    t.add_argument("--family", type=family_name, required=True, help=FAMILY_HELP)
+    t.add_argument("--machine-type", default="slider")
+    t.add_argument("--epochs", type=int, default=None, help="default 100 (the seed's schedule)")
+    t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 10)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    t.add_argument("--tolerance", type=float, default=0.0, help="promotion gate tolerance on mean AUC/pAUC")
+    t.add_argument("--stream", choices=["auto", "memory", "parquet"], default=None,
+                   help="training clips in memory, or streamed from the Parquet feature store (default auto: "
+                        "streamed when their frames exceed 1 GB)")
+    t.add_argument("--metric", choices=["mse", "mahalanobis", "logit"], default=None,
+                   help="how clips are scored: ae/vae mse (the seed's, default) or mahalanobis (selective Mahalanobis "
+                        "distance of the reconstruction errors); idclf mahalanobis (default) or logit")
+    t.add_argument("--no-prefect", action="store_true")
+
+    e = add("evaluate", cmd_evaluate, "AUC/pAUC per machine ID of the champion (or --version) on eval/")
+    e.add_argument("--family", type=lambda v: family_name(v, ("fused",)), required=True,
+                   help=FAMILY_HELP + "; fused: the champions of the other families, each normalised against its normal scores "
+                        "per machine ID, averaged")
+    e.add_argument("--machine-type", default="slider")
+    e.add_argument("--version", type=int, default=None)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+
+    s = add("score", cmd_score, "score a night's drops with the champion and write DuckDB")
+    s.add_argument("--night", required=True, help="YYYY-MM-DD")
+    s.add_argument("--family", type=family_name, default=None, help=FAMILY_HELP + "; default: SLIDEAD_FAMILY (vae)")
+    s.add_argument("--machine-type", default=None, help="default: every type in the night")
+    s.add_argument("--shard-size", type=int, default=256)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--no-prefect", action="store_true")
+
+    lb = add("label", cmd_label, "record an operator's verdict on a night's clip; labelled clips join the "
+             "evaluation set of later training runs and evaluations")
+    lb.add_argument("clip", metavar="CLIP_ID", help="a clip_id (or a unique prefix of 8+ characters, or the clip's uri)")
+    lb.add_argument("verdict", choices=["fault", "false_alarm", "maintenance"],
+                    help="fault: an anomaly; false_alarm: normal; maintenance: left out of evaluation")
+    lb.add_argument("--note", default=None, help="free text kept with the verdict")
+    lb.add_argument("--by", default=None, help="who gave the verdict (default: the login name)")
+
+    r = add("report", cmd_report, "print the reporting queries in sql/ as tables")
+    r.add_argument("--night", default=None, help="YYYY-MM-DD (default: the latest scored night)")
+    r.add_argument("--only", action="append", help="one report by name (repeatable)")
+    r.add_argument("--machine-type", default=None, help="only this machine type's rows (letters, digits, _ . -)")
+    r.add_argument("--machine-id", default=None, help="only this machine ID's rows (digits, e.g. 00)")
+
+    sv = add("serve", cmd_serve, "serve the nightly and retrain deployments from this process (needs PREFECT_API_URL)")
+    sv.add_argument("--timezone", default=None,
+                    help="timezone of the 02:00 nightly schedule and of 'the night before' (default SLIDEAD_TIMEZONE or UTC)")
+    sv.add_argument("--machine-type", default="slider", help="machine type of the retrain deployments")
+    sv.add_argument("--limit", type=int, default=None, help="most flow runs at once")
+
+    m = add("models", cmd_models, "list registered model versions, their metrics and the champion")
+    m.add_argument("--machine-type", default="slider")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from slidead.errors import SlideadError
+
+    try:
+        settings = Settings()
+        t0 = time.perf_counter()
+        rc = args.fn(args, settings)
+        if args.command in ("demo", "train", "score"):
+            say(f"done in {time.perf_counter() - t0:.0f} s")
+        return rc
+    except (SlideadError, ValueError, FileNotFoundError) as e:
+        say(f"slidead {args.command}: error: {e}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

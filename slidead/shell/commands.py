@@ -1,0 +1,94 @@
+"""The jobs behind the command line and the demo: train, evaluate and score.
+
+``run_retrain`` and ``run_score`` run one library recipe each (:func:`slidead.jobs.retrain.retrain`,
+:func:`slidead.jobs.nightly.run_night`), either through the Prefect flows that wrap them
+(``use_prefect=True``) or in this process. Each takes :class:`~slidead.settings.Settings` and
+returns a plain dict (what ``--json`` prints).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from slidead.errors import NotEnoughDataError
+from slidead.settings import Settings
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def prefect_env(settings: Settings) -> None:
+    """Keep Prefect's own state under SLIDEAD_HOME unless the user points it elsewhere."""
+    os.environ.setdefault("PREFECT_HOME", str(settings.home_dir / "prefect"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def services(settings: Settings):
+    from slidead.store.services import Services
+
+    return Services.from_settings(settings)
+
+
+def run_retrain(settings: Settings, family: str, machine_type: str, epochs=None, device=None,
+                tolerance=0.0, patience=None, use_prefect=True, stream=None, metric=None) -> dict:
+    if use_prefect:
+        prefect_env(settings)
+        from flows.retrain import retrain
+
+        extra = {} if stream is None else {"stream": stream}
+        if metric is not None:
+            extra["metric"] = metric
+        return retrain(family=family, machine_type=machine_type, epochs=epochs, device=device,
+                       tolerance=tolerance, patience=patience, **extra)
+    from slidead.core.config import RunConfig
+    from slidead.jobs import retrain as job
+    from slidead.progress import Progress
+    from slidead.progress import epochs as epoch_progress
+
+    cfg = RunConfig.default(family, machine_type, metric, **job.train_overrides(
+        device or settings.device, epochs=epochs, patience=patience, stream=stream))
+    res = job.retrain(services(settings), cfg, tolerance, say, Progress("ingest", say), epoch_progress(family, say))
+    return res.summary()
+
+
+def evaluate_version(settings: Settings, family: str, machine_type: str, version: int | None = None) -> dict:
+    from slidead.jobs import retrain as job
+    from slidead.jobs.ingest import ingest, list_refs
+    from slidead.jobs.labels import add_plant_clips
+    from slidead.store.tracking import model_name
+
+    svc = services(settings)
+    loaded = svc.tracker.load(model_name(machine_type, family), version)
+    refs, _ = list_refs(svc.store, "eval", machine_type)
+    if not refs:
+        raise NotEnoughDataError(f"no labelled clips under eval/{machine_type}/ in {svc.store.uri}")
+    res = ingest(svc.store, svc.features, refs, [loaded.config.features], svc.audio)
+    add_plant_clips(svc, machine_type, [loaded.config.features], res, say)
+    rows = [res.features[loaded.config.features.hash][c] for c in sorted(res.features[loaded.config.features.hash])]
+    report, _ = job.evaluate(loaded.model, loaded.config, rows, loaded.thresholds)
+    per_id = {mid: {k: r[k] for k in ("auc", "pauc", "precision", "recall", "f1", "accuracy") if k in r}
+              for mid, r in report["per_id"].items()}
+    return {"family": family, "machine_type": machine_type, "model_version": loaded.version, "per_id": per_id,
+            "mean": {k: report["mean"][k] for k in ("auc", "pauc") if k in report["mean"]}}
+
+
+def run_score(settings: Settings, night: str, family: str | None, machine_type=None, shard_size=256,
+              use_prefect=True) -> dict:
+    from slidead.layout import check_night
+
+    check_night(night)
+    if use_prefect:
+        prefect_env(settings)
+        from flows.score import score
+
+        return score(night=night, family=family, machine_type=machine_type, shard_size=shard_size)
+    from slidead.jobs import nightly
+    from slidead.progress import Progress
+
+    res = nightly.run_night(services(settings), night, family or settings.family, machine_type, shard_size,
+                            progress=Progress("score", say), log=say)
+    return res.summary()

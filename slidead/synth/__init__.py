@@ -1,0 +1,1 @@
+"""The synthetic slide-rail plant: sounds, the plant tree, wear over nights."""
