@@ -23,20 +23,30 @@ def deployments(timezone: str = "UTC", machine_type: str = "slider") -> list:
 
     return [
         score.to_deployment(
-            name="nightly", schedules=[Cron(NIGHTLY_CRON, timezone=timezone)],
+            name="nightly",
+            schedules=[Cron(NIGHTLY_CRON, timezone=timezone)],
             parameters={"timezone": timezone},
             description="Score the night before with each machine type's champion; write DuckDB.",
-            tags=["slidead", "nightly"]),
+            tags=["slidead", "nightly"],
+        ),
         retrain.to_deployment(
-            name="ae", parameters={"family": "ae", "machine_type": machine_type},
-            description="Retrain the seed's AE; promote it if no worse than the champion.", tags=["slidead"]),
+            name="ae",
+            parameters={"family": "ae", "machine_type": machine_type},
+            description="Retrain the seed's AE; promote it if no worse than the champion.",
+            tags=["slidead"],
+        ),
         retrain.to_deployment(
-            name="vae", parameters={"family": "vae", "machine_type": machine_type},
-            description="Retrain the seed's VAE; promote it if no worse than the champion.", tags=["slidead"]),
+            name="vae",
+            parameters={"family": "vae", "machine_type": machine_type},
+            description="Retrain the seed's VAE; promote it if no worse than the champion.",
+            tags=["slidead"],
+        ),
         retrain.to_deployment(
-            name="idclf", parameters={"family": "idclf", "machine_type": machine_type},
+            name="idclf",
+            parameters={"family": "idclf", "machine_type": machine_type},
             description="Retrain the machine-ID classifier challenger; promote it if no worse than the champion.",
-            tags=["slidead"]),
+            tags=["slidead"],
+        ),
     ]
 
 

@@ -31,25 +31,46 @@ def log(msg: str) -> None:
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(family: str = "vae", machine_type: str = "slider", epochs: int | None = None,
-            device: str | None = None, tolerance: float = 0.0, seed: int = 0, patience: int | None = None,
-            metric: str | None = None, stream: str = "auto") -> dict:
+def retrain(
+    family: str = "vae",
+    machine_type: str = "slider",
+    epochs: int | None = None,
+    device: str | None = None,
+    tolerance: float = 0.0,
+    seed: int = 0,
+    patience: int | None = None,
+    metric: str | None = None,
+    stream: str = "auto",
+) -> dict:
     """Train ``family`` on ``train/<machine_type>/``, evaluate on ``eval/`` (and the plant clips
     operators labelled), register, gate promotion. ``metric``: the score metric (ae/vae ``mse``
     or ``mahalanobis``; idclf ``mahalanobis`` or ``logit``), default the family's. ``stream``:
     ``auto`` (stream the training clips from the Parquet feature store when they exceed the
     memory budget), ``memory`` or ``parquet``."""
     settings = Settings()
-    cfg = RunConfig.default(family, machine_type, metric, **job.train_overrides(
-        device or settings.device, epochs=epochs, patience=patience, stream=stream, seed=seed))
-    res = job.retrain(Services.from_settings(settings), cfg, tolerance, log, Progress("ingest", log),
-                      epoch_progress(family, log), steps=as_tasks)
+    cfg = RunConfig.default(
+        family,
+        machine_type,
+        metric,
+        **job.train_overrides(device or settings.device, epochs=epochs, patience=patience, stream=stream, seed=seed),
+    )
+    res = job.retrain(
+        Services.from_settings(settings),
+        cfg,
+        tolerance,
+        log,
+        Progress("ingest", log),
+        epoch_progress(family, log),
+        steps=as_tasks,
+    )
     mean = res.outcome.report.get("mean", {})
     create_markdown_artifact(
         key=f"retrain-{machine_type}-{family}",
-        markdown=(f"# {family} for {machine_type}: v{res.model_version}\n\n"
-                  f"mean AUC {mean.get('auc', float('nan')):.4f}, pAUC {mean.get('pauc', float('nan')):.4f}\n\n"
-                  f"{'Promoted to champion' if res.decision.promoted else 'Not promoted'}: {res.decision.reason}\n"),
-        description="retrain summary")
+        markdown=(
+            f"# {family} for {machine_type}: v{res.model_version}\n\n"
+            f"mean AUC {mean.get('auc', float('nan')):.4f}, pAUC {mean.get('pauc', float('nan')):.4f}\n\n"
+            f"{'Promoted to champion' if res.decision.promoted else 'Not promoted'}: {res.decision.reason}\n"
+        ),
+        description="retrain summary",
+    )
     return res.summary()
-

@@ -57,9 +57,14 @@ class DaskRunner:
             self.name, self.task_runner = f"dask {settings.dask_address}", DaskTaskRunner(address=settings.dask_address)
         else:
             self.name = f"dask local x{settings.dask_workers}"
-            self.task_runner = DaskTaskRunner(cluster_kwargs={
-                "n_workers": settings.dask_workers, "threads_per_worker": 1, "processes": True,
-                "dashboard_address": None})
+            self.task_runner = DaskTaskRunner(
+                cluster_kwargs={
+                    "n_workers": settings.dask_workers,
+                    "threads_per_worker": 1,
+                    "processes": True,
+                    "dashboard_address": None,
+                }
+            )
 
     def __call__(self, svc, plan, lease, progress) -> int:
         return fan_out.with_options(task_runner=self.task_runner)(self.settings, plan.jobs, plan.already)
@@ -71,15 +76,29 @@ def shard_runner(settings: Settings):
 
 
 @flow(name="score", log_prints=True)
-def score(night: str | None = None, family: str | None = None, machine_type: str | None = None,
-          shard_size: int = 256, timezone: str | None = None) -> dict:
+def score(
+    night: str | None = None,
+    family: str | None = None,
+    machine_type: str | None = None,
+    shard_size: int = 256,
+    timezone: str | None = None,
+) -> dict:
     """Score every clip of ``night`` (default: the night before) with the champion models."""
     settings = Settings()
     svc = Services.from_settings(settings)
     night = night or night_before(timezone or settings.timezone)
-    res = nightly.run_night(svc, night, family or settings.family, machine_type, shard_size, run_id=_run_id(),
-                            progress=Progress("score", log), log=log, runner=shard_runner(settings),
-                            steps=as_tasks)
+    res = nightly.run_night(
+        svc,
+        night,
+        family or settings.family,
+        machine_type,
+        shard_size,
+        run_id=_run_id(),
+        progress=Progress("score", log),
+        log=log,
+        runner=shard_runner(settings),
+        steps=as_tasks,
+    )
     publish(svc, res)
     return res.summary()
 
@@ -89,17 +108,24 @@ def publish(svc: Services, res: nightly.NightResult) -> None:
     cols, rows = svc.db.query(
         "SELECT machine_type, machine_id, uri, score, threshold, ratio, explanation, peak_time_s, peak_freq_lo_hz, "
         "peak_freq_hi_hz FROM anomalies WHERE night = ?::DATE AND model_name = ANY(?) ORDER BY ratio DESC",
-        [res.night, list(res.models)])
-    create_table_artifact(key=f"flagged-{res.night}", table=[dict(zip(cols, r)) for r in rows],
-                          description=f"flagged clips of night {res.night}")
+        [res.night, list(res.models)],
+    )
+    create_table_artifact(
+        key=f"flagged-{res.night}",
+        table=[dict(zip(cols, r)) for r in rows],
+        description=f"flagged clips of night {res.night}",
+    )
     create_markdown_artifact(
         key=f"night-{res.night}",
-        markdown=(f"# Night {res.night}\n\n{res.n_clips} clips: {res.n_scored} newly scored, {res.n_skipped} "
-                  f"already scored, {res.n_rejected} rejected, {res.n_flagged} flagged.\n\n"
-                  + "".join(f"- {name} v{v}\n" for name, v in res.models.items())
-                  + ("\n## Machine alarms raised\n\n" if res.alarms else "")
-                  + "".join(f"- **{a.kind}** {a.machine_type} id {a.machine_id}: {a.detail}\n" for a in res.alarms)),
-        description="nightly summary")
+        markdown=(
+            f"# Night {res.night}\n\n{res.n_clips} clips: {res.n_scored} newly scored, {res.n_skipped} "
+            f"already scored, {res.n_rejected} rejected, {res.n_flagged} flagged.\n\n"
+            + "".join(f"- {name} v{v}\n" for name, v in res.models.items())
+            + ("\n## Machine alarms raised\n\n" if res.alarms else "")
+            + "".join(f"- **{a.kind}** {a.machine_type} id {a.machine_id}: {a.detail}\n" for a in res.alarms)
+        ),
+        description="nightly summary",
+    )
 
 
 def _run_id() -> str:

@@ -39,7 +39,7 @@ class NoChampionError(SlideadError):
     def __init__(self, model_name: str):
         self.model_name = model_name
         family = model_name.rsplit("-", 1)[-1]
-        machine_type = model_name[len("slidead-"):model_name.rfind("-")]
+        machine_type = model_name[len("slidead-") : model_name.rfind("-")]
         super().__init__(
             f"no champion for registered model {model_name!r}: run retrain first, e.g. "
             f"`slidead train --family {family} --machine-type {machine_type}` or "
@@ -64,8 +64,15 @@ class NotEnoughDataError(SlideadError):
 
 
 # Values of these variables never appear in a message slidead writes (logs, errors, `runs.detail`).
-SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "MLFLOW_TRACKING_PASSWORD",
-              "MLFLOW_TRACKING_TOKEN", "MINIO_ROOT_PASSWORD", "PREFECT_API_KEY")
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MINIO_ROOT_PASSWORD",
+    "PREFECT_API_KEY",
+)
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 

@@ -84,8 +84,10 @@ def parse_key(key: str) -> ClipRef:
         if label not in LABELS:
             raise LayoutError(f"{key!r}: label folder {label!r} is not one of {LABELS}")
         return ClipRef(key, "eval", _machine_type(key, mtype), _machine_id(key, mid), label=label)
-    raise LayoutError(f"{key!r}: does not match drops/<night>/<type>/id_<NN>/<name>.wav, "
-                      "train/<type>/id_<NN>/<name>.wav or eval/<type>/id_<NN>/<label>/<name>.wav")
+    raise LayoutError(
+        f"{key!r}: does not match drops/<night>/<type>/id_<NN>/<name>.wav, "
+        "train/<type>/id_<NN>/<name>.wav or eval/<type>/id_<NN>/<label>/<name>.wav"
+    )
 
 
 def _machine_type(key: str, part: str) -> str:

@@ -29,10 +29,14 @@ class Progress:
                 self._next = float("inf")
 
 
-def epochs(label: str, emit: Callable[[str], None], every: int | None = None) -> Callable[[int, int, float, float], None]:
+def epochs(
+    label: str, emit: Callable[[str], None], every: int | None = None
+) -> Callable[[int, int, float, float], None]:
     """Report epoch i of n with losses, about ten times per run."""
+
     def report(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
         step = every or max(1, total // 10)
         if epoch == 1 or epoch % step == 0 or epoch == total:
             emit(f"{label}: epoch {epoch}/{total} train loss {train_loss:.4f} val loss {val_loss:.4f}")
+
     return report

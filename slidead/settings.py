@@ -37,14 +37,14 @@ class Settings(BaseSettings):
     duckdb: str | None = None
     family: str = "vae"
     device: str = "auto"
-    dask_address: str | None = None   # a Dask scheduler (tcp://host:8786): shards fan out to its workers
-    dask_workers: int = 0             # >0 and no address: a local Dask cluster of this many processes
+    dask_address: str | None = None  # a Dask scheduler (tcp://host:8786): shards fan out to its workers
+    dask_workers: int = 0  # >0 and no address: a local Dask cluster of this many processes
     alarm_k: int = 5
     alarm_n: int = 10
     drift_warmup_nights: int = 3
     drift_slack: float = 0.5
     drift_limit: float = 5.0
-    timezone: str = "UTC"             # of the 02:00 nightly schedule and of "the night before"
+    timezone: str = "UTC"  # of the 02:00 nightly schedule and of "the night before"
 
     @field_validator("family")
     @classmethod

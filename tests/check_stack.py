@@ -33,8 +33,10 @@ def main() -> int:
         import soundfile  # noqa: F401  (the WAV reader)
     except Exception as exc:  # one line for a person, whatever broke
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"slidead: {pair} do not load together ({first}); reinstall from uv.lock with `make install`.",
-              file=sys.stderr)
+        print(
+            f"slidead: {pair} do not load together ({first}); reinstall from uv.lock with `make install`.",
+            file=sys.stderr,
+        )
         return 1
     print(f"slidead: {pair} load together; mel transform ok.")
     return 0

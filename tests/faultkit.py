@@ -106,16 +106,22 @@ def make_registry(home: Path) -> str:
     return uri
 
 
-def services(tmp: Path, store=None, tracking_uri: str | None = None, lock_timeout_s: float = 5.0,
-             audio: AudioConfig = AudioConfig()) -> Services:
+def services(
+    tmp: Path,
+    store=None,
+    tracking_uri: str | None = None,
+    lock_timeout_s: float = 5.0,
+    audio: AudioConfig = AudioConfig(),
+) -> Services:
     store = store if store is not None else LocalObjectStore(tmp / "store")
     fstore = FeatureStore.local(store.uri) if isinstance(store, LocalObjectStore) else store.feature_store()
     db = ResultsDB(tmp / "results.duckdb", lock_timeout_s=lock_timeout_s)
     return Services(store, fstore, db, tracking_uri or champion_registry(), None, audio, "cpu")
 
 
-def clip(seconds: float = 1.0, seed: int = 0, rate: int = 16000, channels: int = 1, subtype: str = "PCM_16",
-         amp: float = 0.3) -> bytes:
+def clip(
+    seconds: float = 1.0, seed: int = 0, rate: int = 16000, channels: int = 1, subtype: str = "PCM_16", amp: float = 0.3
+) -> bytes:
     x = np.random.default_rng(seed).uniform(-amp, amp, (int(round(seconds * rate)), channels)).astype(np.float32)
     buf = io.BytesIO()
     sf.write(buf, x[:, 0] if channels == 1 else x, rate, subtype=subtype, format="WAV")
@@ -150,8 +156,9 @@ def ledger(svc: Services, night: str = NIGHT, model: str = MODEL, keys=None) -> 
     ``clips`` and ``rejected`` hold no duplicate keys."""
     keys = list(svc.store.list(f"drops/{night}/")) if keys is None else list(keys)
     with svc.db.connect(read_only=True) as con:
-        scored = dict(con.execute("SELECT clip_id, count(*) FROM scores WHERE model_name = ? GROUP BY 1",
-                                  [model]).fetchall())
+        scored = dict(
+            con.execute("SELECT clip_id, count(*) FROM scores WHERE model_name = ? GROUP BY 1", [model]).fetchall()
+        )
         rejected = {u: (r, d) for u, r, d in con.execute("SELECT uri, reason, detail FROM rejected").fetchall()}
         dups = {t: con.execute(sql).fetchone()[0] for t, sql in _DUPLICATES.items()}
     out: dict[str, tuple] = {}
@@ -175,18 +182,26 @@ def ledger(svc: Services, night: str = NIGHT, model: str = MODEL, keys=None) -> 
 
 def runs(svc: Services) -> list[tuple]:
     with svc.db.connect(read_only=True) as con:
-        return con.execute("SELECT run_id, status, n_scored, n_rejected, detail FROM runs ORDER BY started_at").fetchall()
+        return con.execute(
+            "SELECT run_id, status, n_scored, n_rejected, detail FROM runs ORDER BY started_at"
+        ).fetchall()
 
 
 def count(svc: Services, table: str) -> int:
     if not Path(svc.db.path).exists():
         return 0
     with svc.db.connect(read_only=True) as con:
-        return con.execute({"scores": "SELECT count(*) FROM scores", "clips": "SELECT count(*) FROM clips",
-                            "rejected": "SELECT count(*) FROM rejected"}[table]).fetchone()[0]
+        return con.execute(
+            {
+                "scores": "SELECT count(*) FROM scores",
+                "clips": "SELECT count(*) FROM clips",
+                "rejected": "SELECT count(*) FROM rejected",
+            }[table]
+        ).fetchone()[0]
 
 
 # -- S3 helpers ----------------------------------------------------------------------------------
+
 
 def snapshot(endpoint: str) -> dict[str, dict[str, bytes]]:
     """Every object of every bucket (the state a real S3 keeps while its endpoint is down)."""
@@ -218,16 +233,18 @@ class FlakyProxy:
     ``most`` in all) get ``status`` (503 SlowDown by default) instead. ``seen``/``failed``/``requests`` record what came
     by. Binds 127.0.0.1 only."""
 
-    BODIES = {503: b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-                   b"<Message>Please reduce your request rate.</Message></Error>",
-              500: b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
-                   b"<Message>We encountered an internal error. Please try again.</Message></Error>"}
+    BODIES = {
+        503: b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+        b"<Message>Please reduce your request rate.</Message></Error>",
+        500: b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
+        b"<Message>We encountered an internal error. Please try again.</Message></Error>",
+    }
 
     def __init__(self, upstream: str, fail: int = 0, status: int = 503, every: int = 0, most: int | None = None):
         self.upstream = upstream.split("://", 1)[1]
         self.fail, self.status, self.every, self.most = fail, status, every, most
         self.seen = self.failed = 0
-        self.requests: list[tuple[str, str]] = []     # (method, path) of every request
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self._lock = threading.Lock()
         proxy = self
 
@@ -267,8 +284,11 @@ class FlakyProxy:
                     self.wfile.write(payload)
                     return
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("connection", "expect", "transfer-encoding", "content-length")}
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("connection", "expect", "transfer-encoding", "content-length")
+                }
                 headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)
                 r = conn.getresponse()

@@ -10,8 +10,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-CREDS = {"AWS_ACCESS_KEY_ID": "slidead-test-key", "AWS_SECRET_ACCESS_KEY": "slidead-test-secret",
-         "AWS_DEFAULT_REGION": "us-east-1"}
+CREDS = {
+    "AWS_ACCESS_KEY_ID": "slidead-test-key",
+    "AWS_SECRET_ACCESS_KEY": "slidead-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def free_port() -> int:
@@ -28,9 +31,12 @@ class MotoServer:
 
     def start(self) -> "MotoServer":
         exe = Path(sys.executable).with_name("moto_server")
-        self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     env={**os.environ, **CREDS})
+        self.proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **CREDS},
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

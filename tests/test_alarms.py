@@ -24,8 +24,19 @@ def clips(flags_by_night, mid="00", version=1, scores=None):
     for k, flags in enumerate(flags_by_night):
         for i, f in enumerate(flags):
             s = scores[k][i] if scores else (2.0 if f else 1.0)
-            out.append(ClipRecord(night(k), "slider", mid, NAME, version, f"{mid}-{k}-{i}-v{version}",
-                                  f"drops/{night(k)}/slider/id_{mid}/{i:04d}.wav", s, bool(f)))
+            out.append(
+                ClipRecord(
+                    night(k),
+                    "slider",
+                    mid,
+                    NAME,
+                    version,
+                    f"{mid}-{k}-{i}-v{version}",
+                    f"drops/{night(k)}/slider/id_{mid}/{i:04d}.wav",
+                    s,
+                    bool(f),
+                )
+            )
     return out
 
 
@@ -60,8 +71,9 @@ def test_window_runs_across_nights():
 def test_newest_model_version_decides_a_clips_flag():
     cfg = AlarmConfig(k=2, n=3)
     old = clips([[1, 1, 1]], version=1)
-    new = [ClipRecord(r.night, r.machine_type, r.machine_id, r.model_name, 2, r.clip_id, r.uri, 1.0, False)
-           for r in old]
+    new = [
+        ClipRecord(r.night, r.machine_type, r.machine_id, r.model_name, 2, r.clip_id, r.uri, 1.0, False) for r in old
+    ]
     assert flagged_alarms(old + new, cfg) == []
     assert len(flagged_alarms(old, cfg)) == 1
 
@@ -72,9 +84,9 @@ def _scores(rng, shifts, n=30, sd=1.0):
 
 def test_drift_catches_a_slow_rise_that_flags_no_clip():
     rng = np.random.default_rng(1)
-    shifts = [0, 0, 0, 0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0]      # in clip standard deviations
+    shifts = [0, 0, 0, 0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0]  # in clip standard deviations
     scores = _scores(rng, shifts)
-    recs = clips([[0] * 30] * len(shifts), scores=scores)      # no clip flagged at all
+    recs = clips([[0] * 30] * len(shifts), scores=scores)  # no clip flagged at all
     nights, alarms = drift(recs, AlarmConfig())
     [a] = alarms
     assert a.kind == "drift" and a.cleared_night is None and a.value > 5.0
@@ -119,12 +131,34 @@ def test_bad_config_is_refused():
 
 
 def _load(db: ResultsDB, recs):
-    rows = [{"clip_id": r.clip_id, "model_name": r.model_name, "model_version": r.model_version, "family": "vae",
-             "night": r.night, "machine_type": r.machine_type, "machine_id": r.machine_id, "score": r.score,
-             "threshold": 1.5, "is_anomaly": r.flagged, "run_id": "t"} for r in recs]
+    rows = [
+        {
+            "clip_id": r.clip_id,
+            "model_name": r.model_name,
+            "model_version": r.model_version,
+            "family": "vae",
+            "night": r.night,
+            "machine_type": r.machine_type,
+            "machine_id": r.machine_id,
+            "score": r.score,
+            "threshold": 1.5,
+            "is_anomaly": r.flagged,
+            "run_id": "t",
+        }
+        for r in recs
+    ]
     table = pa.table({c: [row.get(c) for row in rows] for c in SCORE_COLUMNS})
-    clip_rows = [{"clip_id": r.clip_id, "uri": r.uri, "night": r.night, "split": "drop",
-                  "machine_type": r.machine_type, "machine_id": r.machine_id} for r in recs]
+    clip_rows = [
+        {
+            "clip_id": r.clip_id,
+            "uri": r.uri,
+            "night": r.night,
+            "split": "drop",
+            "machine_type": r.machine_type,
+            "machine_id": r.machine_id,
+        }
+        for r in recs
+    ]
     db.load_scores([table], clip_rows)
 
 
@@ -135,7 +169,7 @@ def test_database_alarms_are_recomputed_idempotently_and_keep_raised_at(tmp_path
     _load(db, first)
     [raised] = alarm_store.update(db, [NAME], cfg)
     _, before = db.query("SELECT alarm_id, kind, cleared_night, raised_at FROM alarms")
-    assert alarm_store.update(db, [NAME], cfg) == []          # nothing new the second time
+    assert alarm_store.update(db, [NAME], cfg) == []  # nothing new the second time
     _, again = db.query("SELECT alarm_id, kind, cleared_night, raised_at FROM alarms")
     assert again == before and before[0][0] == raised.alarm_id
     # a quiet second night clears it; raised_at stays, the view no longer lists it
@@ -172,7 +206,7 @@ def test_machine_alarms_report_lists_what_is_active_on_the_night(tmp_path):
     cfg = AlarmConfig(k=3, n=5)
     _load(db, clips([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]]))
     alarm_store.update(db, [NAME], cfg)
-    for day, expected in ((night(0), 1), (night(1), 0)):   # raised on the first night, cleared on the second
+    for day, expected in ((night(0), 1), (night(1), 0)):  # raised on the first night, cleared on the second
         [(title, cols, rows)] = run_report(db.path, day, ["machine_alarms"])
         assert title.startswith("Machine alarms active") and len(rows) == expected
         if rows:
@@ -192,8 +226,13 @@ def test_database_computation_equals_the_python_one(tmp_path):
         flags = [[bool(x > 11.0) for x in row] for row in scores]
         recs += clips(flags, mid=mid, scores=scores)
     # a second version re-scores the last two nights of machine 00
-    recs += [ClipRecord(r.night, r.machine_type, r.machine_id, r.model_name, 2, r.clip_id, r.uri, r.score + 0.1,
-                        not r.flagged) for r in recs if r.machine_id == "00" and r.night >= night(6)]
+    recs += [
+        ClipRecord(
+            r.night, r.machine_type, r.machine_id, r.model_name, 2, r.clip_id, r.uri, r.score + 0.1, not r.flagged
+        )
+        for r in recs
+        if r.machine_id == "00" and r.night >= night(6)
+    ]
     db = ResultsDB(tmp_path / "r.duckdb")
     _load(db, recs)
     nights_db, alarms_db = alarm_store.evaluate_db(db, [NAME], cfg)

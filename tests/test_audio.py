@@ -30,10 +30,17 @@ def _peak_hz(x: np.ndarray, rate: int) -> float:
 
 # --- formats -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "subtype, tol",
-    [("PCM_U8", 1 / 128), ("PCM_16", 1 / 32768), ("PCM_24", 2 ** -23), ("PCM_32", 2 ** -31),
-     ("FLOAT", 0.0), ("DOUBLE", 0.0)],
+    [
+        ("PCM_U8", 1 / 128),
+        ("PCM_16", 1 / 32768),
+        ("PCM_24", 2**-23),
+        ("PCM_32", 2**-31),
+        ("FLOAT", 0.0),
+        ("DOUBLE", 0.0),
+    ],
 )
 def test_decode_formats_roundtrip(subtype, tol):
     x = sine(440.0, 0.5)
@@ -85,6 +92,7 @@ def test_clipping_beyond_full_scale_is_noted():
 
 # --- real MIMII clips -----------------------------------------------------------------------
 
+
 def _mimii_files(root):
     files = sorted((root / "slider").glob("id_*/*/00000000.wav"))
     assert len(files) == 8
@@ -114,6 +122,7 @@ def test_mimii_clip_other_channel_and_missing_channel(mimii_dir):
 
 
 # --- resampling -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("rate, freq", [(44100, 1000.0), (8000, 440.0), (22050, 2500.0), (48000, 3000.0)])
 def test_resample_keeps_length_and_frequency(rate, freq):
@@ -147,12 +156,14 @@ def test_resample_common_rate_matches_torchaudio():
 
 # --- rejections -----------------------------------------------------------------------------
 
+
 def test_reject_empty():
     assert _reason(b"") == "empty"
 
 
-@pytest.mark.parametrize("data", [b"hello world, not audio at all", b"OggS" + bytes(100),
-                                  b"RIFF\x24\x00\x00\x00AVI " + bytes(64), b"RIFF"])
+@pytest.mark.parametrize(
+    "data", [b"hello world, not audio at all", b"OggS" + bytes(100), b"RIFF\x24\x00\x00\x00AVI " + bytes(64), b"RIFF"]
+)
 def test_reject_not_wav(data):
     assert _reason(data) == "not_wav"
 
@@ -178,7 +189,7 @@ def test_reject_header_without_data_chunk():
 
 
 def test_truncated_file_decodes_what_is_there_with_a_note():
-    data = _valid()                       # 8000 frames of PCM16 after a 44-byte header
+    data = _valid()  # 8000 frames of PCM16 after a 44-byte header
     assert len(data) == 44 + 16000
     d = decode(data[: 44 + 2 * 5000 + 1])  # half a sample too: the odd byte is ignored
     assert d.audio.size == 5000
@@ -253,6 +264,7 @@ def test_audio_config_validation():
 
 # --- property: nothing but AudioError -------------------------------------------------------
 
+
 def _decode_or_audio_error(data: bytes) -> None:
     try:
         d = decode(data)
@@ -284,8 +296,9 @@ def test_random_bytes_after_valid_header_raise_only_audio_error(body):
 @given(
     fmt=st.sampled_from([1, 3, 0, 0xFFFE, 7]),
     channels=st.integers(0, 9),
-    rate=st.sampled_from([0, 1, 7999, 8000, 11025, 16000, 22050, 44100, 44101, 48000, 96000,
-                          MAX_RATE + 1, 2**31 - 1, 2**32 - 1]),
+    rate=st.sampled_from(
+        [0, 1, 7999, 8000, 11025, 16000, 22050, 44100, 44101, 48000, 96000, MAX_RATE + 1, 2**31 - 1, 2**32 - 1]
+    ),
     bits=st.sampled_from([0, 8, 16, 24, 32, 64, 7]),
     declared=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
     body=st.binary(min_size=0, max_size=6000),
@@ -294,6 +307,15 @@ def test_random_header_fields_raise_only_audio_error(fmt, channels, rate, bits, 
     block = max(channels * bits // 8, 0)
     fmt_chunk = struct.pack("<HHIIHH", fmt, channels, rate, (rate * block) & 0xFFFFFFFF, block & 0xFFFF, bits)
     size = len(body) if declared is None else declared
-    data = (b"RIFF" + struct.pack("<I", 36 + len(body)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt_chunk
-            + b"data" + struct.pack("<I", size) + body)
+    data = (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(body))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt_chunk
+        + b"data"
+        + struct.pack("<I", size)
+        + body
+    )
     _decode_or_audio_error(data)

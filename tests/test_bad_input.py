@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 
 def _patch32(data: bytes, offset: int, value: int) -> bytes:
     b = bytearray(data)
-    b[offset:offset + 4] = struct.pack("<I", value)
+    b[offset : offset + 4] = struct.pack("<I", value)
     return bytes(b)
 
 
@@ -38,7 +38,7 @@ def _with(x: np.ndarray, index: int, value: float) -> np.ndarray:
     return x
 
 
-GOOD = clip(1.0, 1)                               # 16000 frames of PCM16 after a 44-byte header
+GOOD = clip(1.0, 1)  # 16000 frames of PCM16 after a 44-byte header
 NOISE = np.random.default_rng(2).uniform(-0.3, 0.3, 16000).astype(np.float32)
 
 # name -> (bytes, expected: a rejection reason, or "scored" with a note fragment or None)
@@ -74,13 +74,18 @@ CASES = {
 def test_a_night_of_bad_input_scores_or_rejects_every_clip(tmp_path):
     svc = services(tmp_path)
     put_night(svc.store, {f"slider/id_00/{name}": data for name, (data, _) in CASES.items()})
-    bad_keys = put_night(svc.store, {"slider/no_machine_id/x.wav": GOOD,
-                                     "slider/id_02/notes.txt": b"not audio",
-                                     "slide rail/id_00/x.wav": clip(1.0, 10)})
+    bad_keys = put_night(
+        svc.store,
+        {
+            "slider/no_machine_id/x.wav": GOOD,
+            "slider/id_02/notes.txt": b"not audio",
+            "slide rail/id_00/x.wav": clip(1.0, 10),
+        },
+    )
     res = nightly.run_night(svc, NIGHT, "ae", shard_size=8)
     assert res.n_clips == len(CASES) + len(bad_keys)
 
-    where = ledger(svc)          # every key: scored exactly once, or rejected with a reason and a detail
+    where = ledger(svc)  # every key: scored exactly once, or rejected with a reason and a detail
     with svc.db.connect(read_only=True) as con:
         notes = dict(con.execute("SELECT uri, note FROM clips").fetchall())
     for name, (_, expected) in CASES.items():
@@ -132,10 +137,11 @@ def test_symlink_out_of_the_store_is_a_bad_key_and_never_read(tmp_path):
         rows = con.execute("SELECT reason, detail, clip_id FROM rejected").fetchall()
         assert con.execute("SELECT count(*) FROM scores").fetchone()[0] == 1
     assert len(rows) == 1 and rows[0][0] == "bad_key" and "escapes the store root" in rows[0][1]
-    assert rows[0][2] is None     # its bytes were never read
+    assert rows[0][2] is None  # its bytes were never read
 
 
 # --- property: random bytes and odd WAVs never stop a run, never hang -------------------------
+
 
 class _MemoryStore:
     uri = "mem://night"
@@ -163,6 +169,7 @@ _CFG = for_family("ae")
 @contextlib.contextmanager
 def _time_limit(seconds: float):
     """Fail (instead of hanging the suite) if one example takes longer than ``seconds``."""
+
     def fire(*_):
         raise TimeoutError(f"reading one night of odd files took more than {seconds} s")
 
@@ -194,8 +201,7 @@ def _ingest_never_fails(blobs: list[bytes]) -> None:
         assert np.all(np.isfinite(res.features[_CFG.hash][cid].logmel))
 
 
-_PROP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                 derandomize=True)
+_PROP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
 
 @_PROP
@@ -225,7 +231,7 @@ def odd_wavs(draw) -> bytes:
         x[:] = 0.25
     elif kind == "impulse":
         x[:] = 0
-        x[n // 2:n // 2 + 1] = 1.0
+        x[n // 2 : n // 2 + 1] = 1.0
     elif kind in ("nan", "inf") and n:
         x[rng.integers(0, n)] = np.nan if kind == "nan" else np.inf
         if subtype not in ("FLOAT", "DOUBLE"):

@@ -13,8 +13,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def plant(tmp_path_factory):
     # clearer faults than the default plant, so a short schedule has something to find
-    settings, _, _ = make_plant(tmp_path_factory.mktemp("behaviour"), n_train=24, n_eval_normal=12,
-                                n_eval_anomaly=12, severity=(0.6, 1.0), seed=11)
+    settings, _, _ = make_plant(
+        tmp_path_factory.mktemp("behaviour"),
+        n_train=24,
+        n_eval_normal=12,
+        n_eval_anomaly=12,
+        severity=(0.6, 1.0),
+        seed=11,
+    )
     return settings
 
 

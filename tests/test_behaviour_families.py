@@ -21,8 +21,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def plant(tmp_path_factory):
     # the plant of test_behaviour.py: clearer faults than the default, two IDs
-    settings, _, _ = make_plant(tmp_path_factory.mktemp("behaviour-families"), n_train=24, n_eval_normal=12,
-                                n_eval_anomaly=12, severity=(0.6, 1.0), seed=11)
+    settings, _, _ = make_plant(
+        tmp_path_factory.mktemp("behaviour-families"),
+        n_train=24,
+        n_eval_normal=12,
+        n_eval_anomaly=12,
+        severity=(0.6, 1.0),
+        seed=11,
+    )
     return settings
 
 

@@ -16,8 +16,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_two_dask_workers_score_like_one_process(tmp_path, monkeypatch):
-    settings, svc, summary = make_plant(tmp_path / "one", n_train=6, n_eval_normal=3, n_eval_anomaly=3,
-                                        night_normal=5, night_anomaly=2)
+    settings, svc, summary = make_plant(
+        tmp_path / "one", n_train=6, n_eval_normal=3, n_eval_anomaly=3, night_normal=5, night_anomaly=2
+    )
     run_retrain(settings, "ae", "slider", epochs=2, use_prefect=False)
     # the same night in a second store, scored by the same registry on a Dask cluster
     (tmp_path / "two" / "store").mkdir(parents=True)
@@ -38,8 +39,10 @@ def test_two_dask_workers_score_like_one_process(tmp_path, monkeypatch):
     assert single["engine"] == "process" and fanned["engine"] == "dask local x2"
     one = Services.from_settings(Settings(home=tmp_path / "one")).db
     two = Services.from_settings(Settings(home=tmp_path / "two")).db
-    q = ("SELECT clip_id, model_version, score, threshold, is_anomaly, peak_time_s, peak_freq_lo_hz FROM scores "
-         "ORDER BY clip_id")
+    q = (
+        "SELECT clip_id, model_version, score, threshold, is_anomaly, peak_time_s, peak_freq_lo_hz FROM scores "
+        "ORDER BY clip_id"
+    )
     _, a = one.query(q)
     _, b = two.query(q)
     assert len(a) == len(b) == n

@@ -22,6 +22,9 @@ def test_served_deployments_cover_every_family_and_the_nightly_schedule():
 
 def test_prefect_yaml_declares_the_same_retrain_deployments():
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
-    retrains = {d["name"]: d["parameters"]["family"] for d in spec["deployments"]
-                if d["entrypoint"] == "flows/retrain.py:retrain"}
+    retrains = {
+        d["name"]: d["parameters"]["family"]
+        for d in spec["deployments"]
+        if d["entrypoint"] == "flows/retrain.py:retrain"
+    }
     assert retrains == {"ae": "ae", "vae": "vae", "idclf": "idclf"}

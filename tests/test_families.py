@@ -36,11 +36,15 @@ def test_round_trip_through_tracking_rebuilds_the_model_and_its_statistics(tmp_p
     ids = ["00", "02", "04", "00", "02", "04"]
     windows = FrameWindows(clips, cfg.features.frames, [0, 1, 2, 0, 1, 2], getattr(model, "window_hop", 1))
     fit_normal_statistics(model, windows, ("00", "02", "04"), cfg.score)
-    thresholds = {"quantile": 0.9, "per_id": {m: {"threshold": 1.0} for m in ("00", "02", "04")},
-                  "normal_scores": {"00": {"c1": 0.5}}}
+    thresholds = {
+        "quantile": 0.9,
+        "per_id": {m: {"threshold": 1.0} for m in ("00", "02", "04")},
+        "normal_scores": {"00": {"c1": 0.5}},
+    }
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "artifacts"))
-    _, version = tracker.log_training(cfg, model, {"train_loss": [1.0], "val_loss": [1.0]}, thresholds,
-                                      _report(("00", "02", "04")), {})
+    _, version = tracker.log_training(
+        cfg, model, {"train_loss": [1.0], "val_loss": [1.0]}, thresholds, _report(("00", "02", "04")), {}
+    )
     loaded = tracker.load(f"slidead-slider-{family}", version)
     assert loaded.config == cfg and loaded.thresholds == thresholds
     assert isinstance(loaded.model, IDClf if family == "idclf" else AE)
@@ -59,8 +63,10 @@ def test_round_trip_through_tracking_rebuilds_the_model_and_its_statistics(tmp_p
 @pytest.fixture(scope="module")
 def plant(tmp_path_factory):
     settings, svc, summary = make_plant(tmp_path_factory.mktemp("families"))
-    runs = {f: run_retrain(settings, f, "slider", epochs=e, use_prefect=False)
-            for f, e in (("ae", 5), ("vae", 3), ("idclf", 3))}
+    runs = {
+        f: run_retrain(settings, f, "slider", epochs=e, use_prefect=False)
+        for f, e in (("ae", 5), ("vae", 3), ("idclf", 3))
+    }
     return settings, svc, summary, runs
 
 
@@ -111,7 +117,9 @@ def test_score_a_night_with_the_idclf_champion(plant):
     n = len(summary["night_truth"])
     assert out["n_scored"] == n and out["n_rejected"] == 0 and out["models"] == {"slidead-slider-idclf": 1}
     with svc.db.connect(read_only=True) as con:
-        rows = con.execute("SELECT score, threshold, peak_time_s, peak_freq_lo_hz FROM scores "
-                           "WHERE model_name = 'slidead-slider-idclf'").fetchall()
+        rows = con.execute(
+            "SELECT score, threshold, peak_time_s, peak_freq_lo_hz FROM scores "
+            "WHERE model_name = 'slidead-slider-idclf'"
+        ).fetchall()
     assert len(rows) == n
     assert all(np.isfinite(s) and t is not None and 0 <= p <= 10 and np.isfinite(f) for s, t, p, f in rows)

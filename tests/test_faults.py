@@ -31,17 +31,19 @@ def _crash_after(n_shards: int, shard_size: int):
     def progress(done, total):
         if done >= n_shards * shard_size and done < total:
             raise Crash(f"killed after {done} of {total} clips")
+
     return progress
 
 
 # --- a crash after some shards, before the load ---------------------------------------------
+
 
 def test_rerun_after_a_crash_resumes_from_shards_without_rescoring(tmp_path):
     svc = services(tmp_path)
     put_night(svc.store, good_clips(10))
     with pytest.raises(Crash):
         nightly.run_night(svc, NIGHT, "ae", shard_size=3, run_id="crashed", progress=_crash_after(2, 3))
-    assert count(svc, "scores") == 0                      # nothing loaded: the load comes last
+    assert count(svc, "scores") == 0  # nothing loaded: the load comes last
     assert [r[:2] for r in runs(svc)] == [("crashed", "failed")]
     shards = nightly.shard_store(svc)
     # one shard file of the next run's set is half-written garbage: it must be recomputed, not trusted
@@ -54,21 +56,22 @@ def test_rerun_after_a_crash_resumes_from_shards_without_rescoring(tmp_path):
     assert res.n_shards_resumed == 1 and res.n_scored == 10
     with svc.db.connect(read_only=True) as con:
         by_run = dict(con.execute("SELECT run_id, count(*) FROM scores GROUP BY 1").fetchall())
-    assert by_run == {"crashed": 3, "rerun": 7}            # the good shard was loaded, not rescored
+    assert by_run == {"crashed": 3, "rerun": 7}  # the good shard was loaded, not rescored
     assert all(shards.read(*s) is not None for s in res.shards)
     ledger(svc)
 
 
 # --- two runs of the same night at once -----------------------------------------------------
 
+
 def test_second_run_waits_for_the_first_and_scores_nothing_twice(tmp_path):
-    svc_a, svc_b = services(tmp_path), services(tmp_path)   # two "processes" on one store and file
+    svc_a, svc_b = services(tmp_path), services(tmp_path)  # two "processes" on one store and file
     put_night(svc_a.store, good_clips(8))
     started, results, errors = threading.Event(), {}, []
 
     def first_progress(done, total):
         started.set()
-        time.sleep(0.3)                                     # hold the lock a while
+        time.sleep(0.3)  # hold the lock a while
 
     def run(name, svc, **kw):
         try:
@@ -80,8 +83,8 @@ def test_second_run_waits_for_the_first_and_scores_nothing_twice(tmp_path):
     a.start()
     assert started.wait(30)
     with pytest.raises(NightBusyError, match=r"being scored by run first .*pid %d.*wrote nothing" % os.getpid()):
-        nightly.run_night(svc_b, NIGHT, "ae", run_id="refused")          # refuses at once by default
-    run("second", svc_b, lock_wait_s=60)                                  # or waits for it
+        nightly.run_night(svc_b, NIGHT, "ae", run_id="refused")  # refuses at once by default
+    run("second", svc_b, lock_wait_s=60)  # or waits for it
     a.join()
     assert not errors
     assert (results["first"].n_scored, results["second"].n_scored) == (8, 0)
@@ -101,8 +104,9 @@ time.sleep(120)
 
 
 def _holder(store_root, key, ttl_s=120.0) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(store_root), key, str(ttl_s)],
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(store_root), key, str(ttl_s)], stdout=subprocess.PIPE, text=True
+    )
     assert p.stdout.readline().strip() == "holding"
     return p
 
@@ -118,18 +122,30 @@ def test_a_run_in_another_process_blocks_until_it_dies_then_its_lock_is_free(tmp
         assert time.monotonic() - t0 >= 1.0
         assert count(svc, "scores") == 0
     finally:
-        holder.kill()                    # a crash: no release, the lease still says "held"
+        holder.kill()  # a crash: no release, the lease still says "held"
         holder.wait()
     assert json.loads(svc.store.get(night_lock.lock_key(NIGHT, "ae")))["state"] == "held"
-    res = nightly.run_night(svc, NIGHT, "ae")        # its process is gone: the lock is free at once
+    res = nightly.run_night(svc, NIGHT, "ae")  # its process is gone: the lock is free at once
     assert res.n_scored == 4
     ledger(svc)
 
 
 def _foreign_lock(store, key, age_s: float, ttl_s: float = 120.0) -> None:
-    store.put(key, json.dumps({"state": "held", "token": "t", "run_id": "elsewhere-run", "host": "another-host",
-                               "pid": 1, "started_at": "2026-11-24T02:00:00+00:00",
-                               "heartbeat": time.time() - age_s, "ttl_s": ttl_s}).encode())
+    store.put(
+        key,
+        json.dumps(
+            {
+                "state": "held",
+                "token": "t",
+                "run_id": "elsewhere-run",
+                "host": "another-host",
+                "pid": 1,
+                "started_at": "2026-11-24T02:00:00+00:00",
+                "heartbeat": time.time() - age_s,
+                "ttl_s": ttl_s,
+            }
+        ).encode(),
+    )
 
 
 def test_lock_of_a_run_on_another_host_expires_after_its_ttl(tmp_path):
@@ -139,7 +155,7 @@ def test_lock_of_a_run_on_another_host_expires_after_its_ttl(tmp_path):
     _foreign_lock(svc.store, key, age_s=5)
     with pytest.raises(NightBusyError, match="run elsewhere-run on host another-host.*heartbeat 5 s ago"):
         nightly.run_night(svc, NIGHT, "ae")
-    _foreign_lock(svc.store, key, age_s=121)      # its heartbeat stopped longer than its ttl ago: a crash
+    _foreign_lock(svc.store, key, age_s=121)  # its heartbeat stopped longer than its ttl ago: a crash
     assert nightly.run_night(svc, NIGHT, "ae").n_scored == 2
     ledger(svc)
 
@@ -148,24 +164,24 @@ def test_lease_heartbeat_keeps_it_and_notices_a_takeover(tmp_path):
     store = LocalObjectStore(tmp_path / "s")
     lease = Lease(store, "locks/x.json", "a", ttl_s=0.3).acquire()
     try:
-        time.sleep(0.5)                           # longer than its ttl: only the heartbeat keeps it
+        time.sleep(0.5)  # longer than its ttl: only the heartbeat keeps it
         with pytest.raises(LeaseBusy):
             Lease(store, "locks/x.json", "b", ttl_s=0.3).acquire()
         assert not lease.lost
-        lease._stop.set()                         # the holder freezes (no more heartbeats) ...
+        lease._stop.set()  # the holder freezes (no more heartbeats) ...
         lease._beat.join()
         time.sleep(0.4)
-        taker = Lease(store, "locks/x.json", "b", ttl_s=0.3).acquire()   # ... so another run takes over
-        lease._stop.clear()                       # it wakes up and beats again
+        taker = Lease(store, "locks/x.json", "b", ttl_s=0.3).acquire()  # ... so another run takes over
+        lease._stop.clear()  # it wakes up and beats again
         lease._beat = threading.Thread(target=lease._heartbeat, daemon=True)
         lease._beat.start()
         time.sleep(0.3)
-        assert lease.lost                         # and the frozen one learns it lost the lease
+        assert lease.lost  # and the frozen one learns it lost the lease
         taker.release()
     finally:
         lease.release()
     with hold(store, "locks/x.json", "c") as first, hold(store, "locks/x.json", "c") as nested:
-        assert nested is first                    # the same run nests
+        assert nested is first  # the same run nests
 
 
 # --- the DuckDB file held open by an analyst's shell ----------------------------------------
@@ -188,7 +204,7 @@ def test_database_held_open_at_load_time_loses_nothing(tmp_path):
     svc = services(tmp_path, lock_timeout_s=1.0)
     put_night(svc.store, good_clips(6))
     with svc.db.connect():
-        pass                                      # the file exists, as after earlier nights
+        pass  # the file exists, as after earlier nights
     holder = []
 
     def analyst_opens_the_file(done, total):
@@ -205,8 +221,8 @@ def test_database_held_open_at_load_time_loses_nothing(tmp_path):
             h.wait()
     assert count(svc, "scores") == 0
     res = nightly.run_night(svc, NIGHT, "ae", shard_size=2, run_id="after")
-    assert res.n_shards_resumed == 3 and res.n_scored == 6     # the shards were kept: nothing rescored
-    assert [r[:2] for r in runs(svc)] == [("after", "completed")]   # "blocked" could not be recorded
+    assert res.n_shards_resumed == 3 and res.n_scored == 6  # the shards were kept: nothing rescored
+    assert [r[:2] for r in runs(svc)] == [("after", "completed")]  # "blocked" could not be recorded
     ledger(svc)
 
 
@@ -228,6 +244,7 @@ def test_database_held_open_names_the_holder(tmp_path):
 
 # --- MLflow unreachable, or the champion's files gone ----------------------------------------
 
+
 def test_mlflow_unreachable_is_a_clear_error_and_writes_no_results(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
@@ -241,7 +258,7 @@ def test_mlflow_unreachable_is_a_clear_error_and_writes_no_results(tmp_path, mon
     assert not (tmp_path / "store" / "results").exists() and not (tmp_path / "store" / "features").exists()
     (run,) = runs(svc)
     assert run[1] == "failed" and "ModelRegistryError" in run[4] and "hunter2" not in run[4]
-    svc.tracking_uri, svc._tracker = services(tmp_path).tracking_uri, None    # MLflow is back
+    svc.tracking_uri, svc._tracker = services(tmp_path).tracking_uri, None  # MLflow is back
     assert nightly.run_night(svc, NIGHT, "ae").n_scored == 2
     ledger(svc)
 
@@ -254,7 +271,7 @@ def test_champion_with_missing_artifacts_is_a_clear_error(tmp_path, how):
         with pytest.raises(ModelRegistryError, match=rf"champion of {MODEL} \(v1\) .* model files .* are missing"):
             nightly.run_night(svc, NIGHT, "ae")
     assert count(svc, "scores") == 0 and not (tmp_path / "store" / "results").exists()
-    svc._tracker = None                                   # the files are back: a re-run completes
+    svc._tracker = None  # the files are back: a re-run completes
     assert nightly.run_night(svc, NIGHT, "ae").n_scored == 2
     ledger(svc)
 

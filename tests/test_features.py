@@ -16,6 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # --- config ---------------------------------------------------------------------------------
 
+
 def test_config_hash_is_stable_and_pinned():
     # The hash names the Parquet folder: changing how it is computed orphans stored features.
     assert FeatureConfig().hash == FeatureConfig().hash
@@ -24,8 +25,18 @@ def test_config_hash_is_stable_and_pinned():
     assert FeatureConfig(n_mels=64).hash == for_family("ae").hash
 
 
-@pytest.mark.parametrize("field, value", [("sample_rate", 8000), ("n_fft", 2048), ("hop_length", 256),
-                                          ("n_mels", 64), ("power", 1.0), ("frames", 3), ("channel", 1)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("sample_rate", 8000),
+        ("n_fft", 2048),
+        ("hop_length", 256),
+        ("n_mels", 64),
+        ("power", 1.0),
+        ("frames", 3),
+        ("channel", 1),
+    ],
+)
 def test_config_hash_changes_with_every_field(field, value):
     assert FeatureConfig(**{field: value}).hash != FeatureConfig().hash
 
@@ -47,14 +58,16 @@ def test_config_facts():
     assert c.to_dict()["n_mels"] == 128
 
 
-@pytest.mark.parametrize("kw", [{"n_mels": 0}, {"hop_length": -1}, {"n_fft": 0}, {"frames": 0},
-                                {"sample_rate": 0}, {"channel": -1}])
+@pytest.mark.parametrize(
+    "kw", [{"n_mels": 0}, {"hop_length": -1}, {"n_fft": 0}, {"frames": 0}, {"sample_rate": 0}, {"channel": -1}]
+)
 def test_bad_config_raises(kw):
     with pytest.raises(ValueError, match=next(iter(kw))):
         FeatureConfig(**kw)
 
 
 # --- shapes ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("family, n_mels", [("vae", 128), ("ae", 64)])
 def test_ten_second_clip_shapes(family, n_mels):
@@ -82,6 +95,7 @@ def test_short_or_misshapen_audio_raises():
 
 
 # --- windows --------------------------------------------------------------------------------
+
 
 def test_windows_are_frame_major_exact():
     n_mels, t = 3, 8
@@ -111,6 +125,7 @@ def test_windows_bad_input():
 
 # --- values ---------------------------------------------------------------------------------
 
+
 def test_batched_log_mel_equals_per_clip():
     cfg = FeatureConfig(n_mels=64)
     rng = np.random.default_rng(1)
@@ -138,7 +153,7 @@ def test_band_edges_shape_and_ends():
     assert e[0, 0] == 0.0 and e[-1, 1] == pytest.approx(8000.0)
     assert np.all(np.diff(e[:, 0]) > 0) and np.all(e[:, 1] > e[:, 0])
     np.testing.assert_array_equal(e[:-2, 1], e[2:, 0])  # band k ends where band k+2 starts
-    assert np.all(e[1:, 0] < e[:-1, 1])                  # neighbours overlap
+    assert np.all(e[1:, 0] < e[:-1, 1])  # neighbours overlap
 
 
 def _slaney_hz_to_mel(f):
@@ -177,7 +192,7 @@ def test_log_mel_matches_independent_numpy_dcase_formula():
     np.testing.assert_allclose(mel_f[:-2], mel_band_edges(cfg)[:, 0], rtol=1e-12)
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(256) / 256)  # periodic Hann
     for t in (10, 16, 20):  # frames away from the reflect-padded edges
-        frame = x[t * 128 - 128: t * 128 + 128].astype(np.float64)
+        frame = x[t * 128 - 128 : t * 128 + 128].astype(np.float64)
         power = np.abs(np.fft.rfft(frame * window)) ** 2
         expected = 10 * np.log10(fb @ power + sys.float_info.epsilon)
         np.testing.assert_allclose(lm[:, t], expected, atol=1e-3)
@@ -199,6 +214,14 @@ def test_log_mel_equals_torchaudio_melspectrogram():
     for fam in ("ae", "vae"):
         cfg = for_family(fam)
         ref = torchaudio.transforms.MelSpectrogram(
-            sample_rate=16000, n_fft=1024, hop_length=512, n_mels=cfg.n_mels, power=2.0, center=True,
-            pad_mode="reflect", norm="slaney", mel_scale="slaney")(torch.from_numpy(x))
+            sample_rate=16000,
+            n_fft=1024,
+            hop_length=512,
+            n_mels=cfg.n_mels,
+            power=2.0,
+            center=True,
+            pad_mode="reflect",
+            norm="slaney",
+            mel_scale="slaney",
+        )(torch.from_numpy(x))
         np.testing.assert_allclose(LogMel(cfg)(x), (10 * torch.log10(ref + EPS)).numpy(), atol=1e-3)

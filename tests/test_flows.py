@@ -47,8 +47,9 @@ def test_retrain_then_score_flows(harness, tmp_path, monkeypatch):
 
 def test_score_flow_without_champion_fails_with_advice(harness, tmp_path, monkeypatch):
     monkeypatch.setenv("SLIDEAD_HOME", str(tmp_path))
-    make_plant(tmp_path, n_train=2, n_eval_normal=0, n_eval_anomaly=0, machine_ids=("00",), night_normal=1,
-               night_anomaly=0)
+    make_plant(
+        tmp_path, n_train=2, n_eval_normal=0, n_eval_anomaly=0, machine_ids=("00",), night_normal=1, night_anomaly=0
+    )
     from flows.score import score
 
     state = score(night=NIGHT, family="vae", return_state=True)
@@ -73,4 +74,4 @@ def test_retrain_flow_takes_metric_and_stream(harness, tmp_path, monkeypatch):
     out = retrain(family="ae", machine_type="slider", epochs=2, metric="mahalanobis", stream="parquet")
     loaded = svc.tracker.load("slidead-slider-ae", out["model_version"])
     assert loaded.config.score.metric == "mahalanobis" and loaded.config.train.stream == "parquet"
-    assert loaded.model.mahalanobis.ids == ("00", "02")   # fitted per machine ID, not just present
+    assert loaded.model.mahalanobis.ids == ("00", "02")  # fitted per machine ID, not just present

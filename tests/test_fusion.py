@@ -24,14 +24,16 @@ def test_rank_normalise_exact_values():
     np.testing.assert_array_equal(got[:5], [0.0, 0.125, 0.5, 0.875, 1.0])
     assert np.isnan(got[5])
     np.testing.assert_array_equal(rank_normalise([2.0], [1.0, 2.0, 2.0, 3.0]), [0.5])
-    np.testing.assert_array_equal(rank_normalise([2.0], [1.0, np.nan, 3.0]), [0.5])   # NaN reference ignored
+    np.testing.assert_array_equal(rank_normalise([2.0], [1.0, np.nan, 3.0]), [0.5])  # NaN reference ignored
     assert np.isnan(rank_normalise([1.0], [])).all()
 
 
 def test_fuse_averages_the_families_ranks_per_machine_id():
     scores = {"a": [1.0, 5.0, 7.0], "b": [30.0, 10.0, 99.0]}
-    refs = {"a": {"00": [0.0, 2.0, 4.0, 6.0], "02": [6.0, 8.0]},
-            "b": {"00": [10.0, 20.0, 30.0, 40.0]}}                 # b knows no normal clips of 02
+    refs = {
+        "a": {"00": [0.0, 2.0, 4.0, 6.0], "02": [6.0, 8.0]},
+        "b": {"00": [10.0, 20.0, 30.0, 40.0]},
+    }  # b knows no normal clips of 02
     got = fuse(scores, refs, ["00", "00", "02"], "rank")
     # 00: a 1 -> 1/4, 5 -> 3/4; b 30 -> 2.5/4, 10 -> 0.5/4; 02: only a, 7 among [6, 8] -> 1/2
     np.testing.assert_allclose(got, [(0.25 + 0.625) / 2, (0.75 + 0.125) / 2, 0.5])
@@ -44,8 +46,10 @@ def test_fuse_averages_the_families_ranks_per_machine_id():
 
 
 def test_fused_normal_scores_rank_each_clip_leave_one_out():
-    normal = {"a": {"00": {"c1": 1.0, "c2": 2.0, "c3": 3.0}},
-              "b": {"00": {"c1": 30.0, "c2": 10.0, "c3": 20.0, "c4": 5.0}}}   # c4: held out by b only
+    normal = {
+        "a": {"00": {"c1": 1.0, "c2": 2.0, "c3": 3.0}},
+        "b": {"00": {"c1": 30.0, "c2": 10.0, "c3": 20.0, "c4": 5.0}},
+    }  # c4: held out by b only
     got = fused_normal_scores(normal, "rank")
     # a: c1 among [2, 3] -> 0, c2 among [1, 3] -> 1/2, c3 -> 1; b: c1 among [10, 20, 5] -> 1,
     # c2 among [30, 20, 5] -> 1/3, c3 among [30, 10, 5] -> 2/3
@@ -54,8 +58,12 @@ def test_fused_normal_scores_rank_each_clip_leave_one_out():
     assert th["quantile"] == 0.5
     assert th["per_id"]["00"]["threshold"] == pytest.approx(0.5) and th["per_id"]["00"]["n"] == 3
     few = fused_thresholds({"a": {"00": {"c1": 1.0, "c2": 2.0}}}, 0.9, "rank")
-    assert few["per_id"]["00"] == {"threshold": 0.9, "n": 2, "method": "rank quantile",
-                                   "source": "too few common normal clips"}
+    assert few["per_id"]["00"] == {
+        "threshold": 0.9,
+        "n": 2,
+        "method": "rank quantile",
+        "source": "too few common normal clips",
+    }
     with pytest.raises(ValueError, match="quantile"):
         fused_thresholds(normal, 1.0)
 
@@ -72,9 +80,10 @@ def test_tail_normalise_exact_values():
     np.testing.assert_allclose(tail_normalise([0.0, 2.0, 10.0], [], exp2), [0.0, 1.0, 5.0])
     # no gamma (an empirical threshold): a normal distribution from the reference, mean 2, sd 1
     empirical = {"threshold": 2.8, "shape": None, "scale": None, "method": "empirical"}
-    np.testing.assert_allclose(tail_normalise([2.0, 3.0], [1.0, 2.0, 3.0], empirical),
-                               [np.log(2.0), -np.log(0.15865525393145707)])
-    assert tail_normalise([50.0], [], exp2)[0] == pytest.approx(25.0)   # no saturation far out
+    np.testing.assert_allclose(
+        tail_normalise([2.0, 3.0], [1.0, 2.0, 3.0], empirical), [np.log(2.0), -np.log(0.15865525393145707)]
+    )
+    assert tail_normalise([50.0], [], exp2)[0] == pytest.approx(25.0)  # no saturation far out
 
 
 def test_fuse_and_thresholds_with_the_tail_method():
@@ -104,5 +113,5 @@ def test_fusing_two_independent_detectors_beats_each():
     assert fused.min() >= 0 and fused.max() <= 1
     auc_a, auc_b, auc_f = metrics.auc(labels, a), metrics.auc(labels, b), metrics.auc(labels, fused)
     assert auc_f > max(auc_a, auc_b) + 0.03, (auc_a, auc_b, auc_f)
-    tail = fuse({"a": a, "b": b}, ref, ids, "tail")                  # normal fits to the references
+    tail = fuse({"a": a, "b": b}, ref, ids, "tail")  # normal fits to the references
     assert metrics.auc(labels, tail) > max(auc_a, auc_b) + 0.03

@@ -50,7 +50,7 @@ def test_patches_are_frame_major_windows():
     lm = torch.arange(8 * 6, dtype=torch.float32).reshape(8, 6)
     from slidead.core.features import windows
 
-    w = windows(lm, 4)                      # (3, 32) frame-major
+    w = windows(lm, 4)  # (3, 32) frame-major
     torch.testing.assert_close(m.patches(w)[1], lm[:, 1:5])
 
 
@@ -134,7 +134,7 @@ def _trained():
 def test_fit_with_labels_learns_the_ids_and_scores_them():
     model, res, tr = _trained()
     assert res.history["val_loss"][res.best_epoch - 1] < 0.2
-    assert len(tr) == 20 * 17 and tr.labels.shape == (len(tr),)   # (40 - 8) // 2 + 1 windows per clip
+    assert len(tr) == 20 * 17 and tr.labels.shape == (len(tr),)  # (40 - 8) // 2 + 1 windows per clip
     fit_normal_statistics(model, tr, ("a", "b"), ScoreConfig(metric="mahalanobis"))
     assert model.mahalanobis.ids == ("a", "b") and model.mahalanobis.dim == SMALL.embedding_dim == 8 * 8
     assert model.band_mean[0].argmax() == 3 and model.band_mean[1].argmax() == 11
@@ -188,7 +188,7 @@ def test_scoring_batches_and_metric_checks():
 
 
 class _Reconstructor(nn.Module):
-    family = "ae"   # scored as a reconstruction model
+    family = "ae"  # scored as a reconstruction model
 
     def forward(self, x):
         return torch.zeros_like(x)
@@ -196,5 +196,6 @@ class _Reconstructor(nn.Module):
 
 def test_logit_needs_a_classifier():
     with pytest.raises(ValueError, match="needs an ID classifier"):
-        score_logmels(_Reconstructor(), [np.zeros((16, 10), np.float32)], FeatureConfig(n_mels=16),
-                      ScoreConfig(metric="logit"))
+        score_logmels(
+            _Reconstructor(), [np.zeros((16, 10), np.float32)], FeatureConfig(n_mels=16), ScoreConfig(metric="logit")
+        )

@@ -30,7 +30,7 @@ def dcase(tmp_path):
         "slider/train/normal_id_00_00000000.wav": _clip(0),
         "slider/train/normal_id_00_00000001.wav": _clip(1),
         "slider/train/normal_id_02_00000000.wav": _clip(2),
-        "slider/train/anomaly_id_00_00000009.wav": _clip(3),   # no anomalies in train/
+        "slider/train/anomaly_id_00_00000009.wav": _clip(3),  # no anomalies in train/
         "slider/train/notes.txt": b"not audio",
         "slider/test/normal_id_02_00000003.wav": _clip(4),
         "slider/test/anomaly_id_02_00000005.wav": _clip(5),
@@ -59,11 +59,13 @@ def test_import_dcase2020_keys_and_bytes(tmp_path, dcase):
     assert res["uploaded"] == 7 and sorted(res["keys"]) == sorted(expected)
     assert sorted(store.list()) == sorted(expected)
     for key, rel in expected.items():
-        assert store.get(key) == files[rel]          # bytes unchanged
-        parse_key(key)                               # every key fits the layout
+        assert store.get(key) == files[rel]  # bytes unchanged
+        parse_key(key)  # every key fits the layout
     skipped = {p.split("/")[-1]: why for p, why in res["skipped"]}
-    assert skipped == {"anomaly_id_00_00000009.wav": "anomalous clip in train/",
-                       "notes.txt": "name does not match <label>_id_<NN>_<n>.wav"}
+    assert skipped == {
+        "anomaly_id_00_00000009.wav": "anomalous clip in train/",
+        "notes.txt": "name does not match <label>_id_<NN>_<n>.wav",
+    }
     assert seen == [(i, 7) for i in range(1, 8)]
     ref = parse_key("eval/slider/id_02/anomaly/00000005.wav")
     assert (ref.split, ref.machine_id, ref.label) == ("eval", "02", "anomaly")
@@ -88,6 +90,7 @@ def test_import_dcase2020_bad_source(tmp_path):
 
 # --- MIMII (real clips) ---------------------------------------------------------------------
 
+
 @pytest.fixture
 def mimii_copy(tmp_path, mimii_dir):
     dst = tmp_path / "mimii"
@@ -99,14 +102,19 @@ def test_import_mimii_real_samples_split(tmp_path, mimii_copy):
     store = LocalObjectStore(tmp_path / "store")
     res = import_mimii(store, mimii_copy)
     # one normal and one abnormal per ID: the normal is held out to pair with the abnormal one
-    expected = sorted(f"eval/slider/id_{i}/{lab}/00000000.wav" for i in ("00", "02", "04", "06")
-                      for lab in ("normal", "anomaly"))
+    expected = sorted(
+        f"eval/slider/id_{i}/{lab}/00000000.wav" for i in ("00", "02", "04", "06") for lab in ("normal", "anomaly")
+    )
     assert res["uploaded"] == 8 and sorted(res["keys"]) == expected and res["skipped"] == []
     for i in ("00", "02", "04", "06"):
-        assert store.get(f"eval/slider/id_{i}/normal/00000000.wav") == \
-            (mimii_copy / f"slider/id_{i}/normal/00000000.wav").read_bytes()
-        assert store.get(f"eval/slider/id_{i}/anomaly/00000000.wav") == \
-            (mimii_copy / f"slider/id_{i}/abnormal/00000000.wav").read_bytes()
+        assert (
+            store.get(f"eval/slider/id_{i}/normal/00000000.wav")
+            == (mimii_copy / f"slider/id_{i}/normal/00000000.wav").read_bytes()
+        )
+        assert (
+            store.get(f"eval/slider/id_{i}/anomaly/00000000.wav")
+            == (mimii_copy / f"slider/id_{i}/abnormal/00000000.wav").read_bytes()
+        )
 
 
 def test_import_mimii_last_normals_go_to_eval(tmp_path, mimii_copy):
@@ -116,13 +124,16 @@ def test_import_mimii_last_normals_go_to_eval(tmp_path, mimii_copy):
     shutil.copy(mimii_copy / "slider/id_00/abnormal/00000000.wav", mimii_copy / "slider/id_00/abnormal/00000007.wav")
     (mimii_copy / "slider/id_02/abnormal/00000000.wav").unlink()
     store = LocalObjectStore(tmp_path / "store")
-    res = import_mimii(store, mimii_copy / "slider")   # a type folder works too
+    res = import_mimii(store, mimii_copy / "slider")  # a type folder works too
     keys = set(res["keys"])
     # id_00: 3 normals, 2 abnormals -> the last 2 normals by name go to eval
     assert {k for k in keys if "/id_00/" in k} == {
         "train/slider/id_00/normal_00000000.wav",
-        "eval/slider/id_00/normal/00000001.wav", "eval/slider/id_00/normal/00000002.wav",
-        "eval/slider/id_00/anomaly/00000000.wav", "eval/slider/id_00/anomaly/00000007.wav"}
+        "eval/slider/id_00/normal/00000001.wav",
+        "eval/slider/id_00/normal/00000002.wav",
+        "eval/slider/id_00/anomaly/00000000.wav",
+        "eval/slider/id_00/anomaly/00000007.wav",
+    }
     # id_02 lost its abnormal clip: its normal is for training
     assert {k for k in keys if "/id_02/" in k} == {"train/slider/id_02/normal_00000000.wav"}
     assert res["uploaded"] == 5 + 1 + 4
@@ -133,11 +144,16 @@ def test_import_mimii_last_normals_go_to_eval(tmp_path, mimii_copy):
 def test_import_mimii_as_a_night(tmp_path, mimii_copy):
     store = LocalObjectStore(tmp_path / "store")
     res = import_mimii(store, mimii_copy, night="2024-03-01")
-    expected = sorted(f"drops/2024-03-01/slider/id_{i}/{lab}_00000000.wav" for i in ("00", "02", "04", "06")
-                      for lab in ("normal", "anomaly"))
+    expected = sorted(
+        f"drops/2024-03-01/slider/id_{i}/{lab}_00000000.wav"
+        for i in ("00", "02", "04", "06")
+        for lab in ("normal", "anomaly")
+    )
     assert sorted(res["keys"]) == expected == sorted(store.list())
-    assert store.get("drops/2024-03-01/slider/id_04/anomaly_00000000.wav") == \
-        (mimii_copy / "slider/id_04/abnormal/00000000.wav").read_bytes()
+    assert (
+        store.get("drops/2024-03-01/slider/id_04/anomaly_00000000.wav")
+        == (mimii_copy / "slider/id_04/abnormal/00000000.wav").read_bytes()
+    )
     assert all(parse_key(k).night == "2024-03-01" for k in expected)
     with pytest.raises(ValueError, match="night"):
         import_mimii(store, mimii_copy, night="2024-3-1")
@@ -145,14 +161,15 @@ def test_import_mimii_as_a_night(tmp_path, mimii_copy):
 
 # --- night folders --------------------------------------------------------------------------
 
+
 def test_upload_night(tmp_path):
     src = tmp_path / "night"
     a = _write(src / "slider/id_00/a.wav", _clip(0))
     b = _write(src / "slider/id_03/b.WAV", _clip(1))
     _write(src / "slider/id_00/readme.txt", b"x")
-    _write(src / "slider/c.wav", _clip(2))                  # no id folder
-    _write(src / "slider/machine_1/d.wav", _clip(3))        # not an id folder
-    _write(src / "bad type/id_00/e.wav", _clip(4))          # type name with a space
+    _write(src / "slider/c.wav", _clip(2))  # no id folder
+    _write(src / "slider/machine_1/d.wav", _clip(3))  # not an id folder
+    _write(src / "bad type/id_00/e.wav", _clip(4))  # type name with a space
     store = LocalObjectStore(tmp_path / "store")
     res = upload_night(store, src, "2024-03-01")
     assert sorted(res["keys"]) == ["drops/2024-03-01/slider/id_00/a.wav", "drops/2024-03-01/slider/id_03/b.WAV"]

@@ -56,8 +56,14 @@ def test_list_refs_rejects_bad_keys(night):
     store, _, clips = night
     refs, rejected = list_refs(store, "drop", night=NIGHT)
     assert sorted(r.key for r in refs) == sorted(f"drops/{NIGHT}/{k}" for k in clips)
-    assert rejected == [{"uri": store.uri_for(f"drops/{NIGHT}/slider/no_id_folder/x.wav"), "night": NIGHT,
-                         "reason": "bad_key", "detail": rejected[0]["detail"]}]
+    assert rejected == [
+        {
+            "uri": store.uri_for(f"drops/{NIGHT}/slider/no_id_folder/x.wav"),
+            "night": NIGHT,
+            "reason": "bad_key",
+            "detail": rejected[0]["detail"],
+        }
+    ]
     assert "no machine ID" in rejected[0]["detail"]
     refs_02, _ = list_refs(store, "drop", "slider", NIGHT)
     assert len(refs_02) == len(refs)
@@ -68,8 +74,15 @@ def test_ingest_clips_features_rejects_skips_duplicates(night):
     store, fstore, clips = night
     refs, _ = list_refs(store, "drop", night=NIGHT)
     progress = []
-    res = ingest(store, fstore, refs, [AE, VAE], skip_ids={_sha(clips["slider/id_04/skip.wav"])},
-                 progress=lambda i, n: progress.append((i, n)), workers=2)
+    res = ingest(
+        store,
+        fstore,
+        refs,
+        [AE, VAE],
+        skip_ids={_sha(clips["slider/id_04/skip.wav"])},
+        progress=lambda i, n: progress.append((i, n)),
+        workers=2,
+    )
     assert progress == [(i, 7) for i in range(1, 8)]
     ids = {k: _sha(v) for k, v in clips.items()}
 
@@ -77,9 +90,19 @@ def test_ingest_clips_features_rejects_skips_duplicates(night):
     rows = {r["clip_id"]: r for r in res.clips}
     assert set(rows) == {ids["slider/id_00/a.wav"], ids["slider/id_00/b.wav"], ids["slider/id_02/c.wav"]}
     a, b, c = (rows[ids[k]] for k in ("slider/id_00/a.wav", "slider/id_00/b.wav", "slider/id_02/c.wav"))
-    assert a == {"clip_id": ids["slider/id_00/a.wav"], "uri": store.uri_for(f"drops/{NIGHT}/slider/id_00/a.wav"),
-                 "night": NIGHT, "split": "drop", "machine_type": "slider", "machine_id": "00", "label": None,
-                 "sample_rate": 16000, "channels": 1, "duration_s": 1.0, "note": None}
+    assert a == {
+        "clip_id": ids["slider/id_00/a.wav"],
+        "uri": store.uri_for(f"drops/{NIGHT}/slider/id_00/a.wav"),
+        "night": NIGHT,
+        "split": "drop",
+        "machine_type": "slider",
+        "machine_id": "00",
+        "label": None,
+        "sample_rate": 16000,
+        "channels": 1,
+        "duration_s": 1.0,
+        "note": None,
+    }
     assert b["sample_rate"] == 44100 and b["note"] == "resampled from 44100 Hz"
     assert b["duration_s"] == pytest.approx(0.5)
     assert c["channels"] == 2 and c["note"] == "channel 0 of 2" and c["machine_id"] == "02"
@@ -117,7 +140,7 @@ def test_second_ingest_reuses_stored_features(night):
     first = ingest(store, fstore, refs, [AE, VAE])
     files_before = sorted(os.walk(os.path.join(store.uri, "features")))
     second = ingest(store, fstore, refs, [AE, VAE])
-    assert len(first.clips) == 4 and first.n_reused == 0   # no skip_ids this time
+    assert len(first.clips) == 4 and first.n_reused == 0  # no skip_ids this time
     assert second.n_reused == 4
     assert {r["clip_id"] for r in second.clips} == {r["clip_id"] for r in first.clips}
     assert second.n_duplicates == 1 and len(second.rejected) == 2
@@ -223,12 +246,12 @@ def test_ingest_without_keeping_features_writes_them_in_bounded_files(tmp_path, 
     monkeypatch.setattr(ingest_mod, "FLUSH_CLIPS", 3)
     res = ingest(store, fstore, refs, [AE], keep_features=False)
     assert res.features == {AE.hash: {}} and len(res.refs) == 7 and len(res.clips) == 7
-    assert len(fstore._files(fstore.directory(AE, "set=train", "slider"))) == 3     # 3 + 3 + 1 clips
+    assert len(fstore._files(fstore.directory(AE, "set=train", "slider"))) == 3  # 3 + 3 + 1 clips
     stored = fstore.read(AE, "set=train", "slider")
     assert set(stored) == set(res.refs) == set(kept.features[AE.hash])
     for cid, row in kept.features[AE.hash].items():
         np.testing.assert_array_equal(stored[cid].logmel, row.logmel)
-    again = ingest(store, fstore, refs, [AE], keep_features=False)     # reused: still nothing kept
+    again = ingest(store, fstore, refs, [AE], keep_features=False)  # reused: still nothing kept
     assert again.n_reused == 7 and again.features == {AE.hash: {}}
 
 
@@ -265,9 +288,9 @@ def test_malloc_arenas_are_capped_once_and_the_environment_wins(monkeypatch):
 
     monkeypatch.setattr(ingest_mod, "_arenas_capped", None)
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert ingest_mod.cap_malloc_arenas() is False          # glibc has applied the user's value
+    assert ingest_mod.cap_malloc_arenas() is False  # glibc has applied the user's value
     monkeypatch.setattr(ingest_mod, "_arenas_capped", None)
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert ingest_mod.cap_malloc_arenas() is glibc
-    assert ingest_mod.cap_malloc_arenas() is False          # once per process
+    assert ingest_mod.cap_malloc_arenas() is False  # once per process

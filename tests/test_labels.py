@@ -16,8 +16,14 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def plant(tmp_path_factory):
-    settings, svc, summary = make_plant(tmp_path_factory.mktemp("labels"), n_train=12, n_eval_normal=6,
-                                        n_eval_anomaly=6, night_normal=4, night_anomaly=2)
+    settings, svc, summary = make_plant(
+        tmp_path_factory.mktemp("labels"),
+        n_train=12,
+        n_eval_normal=6,
+        n_eval_anomaly=6,
+        night_normal=4,
+        night_anomaly=2,
+    )
     first = run_retrain(settings, "ae", "slider", epochs=3, use_prefect=False)
     run_score(settings, NIGHT, "ae", use_prefect=False)
     _, rows = svc.db.query("SELECT clip_id, uri, machine_id FROM clips WHERE split = 'drop' ORDER BY uri")
@@ -29,7 +35,7 @@ def test_verdicts_are_stored_replaced_and_shown_with_the_anomalies(plant):
     cid, uri, _ = night[0]
     out = label(svc.db, cid[:10], "false_alarm", note="operator heard a forklift", by="ana")
     assert out["clip_id"] == cid and out["eval_label"] == "normal"
-    label(svc.db, uri, "maintenance")                   # by uri; the latest verdict wins
+    label(svc.db, uri, "maintenance")  # by uri; the latest verdict wins
     _, rows = svc.db.query("SELECT verdict, note, labelled_by FROM labels WHERE clip_id = ?", [cid])
     assert rows == [("maintenance", None, rows[0][2])] and rows[0][2]
     _, flagged = svc.db.query("SELECT clip_id FROM anomalies LIMIT 1")
@@ -67,7 +73,7 @@ def test_labelled_night_clips_join_the_evaluation_set(plant, capsys, monkeypatch
     assert "joins the evaluation set of slider as anomaly" in capsys.readouterr().out
     label(svc.db, ids00[1][0], "fault")
     label(svc.db, ids00[2][0], "false_alarm")
-    label(svc.db, ids00[3][0], "maintenance")          # left out
+    label(svc.db, ids00[3][0], "maintenance")  # left out
     before = first["report"]["per_id"]["00"]
     again = run_retrain(settings, "ae", "slider", epochs=3, use_prefect=False)
     after = again["report"]["per_id"]["00"]

@@ -31,7 +31,7 @@ def test_identity_covariance_gives_the_squared_norm():
 
 
 def test_distance_uses_each_rows_own_statistics_and_pooled_for_unknown():
-    mean = torch.tensor([[1.0, 0.0], [0.0, 0.0]])                # ID "00", then pooled
+    mean = torch.tensor([[1.0, 0.0], [0.0, 0.0]])  # ID "00", then pooled
     precision = torch.stack([torch.diag(torch.tensor([4.0, 1.0])), torch.eye(2)])
     m = _stats(mean, precision)
     v = torch.tensor([[1.5, 2.0], [1.5, 2.0]])
@@ -47,13 +47,14 @@ def test_fit_recovers_mean_and_covariance_per_id_and_pooled():
     a = torch.randn(4000, 3, generator=g) @ torch.tensor([[2.0, 0, 0], [0.5, 1.0, 0], [0, 0, 0.3]]) + 5.0
     b = torch.randn(3000, 3, generator=g) - 2.0
     x, row = torch.cat([a, b]), torch.cat([torch.zeros(4000), torch.ones(3000)]).long()
-    batches = [(x[i:i + 512], row[i:i + 512]) for i in range(0, len(x), 512)]
+    batches = [(x[i : i + 512], row[i : i + 512]) for i in range(0, len(x), 512)]
     m = SelectiveMahalanobis().fit(batches, ["00", "02"], shrinkage=0.0)
     assert m.ids == ("00", "02") and m.mean.shape == (3, 3) and m.precision.shape == (3, 3, 3)
     for k, part in enumerate((a, b, x)):
         torch.testing.assert_close(m.mean[k], part.mean(dim=0), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(torch.linalg.inv(m.precision[k].double()).float(), torch.cov(part.T),
-                                   rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(
+            torch.linalg.inv(m.precision[k].double()).float(), torch.cov(part.T), rtol=1e-3, atol=1e-4
+        )
     # on their own ID's statistics, normal vectors score about dim on average (chi-square, 3 dof)
     d = m.distance(a, torch.zeros(len(a), dtype=torch.long))
     assert abs(float(d.mean()) - 3.0) < 0.1
@@ -63,10 +64,10 @@ def test_shrinkage_and_an_id_with_one_window():
     x = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0], [9.0, 9.0]])
     row = torch.tensor([0, 0, 0, 0, 1])
     m = SelectiveMahalanobis().fit([(x, row)], ["00", "02"], shrinkage=0.5)
-    cov = torch.cov(x[:4].T)                                     # diag 4/3, off-diagonal 0
+    cov = torch.cov(x[:4].T)  # diag 4/3, off-diagonal 0
     shrunk = 0.5 * cov + 0.5 * cov.diagonal().mean() * torch.eye(2)
     torch.testing.assert_close(m.precision[0], torch.linalg.inv(shrunk))
-    torch.testing.assert_close(m.mean[1], m.mean[2])            # "02" has one window: pooled
+    torch.testing.assert_close(m.mean[1], m.mean[2])  # "02" has one window: pooled
     torch.testing.assert_close(m.precision[1], m.precision[2])
     with pytest.raises(ValueError, match="shrinkage"):
         SelectiveMahalanobis().fit([(x, row)], ["00"], shrinkage=2.0)
@@ -81,7 +82,7 @@ def test_statistics_travel_in_the_state_dict_weights_only():
     buf = io.BytesIO()
     torch.save(m.state_dict(), buf)
     buf.seek(0)
-    fresh = SelectiveMahalanobis()                               # dim 0, no IDs: takes the stored shapes
+    fresh = SelectiveMahalanobis()  # dim 0, no IDs: takes the stored shapes
     fresh.load_state_dict(torch.load(buf, weights_only=True))
     assert fresh.ids == ("00", "02", "04") and fresh.precision.shape == (4, 4, 4)
     idx = fresh.index(["02", "zz"] * 5)
@@ -90,7 +91,7 @@ def test_statistics_travel_in_the_state_dict_weights_only():
 
 # --- the AE with the mahalanobis score metric --------------------------------------------------
 
-CFG = FeatureConfig(n_mels=8)   # dim 40
+CFG = FeatureConfig(n_mels=8)  # dim 40
 
 
 def _lms(n, t=20, seed=0):
@@ -106,7 +107,7 @@ def test_identity_statistics_score_dim_times_the_mse_score():
     mse = score_logmels(model, lms, CFG)
     maha = score_logmels(model, lms, CFG, ScoreConfig(metric="mahalanobis"), machine_ids=["00"] * 3)
     np.testing.assert_allclose(maha.score, 40 * mse.score, rtol=1e-5)
-    np.testing.assert_array_equal(maha.peak_time_s, mse.peak_time_s)   # peaks from the squared errors
+    np.testing.assert_array_equal(maha.peak_time_s, mse.peak_time_s)  # peaks from the squared errors
     np.testing.assert_array_equal(maha.peak_freq_lo_hz, mse.peak_freq_lo_hz)
 
 

@@ -18,11 +18,11 @@ def _cases(n_cases=200):
         y = np.r_[np.zeros(n_neg, int), np.ones(n_pos, int)]
         rng.shuffle(y)
         kind = i % 3
-        if kind == 0:      # continuous, no ties
+        if kind == 0:  # continuous, no ties
             s = rng.normal(y * rng.uniform(0, 2), 1.0)
-        elif kind == 1:    # heavy ties
+        elif kind == 1:  # heavy ties
             s = rng.integers(0, 4, y.size).astype(float) + y * rng.integers(0, 2)
-        else:              # a few distinct values
+        else:  # a few distinct values
             s = np.round(rng.normal(y, 1.0), 1)
         yield y, s
 
@@ -88,12 +88,24 @@ def test_evaluate_per_id_and_mean():
     out = evaluate(ids, labels, scores, {"00": 0.5, "04": 0.15})
     p = out["per_id"]
     assert list(p) == ["00", "02", "04"]
-    assert p["00"] == pytest.approx({"n_normal": 2, "n_anomaly": 2, "auc": 1.0, "pauc": 1.0,
-                                     "precision": 1.0, "recall": 1.0, "f1": 1.0, "accuracy": 1.0})
+    assert p["00"] == pytest.approx(
+        {
+            "n_normal": 2,
+            "n_anomaly": 2,
+            "auc": 1.0,
+            "pauc": 1.0,
+            "precision": 1.0,
+            "recall": 1.0,
+            "f1": 1.0,
+            "accuracy": 1.0,
+        }
+    )
     assert p["02"]["auc"] == pytest.approx(0.75) and "precision" not in p["02"]  # no threshold for 02
-    assert p["04"] == {"n_normal": 2, "n_anomaly": 0}                          # one class: counts only
+    assert p["04"] == {"n_normal": 2, "n_anomaly": 0}  # one class: counts only
     assert out["mean"]["auc"] == pytest.approx(0.875)
-    assert out["mean"]["pauc"] == pytest.approx((1.0 + roc_auc_score([0, 1, 0, 1], [0.5, 0.4, 0.3, 0.6], max_fpr=0.1)) / 2)
+    assert out["mean"]["pauc"] == pytest.approx(
+        (1.0 + roc_auc_score([0, 1, 0, 1], [0.5, 0.4, 0.3, 0.6], max_fpr=0.1)) / 2
+    )
     assert out["mean"]["precision"] == 1.0
     assert set(out["mean"]) == {"auc", "pauc", "precision", "recall", "f1", "accuracy"}
 

@@ -29,8 +29,9 @@ def _get(base: str, endpoint: str, **params) -> dict:
 
 
 def _post(base: str, path: str, body: dict) -> dict:
-    req = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
@@ -42,9 +43,21 @@ def test_mlflow_server_shows_both_families(tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", settings.tracking_uri,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            settings.tracking_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -64,8 +77,12 @@ def test_mlflow_server_shows_both_families(tmp_path):
             params = {p["key"] for p in r["data"]["params"]}
             assert {"train.lr", "features.n_mels", "features.hash", "model.input_dim"} <= params
             files = _get(base, "artifacts/list", run_id=r["info"]["run_id"], path="plots")["files"]
-            assert {f["path"] for f in files} >= {"plots/loss_curves.png", "plots/roc_curves.png",
-                                                  "plots/score_distributions.png", "plots/reconstruction.png"}
+            assert {f["path"] for f in files} >= {
+                "plots/loss_curves.png",
+                "plots/roc_curves.png",
+                "plots/score_distributions.png",
+                "plots/reconstruction.png",
+            }
             root = {f["path"] for f in _get(base, "artifacts/list", run_id=r["info"]["run_id"])["files"]}
             assert {"thresholds.json", "evaluation.json", "data.json"} <= root
         for family in ("ae", "vae"):

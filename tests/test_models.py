@@ -42,8 +42,17 @@ def test_n_parameters_counts_trainable_only():
 def test_ae_layer_table():
     L, R = "Linear", ("ReLU",)
     assert _layers(AE()) == [
-        (L, 320, 64), R, (L, 64, 64), R, (L, 64, 8), R,
-        (L, 8, 64), R, (L, 64, 64), R, (L, 64, 320),
+        (L, 320, 64),
+        R,
+        (L, 64, 64),
+        R,
+        (L, 64, 8),
+        R,
+        (L, 8, 64),
+        R,
+        (L, 64, 64),
+        R,
+        (L, 64, 320),
     ]
 
 
@@ -51,10 +60,21 @@ def test_vae_layer_table():
     L, R = "Linear", ("ReLU",)
     bn = ("BatchNorm", 400)
     assert _layers(VAE()) == [
-        (L, 640, 400), bn, R, (L, 400, 400), bn, R,   # encoder
-        (L, 400, 20),                                  # mu
-        (L, 400, 20),                                  # log sigma^2
-        (L, 20, 400), bn, R, (L, 400, 400), bn, R, (L, 400, 640),  # decoder
+        (L, 640, 400),
+        bn,
+        R,
+        (L, 400, 400),
+        bn,
+        R,  # encoder
+        (L, 400, 20),  # mu
+        (L, 400, 20),  # log sigma^2
+        (L, 20, 400),
+        bn,
+        R,
+        (L, 400, 400),
+        bn,
+        R,
+        (L, 400, 640),  # decoder
     ]
 
 

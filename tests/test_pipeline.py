@@ -95,8 +95,9 @@ def test_score_night_is_idempotent_and_incremental(plant):
         assert con.execute("SELECT count(*) FROM scores").fetchone()[0] == n_night + 2
         reason = con.execute("SELECT reason FROM rejected WHERE uri LIKE '%late_broken.wav'").fetchone()[0]
         flagged = con.execute("SELECT count(*) FROM anomalies WHERE night = ?::DATE", [NIGHT]).fetchone()[0]
-        above = con.execute("SELECT count(*) FROM scores WHERE night = ?::DATE AND score > threshold",
-                            [NIGHT]).fetchone()[0]
+        above = con.execute(
+            "SELECT count(*) FROM scores WHERE night = ?::DATE AND score > threshold", [NIGHT]
+        ).fetchone()[0]
         runs = con.execute("SELECT count(*) FROM runs WHERE status = 'completed'").fetchone()[0]
     # the anomalies view is exactly the night's scores above their threshold, as the run reported
     assert reason == "unreadable" and flagged == above == third["n_flagged"] and runs == 3
@@ -106,17 +107,20 @@ def test_every_flagged_clip_has_a_one_sentence_explanation(plant):
     settings, svc, _, _ = plant
     run_score(settings, NIGHT, "ae", use_prefect=False)
     with svc.db.connect(read_only=True) as con:
-        flagged = con.execute("SELECT explanation, ratio, peak_freq_lo_hz, peak_freq_hi_hz FROM anomalies "
-                              "WHERE night = ?::DATE", [NIGHT]).fetchall()
+        flagged = con.execute(
+            "SELECT explanation, ratio, peak_freq_lo_hz, peak_freq_hi_hz FROM anomalies WHERE night = ?::DATE", [NIGHT]
+        ).fetchall()
         quiet = con.execute("SELECT count(*), count(explanation) FROM scores WHERE NOT is_anomaly").fetchone()
     assert flagged, "the synthetic night has faults: some clip must be flagged"
-    pattern = re.compile(r"^error peaks at [\d.]+-[\d.]+ k?Hz (at [\d.]+ s|between [\d.]+ and [\d.]+ s), "
-                         r"([\d.]+)x the threshold$")
+    pattern = re.compile(
+        r"^error peaks at [\d.]+-[\d.]+ k?Hz (at [\d.]+ s|between [\d.]+ and [\d.]+ s), "
+        r"([\d.]+)x the threshold$"
+    )
     for text, ratio, lo, hi in flagged:
         m = pattern.match(text or "")
         assert m, text
         assert float(m.group(2)) == pytest.approx(ratio, abs=0.051)
-    assert quiet[0] > 0 and quiet[1] == 0   # clips under the threshold get no sentence
+    assert quiet[0] > 0 and quiet[1] == 0  # clips under the threshold get no sentence
 
 
 def test_scoring_resumes_from_shards_after_a_crash_before_the_load(plant, tmp_path):
@@ -126,7 +130,7 @@ def test_scoring_resumes_from_shards_after_a_crash_before_the_load(plant, tmp_pa
     build = machine_build("slider", "00", 7)
     for i in range(5):
         svc.store.put(f"drops/{night}/slider/id_00/{i:04d}.wav", wav_bytes(normal_clip(build, rng)))
-    crashed = nightly.score_night(svc, night, "vae", shard_size=2)   # shards written, no load: a crash
+    crashed = nightly.score_night(svc, night, "vae", shard_size=2)  # shards written, no load: a crash
     assert len(crashed.shards) == 3 and crashed.n_shards_resumed == 0
     with svc.db.connect(read_only=True) as con:
         assert con.execute("SELECT count(*) FROM scores WHERE night = ?::DATE", [night]).fetchone()[0] == 0
@@ -157,7 +161,9 @@ def test_real_mimii_clips_import_and_score(plant, monkeypatch, capsys):
     out = run_score(settings, "2026-11-25", "vae", use_prefect=False)
     assert out["n_clips"] == 8 and out["n_scored"] == 8 and out["n_rejected"] == 0
     with svc.db.connect(read_only=True) as con:
-        facts = con.execute("SELECT DISTINCT channels, sample_rate, note FROM clips WHERE night = '2026-11-25'").fetchall()
+        facts = con.execute(
+            "SELECT DISTINCT channels, sample_rate, note FROM clips WHERE night = '2026-11-25'"
+        ).fetchall()
     assert facts == [(8, 16000, "channel 0 of 8")]
 
 
@@ -173,13 +179,15 @@ def test_crippled_retrain_does_not_replace_champion(plant):
     assert version == 2 and not decision.promoted
     assert int(svc.tracker.champion_version("slidead-slider-ae").version) == 1
     with svc.db.connect(read_only=True) as con:
-        row = con.execute("SELECT promoted, champion_auc FROM model_versions WHERE model_name = 'slidead-slider-ae' "
-                          "AND version = 2").fetchone()
+        row = con.execute(
+            "SELECT promoted, champion_auc FROM model_versions WHERE model_name = 'slidead-slider-ae' AND version = 2"
+        ).fetchone()
     assert row[0] is False and row[1] == pytest.approx(runs["ae"]["report"]["mean"]["auc"])
 
 
 def test_no_champion_is_a_clear_error(tmp_path):
-    settings, svc, _ = make_plant(tmp_path, n_train=2, n_eval_normal=0, n_eval_anomaly=0, night_normal=1,
-                                  night_anomaly=0, machine_ids=("00",))
+    settings, svc, _ = make_plant(
+        tmp_path, n_train=2, n_eval_normal=0, n_eval_anomaly=0, night_normal=1, night_anomaly=0, machine_ids=("00",)
+    )
     with pytest.raises(NoChampionError, match="retrain"):
         run_score(settings, NIGHT, "vae", use_prefect=False)

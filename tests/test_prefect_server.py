@@ -44,31 +44,50 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def test_deployments_run_through_a_real_prefect_server(tmp_path):
     port = free_port()
-    env = {**os.environ,
-           "PREFECT_HOME": str(tmp_path / "prefect"),
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-           "PREFECT_SERVER_API_HOST": "127.0.0.1",
-           "SLIDEAD_HOME": str(tmp_path / "home")}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "SLIDEAD_HOME": str(tmp_path / "home"),
+    }
     settings, svc, summary = make_plant(tmp_path / "home")
     logs = tmp_path / "logs"
     logs.mkdir()
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=open(logs / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     serve = None
     try:
         _wait_http(f"http://127.0.0.1:{port}/api/health", server, 120)
-        serve = subprocess.Popen([str(BIN / "slidead"), "serve"], env=env, cwd=REPO,
-                                 stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT)
+        serve = subprocess.Popen(
+            [str(BIN / "slidead"), "serve"],
+            env=env,
+            cwd=REPO,
+            stdout=open(logs / "serve.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
 
         def run(*args: str) -> subprocess.CompletedProcess:
             deadline = time.monotonic() + 60
             while True:  # the deployments appear once `slidead serve` has registered them
-                out = subprocess.run([str(BIN / "prefect"), "deployment", "run", *args, "--watch",
-                                      "--watch-timeout", "400"], env=env, capture_output=True, text=True,
-                                     timeout=450)
-                if out.returncode == 0 or "not found" not in (out.stdout + out.stderr).lower() \
-                        or time.monotonic() > deadline:
+                out = subprocess.run(
+                    [str(BIN / "prefect"), "deployment", "run", *args, "--watch", "--watch-timeout", "400"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=450,
+                )
+                if (
+                    out.returncode == 0
+                    or "not found" not in (out.stdout + out.stderr).lower()
+                    or time.monotonic() > deadline
+                ):
                     return out
                 time.sleep(2)
 
@@ -83,6 +102,7 @@ def test_deployments_run_through_a_real_prefect_server(tmp_path):
     champion = svc.tracker.champion_version("slidead-slider-vae")
     assert champion is not None and int(champion.version) == 1
     with svc.db.connect(read_only=True) as con:
-        n = con.execute("SELECT count(*) FROM scores WHERE night = ?::DATE AND model_name = 'slidead-slider-vae'",
-                        [NIGHT]).fetchone()[0]
+        n = con.execute(
+            "SELECT count(*) FROM scores WHERE night = ?::DATE AND model_name = 'slidead-slider-vae'", [NIGHT]
+        ).fetchone()[0]
     assert n == len(summary["night_truth"])

@@ -31,14 +31,14 @@ SQL_FILES = sorted(p for p in SQL_DIR.glob("*.sql") if p.name != "schema.sql")
 # (night, machine_id, model_version, scores, threshold); a clip is flagged when score > threshold
 BATCHES = [
     ("2026-10-01", "id_00", 1, [0.9], 2.0),
-    ("2026-11-21", "id_00", 1, [1.0, 1.1, 2.2], 2.0),   # one flagged, on an earlier night
+    ("2026-11-21", "id_00", 1, [1.0, 1.1, 2.2], 2.0),  # one flagged, on an earlier night
     ("2026-11-21", "id_02", 1, [1.0, 1.2], 3.0),
     ("2026-11-22", "id_00", 1, [1.0, 1.05], 2.0),
     ("2026-11-22", "id_02", 1, [1.6, 1.7], 3.0),
     ("2026-11-23", "id_00", 1, [1.0, 1.1, 1.2, 1.3], 2.0),
-    ("2026-11-23", "id_02", 1, [2.5, 2.6, 2.7, 4.0], 3.0),   # 4.0 flagged, ratio 1.333
-    ("2026-11-23", "id_00", 2, [1.0, 1.1, 1.2, 2.6], 2.5),   # same clips: 2.6 flagged, ratio 1.04
-    ("2026-11-23", "id_02", 2, [2.4, 2.6, 2.8, 4.5], 3.5),   # 4.5 flagged, ratio 1.286
+    ("2026-11-23", "id_02", 1, [2.5, 2.6, 2.7, 4.0], 3.0),  # 4.0 flagged, ratio 1.333
+    ("2026-11-23", "id_00", 2, [1.0, 1.1, 1.2, 2.6], 2.5),  # same clips: 2.6 flagged, ratio 1.04
+    ("2026-11-23", "id_02", 2, [2.4, 2.6, 2.8, 4.5], 3.5),  # 4.5 flagged, ratio 1.286
 ]
 BASELINES = {
     1: {"id_00": {"median": 1.0, "p90": 1.5}, "id_02": {"median": 1.0, "p90": 1.5}},
@@ -65,39 +65,112 @@ def db_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("reports") / "slidead.duckdb"
     db = ResultsDB(path)
     for version, baseline in BASELINES.items():
-        db.record_model_version({
-            "model_name": MODEL, "version": version, "family": "ae", "machine_type": MT,
-            "mean_auc": 0.9, "mean_pauc": 0.7, "promoted": version == 1, "decision": "test",
-            "thresholds": json.dumps({"id_00": 2.0, "id_02": 3.0}), "baseline": json.dumps(baseline),
-        })
+        db.record_model_version(
+            {
+                "model_name": MODEL,
+                "version": version,
+                "family": "ae",
+                "machine_type": MT,
+                "mean_auc": 0.9,
+                "mean_pauc": 0.7,
+                "promoted": version == 1,
+                "decision": "test",
+                "thresholds": json.dumps({"id_00": 2.0, "id_02": 3.0}),
+                "baseline": json.dumps(baseline),
+            }
+        )
     # a version with no usable baseline must not break score_drift
-    db.record_model_version({"model_name": "slidead-slider-vae", "version": 1, "family": "vae",
-                             "machine_type": MT, "baseline": "not json"})
+    db.record_model_version(
+        {"model_name": "slidead-slider-vae", "version": 1, "family": "vae", "machine_type": MT, "baseline": "not json"}
+    )
     clips, rows = {}, []
     for night, mid, version, scores, threshold in BATCHES:
         for i, score in enumerate(scores):
             cid = _clip_id(night, mid, i)
-            clips[cid] = {"clip_id": cid, "uri": _uri(night, mid, i), "night": night, "split": "drop",
-                          "machine_type": MT, "machine_id": mid, "sample_rate": 16000, "channels": 1,
-                          "duration_s": 10.0}
-            rows.append({"clip_id": cid, "model_name": MODEL, "model_version": version, "family": "ae",
-                         "night": night, "machine_type": MT, "machine_id": mid, "score": score,
-                         "threshold": threshold, "is_anomaly": score > threshold,
-                         "peak_time_s": 3.25 + i, "peak_freq_lo_hz": 1000.0 + 100 * i,
-                         "peak_freq_hi_hz": 1100.0 + 100 * i, "run_id": f"run-{night}-v{version}"})
+            clips[cid] = {
+                "clip_id": cid,
+                "uri": _uri(night, mid, i),
+                "night": night,
+                "split": "drop",
+                "machine_type": MT,
+                "machine_id": mid,
+                "sample_rate": 16000,
+                "channels": 1,
+                "duration_s": 10.0,
+            }
+            rows.append(
+                {
+                    "clip_id": cid,
+                    "model_name": MODEL,
+                    "model_version": version,
+                    "family": "ae",
+                    "night": night,
+                    "machine_type": MT,
+                    "machine_id": mid,
+                    "score": score,
+                    "threshold": threshold,
+                    "is_anomaly": score > threshold,
+                    "peak_time_s": 3.25 + i,
+                    "peak_freq_lo_hz": 1000.0 + 100 * i,
+                    "peak_freq_hi_hz": 1100.0 + 100 * i,
+                    "run_id": f"run-{night}-v{version}",
+                }
+            )
     # a training clip's score (night NULL) must stay out of every nightly report
-    clips["train0"] = {"clip_id": "train0", "uri": "s3://train/id_00/normal_0.wav", "split": "train",
-                       "machine_type": MT, "machine_id": "id_00", "label": "normal"}
-    rows.append({"clip_id": "train0", "model_name": MODEL, "model_version": 1, "family": "ae",
-                 "night": None, "machine_type": MT, "machine_id": "id_00", "score": 9.0,
-                 "threshold": 2.0, "is_anomaly": True, "run_id": "train"})
+    clips["train0"] = {
+        "clip_id": "train0",
+        "uri": "s3://train/id_00/normal_0.wav",
+        "split": "train",
+        "machine_type": MT,
+        "machine_id": "id_00",
+        "label": "normal",
+    }
+    rows.append(
+        {
+            "clip_id": "train0",
+            "model_name": MODEL,
+            "model_version": 1,
+            "family": "ae",
+            "night": None,
+            "machine_type": MT,
+            "machine_id": "id_00",
+            "score": 9.0,
+            "threshold": 2.0,
+            "is_anomaly": True,
+            "run_id": "train",
+        }
+    )
     table = pa.table({c: [r.get(c) for r in rows] for c in SCORE_COLUMNS})
     assert db.load_scores([table], clips.values()) == len(rows)
-    db.add_rejected({"uri": u, "night": n, "machine_type": MT, "machine_id": m, "reason": r,
-                     "detail": "test", "run_id": f"run-{n}-v1"} for u, n, m, r in REJECTED)
-    db.record_run({"run_id": "run-2026-11-23-v1", "flow": "score", "night": LATEST, "machine_type": MT,
-                   "family": "ae", "model_name": MODEL, "model_version": 1, "status": "completed",
-                   "n_clips": 11, "n_scored": 8, "n_skipped": 0, "n_rejected": 3, "n_flagged": 1})
+    db.add_rejected(
+        {
+            "uri": u,
+            "night": n,
+            "machine_type": MT,
+            "machine_id": m,
+            "reason": r,
+            "detail": "test",
+            "run_id": f"run-{n}-v1",
+        }
+        for u, n, m, r in REJECTED
+    )
+    db.record_run(
+        {
+            "run_id": "run-2026-11-23-v1",
+            "flow": "score",
+            "night": LATEST,
+            "machine_type": MT,
+            "family": "ae",
+            "model_name": MODEL,
+            "model_version": 1,
+            "status": "completed",
+            "n_clips": 11,
+            "n_scored": 8,
+            "n_skipped": 0,
+            "n_rejected": 3,
+            "n_flagged": 1,
+        }
+    )
     return path
 
 
@@ -140,7 +213,7 @@ def test_every_sql_file_has_a_header():
 @pytest.mark.parametrize("sql_file", SQL_FILES, ids=lambda p: p.stem)
 @pytest.mark.parametrize("night", [None, LATEST, "2026-11-22"])
 def test_cli_runs_every_file(db_path, sql_file, night):
-    out = _cli(db_path, sql_file, night, mode="")   # the default duckbox output, as typed by hand
+    out = _cli(db_path, sql_file, night, mode="")  # the default duckbox output, as typed by hand
     assert out.strip()
 
 
@@ -162,7 +235,7 @@ def test_cli_flagged_anomalies(db_path):
     for night in (None, LATEST):
         lines = _cli(db_path, f, night).splitlines()
         assert len(lines) == 1 + 3
-        assert _uri(LATEST, "id_02", 3) in lines[1] and f"{MODEL}:1" in lines[1]   # ratio 1.333 first
+        assert _uri(LATEST, "id_02", 3) in lines[1] and f"{MODEL}:1" in lines[1]  # ratio 1.333 first
         assert _uri(LATEST, "id_00", 3) in lines[3]
     out = _cli(db_path, f, "2026-11-21")
     assert _uri("2026-11-21", "id_00", 2) in out and LATEST not in out
@@ -184,14 +257,16 @@ def test_cli_other_files(db_path):
 def test_cli_model_comparison_variables(db_path):
     f = SQL_DIR / "model_comparison.sql"
     text = f"SET VARIABLE model_a = '{MODEL}:2';\nSET VARIABLE model_b = '{MODEL}:1';\n" + f.read_text()
-    proc = subprocess.run([str(DUCKDB_CLI), "-csv", str(db_path)], input=text, capture_output=True,
-                          text=True, timeout=30)
+    proc = subprocess.run(
+        [str(DUCKDB_CLI), "-csv", str(db_path)], input=text, capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"{MODEL}:2,{MODEL}:1,8," in proc.stdout
     # only one of the two set: a clear error, not a silent default
     text = f"SET VARIABLE model_a = '{MODEL}:2';\n" + f.read_text()
-    proc = subprocess.run([str(DUCKDB_CLI), "-csv", str(db_path)], input=text, capture_output=True,
-                          text=True, timeout=30)
+    proc = subprocess.run(
+        [str(DUCKDB_CLI), "-csv", str(db_path)], input=text, capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode != 0 and "model_b" in proc.stderr
 
 
@@ -249,7 +324,7 @@ def test_score_drift_rows(db_path):
         ("id_00", f"{MODEL}:1"): (False, "ok"),
         ("id_00", f"{MODEL}:2"): (False, "ok"),
     }
-    assert [r["drifted"] for r in rows] == [True, True, False, False]   # drifted first
+    assert [r["drifted"] for r in rows] == [True, True, False, False]  # drifted first
     r = next(r for r in rows if r["machine_id"] == "id_02" and r["model"] == f"{MODEL}:1")
     assert r["baseline_median"] == 1.0 and r["baseline_p90"] == 1.5 and r["ratio"] == pytest.approx(2.65)
     r = next(r for r in rows if r["machine_id"] == "id_02" and r["model"] == f"{MODEL}:2")
@@ -263,15 +338,19 @@ def test_trend_rows(db_path):
     _, rows = _report(db_path, "trend_30_nights")
     v1 = [(r["machine_id"], str(r["night"]), r["scored"], r["flagged"]) for r in rows if r["model"] == f"{MODEL}:1"]
     assert v1 == [
-        ("id_00", "2026-11-21", 3, 1), ("id_00", "2026-11-22", 2, 0), ("id_00", LATEST, 4, 0),
-        ("id_02", "2026-11-21", 2, 0), ("id_02", "2026-11-22", 2, 0), ("id_02", LATEST, 4, 1),
+        ("id_00", "2026-11-21", 3, 1),
+        ("id_00", "2026-11-22", 2, 0),
+        ("id_00", LATEST, 4, 0),
+        ("id_02", "2026-11-21", 2, 0),
+        ("id_02", "2026-11-22", 2, 0),
+        ("id_02", LATEST, 4, 1),
     ]
     assert len(rows) == 8
     r = next(r for r in rows if r["machine_id"] == "id_02" and str(r["night"]) == LATEST and r["model"].endswith(":1"))
     assert r["median_score_7n"] == pytest.approx((1.1 + 1.65 + 2.65) / 3)
     _, rows = _report(db_path, "trend_30_nights", "2026-11-22")
     assert max(str(r["night"]) for r in rows) == "2026-11-22" and len(rows) == 4
-    _, rows = _report(db_path, "trend_30_nights", "2026-10-30")   # window 10-01 .. 10-30
+    _, rows = _report(db_path, "trend_30_nights", "2026-10-30")  # window 10-01 .. 10-30
     assert [(r["machine_id"], str(r["night"])) for r in rows] == [("id_00", "2026-10-01")]
 
 
@@ -298,8 +377,9 @@ def test_model_comparison_rows(db_path):
 # -- validation, formatting, read-only -------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["2026-13-01", "x'; DROP TABLE scores; --", "2026-11-23 ", "20261123",
-                                 "2026-02-30", ""])
+@pytest.mark.parametrize(
+    "bad", ["2026-13-01", "x'; DROP TABLE scores; --", "2026-11-23 ", "20261123", "2026-02-30", ""]
+)
 def test_bad_night(db_path, bad):
     with pytest.raises(ValueError, match="night") as exc:
         run_report(str(db_path), night=bad)
@@ -338,8 +418,10 @@ def test_reports_leave_database_unchanged(db_path):
 
 def test_format_table_shape():
     cols = ["machine_id", "scored", "rate", "median_score", "drifted", "night"]
-    rows = [("id_00", 4, 0.083333333, 1.23456789, False, dt.date(2026, 11, 23)),
-            ("id_02", 12, None, 1234.5678, True, dt.date(2026, 11, 23))]
+    rows = [
+        ("id_00", 4, 0.083333333, 1.23456789, False, dt.date(2026, 11, 23)),
+        ("id_02", 12, None, 1234.5678, True, dt.date(2026, 11, 23)),
+    ]
     text = format_table(cols, rows)
     lines = text.splitlines()
     assert len(lines) == 2 + len(rows) + 1 and lines[-1] == "(2 rows)"
@@ -348,7 +430,7 @@ def test_format_table_shape():
     assert "0.08333" in text and "1.235" in text and "1234.568" in text and "1.23456789" not in text
     # numbers right-aligned: the scored column ends at the same position in every row
     end = lines[0].index("scored") + len("scored")
-    assert lines[2][end - 1] == "4" and lines[3][end - 2:end] == "12"
+    assert lines[2][end - 1] == "4" and lines[3][end - 2 : end] == "12"
     assert "true" in lines[3] and "2026-11-23" in lines[2]
 
     assert "(no rows)" in format_table(cols, [])
@@ -372,7 +454,7 @@ def test_format_every_report(db_path):
 def test_empty_database(tmp_path):
     path = tmp_path / "empty.duckdb"
     with ResultsDB(path).connect():
-        pass   # schema only
+        pass  # schema only
     for title, cols, rows in run_report(str(path)):
         assert cols and rows == [], title
         assert "(no rows)" in format_table(cols, rows)

@@ -35,8 +35,16 @@ def s3(tmp_path_factory):
 def test_night_from_s3_scores_once_and_only_new_clips(s3):
     settings, server = s3
     svc = Services.from_settings(settings)
-    spec = PlantSpec(machine_ids=("00", "02"), n_train=12, n_eval_normal=4, n_eval_anomaly=4, nights=(NIGHT,),
-                     night_normal=5, night_anomaly=1, seed=3)
+    spec = PlantSpec(
+        machine_ids=("00", "02"),
+        n_train=12,
+        n_eval_normal=4,
+        n_eval_anomaly=4,
+        nights=(NIGHT,),
+        night_normal=5,
+        night_anomaly=1,
+        seed=3,
+    )
     generate_plant(svc.store.put, spec)
     keys = list(svc.store.list(f"drops/{NIGHT}/"))
     assert len(keys) == 12 and all(k.startswith(f"drops/{NIGHT}/slider/id_") for k in keys)
@@ -73,5 +81,6 @@ def test_features_on_s3_are_parquet_that_duckdb_reads(s3):
     enable_httpfs(con, server.endpoint)
     rows = con.execute(
         "SELECT machine_type, count(*), min(n_frames), any_value(len(logmel[1])) FROM read_parquet("
-        "'s3://plant/site-a/features/*/night=*/*/*.parquet', hive_partitioning = true) GROUP BY ALL").fetchall()
+        "'s3://plant/site-a/features/*/night=*/*/*.parquet', hive_partitioning = true) GROUP BY ALL"
+    ).fetchall()
     assert rows and rows[0][0] == "slider" and rows[0][1] >= 12 and rows[0][2] == 313 and rows[0][3] == 64

@@ -25,7 +25,7 @@ def test_old_database_upgrades_in_place(tmp_path):
     con.execute(OLD_SCORES)
     con.close()
     db = ResultsDB(path)
-    with db.connect() as con:   # a writing connection applies the schema
+    with db.connect() as con:  # a writing connection applies the schema
         rows = con.execute("SELECT clip_id, ratio, explanation, verdict FROM anomalies").fetchall()
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert rows == [("c1", 2.0, None, None)]

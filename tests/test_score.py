@@ -85,7 +85,7 @@ def test_band_reference_points_at_the_departure_from_normal_not_the_loudest_erro
     60. Raw, the peak is band 0; against the machine's normal band profile it is band 60."""
     cfg = FeatureConfig()
     lm = np.zeros((128, 100), np.float32)
-    lm[0, :] = 2.0      # squared error 4 everywhere in band 0, as on every normal clip
+    lm[0, :] = 2.0  # squared error 4 everywhere in band 0, as on every normal clip
     lm[60, 40:60] = 1.0
     normal = np.full(128, 1e-3)
     normal[0] = 4.0
@@ -94,11 +94,11 @@ def test_band_reference_points_at_the_departure_from_normal_not_the_loudest_erro
     edges = mel_band_edges(cfg)
     assert raw.peak_freq_lo_hz[0] == edges[0][0]
     assert (rel.peak_freq_lo_hz[0], rel.peak_freq_hi_hz[0]) == tuple(edges[60])
-    assert rel.score[0] == raw.score[0]                       # the score itself does not change
+    assert rel.score[0] == raw.score[0]  # the score itself does not change
     np.testing.assert_allclose(raw.band_error, rel.band_error)
     assert raw.band_error.shape == (1, 128) and raw.band_error[0, 0] == pytest.approx(4.0)
     other = score_logmels(Zero(), [lm], cfg, machine_ids=["02"], band_reference={"00": normal})
-    assert other.peak_freq_lo_hz[0] == edges[0][0]            # no reference for that ID: raw
+    assert other.peak_freq_lo_hz[0] == edges[0][0]  # no reference for that ID: raw
 
 
 def test_span_of_a_single_spike_is_narrow():

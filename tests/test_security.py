@@ -38,7 +38,11 @@ def _leaks(text) -> list[str]:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_no_credential_in_logs_errors_database_mlflow_or_parquet(tmp_path, monkeypatch, caplog, capsys):
-    for k, v in {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(k, v)
     caplog.set_level(logging.INFO)
     server = MotoServer().start()
@@ -46,25 +50,39 @@ def test_no_credential_in_logs_errors_database_mlflow_or_parquet(tmp_path, monke
         boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket="plant")
         settings = Settings(home=tmp_path, store="s3://plant/site", s3_endpoint=server.endpoint)
         svc = Services.from_settings(settings)
-        generate_plant(svc.store.put, PlantSpec(machine_ids=("00",), n_train=6, n_eval_normal=3, n_eval_anomaly=3,
-                                                nights=(NIGHT,), night_normal=2, night_anomaly=1, seed=1))
+        generate_plant(
+            svc.store.put,
+            PlantSpec(
+                machine_ids=("00",),
+                n_train=6,
+                n_eval_normal=3,
+                n_eval_anomaly=3,
+                nights=(NIGHT,),
+                night_normal=2,
+                night_anomaly=1,
+                seed=1,
+            ),
+        )
         run_retrain(settings, "ae", "slider", epochs=1, use_prefect=False)
         run_score(settings, NIGHT, "ae", use_prefect=False)
         # a failing run: its error, its log line and its runs row
-        broken = Services.from_settings(Settings(home=tmp_path, store="s3://no-such-bucket/x",
-                                                 s3_endpoint=server.endpoint))
+        broken = Services.from_settings(
+            Settings(home=tmp_path, store="s3://no-such-bucket/x", s3_endpoint=server.endpoint)
+        )
         with pytest.raises(StoreError, match="NoSuchBucket") as failed:
             nightly.run_night(broken, NIGHT, "ae", log=logging.getLogger("slidead.test").warning)
         s3 = boto3.client("s3", endpoint_url=server.endpoint)
-        objects = {o["Key"]: s3.get_object(Bucket="plant", Key=o["Key"])["Body"].read()
-                   for page in s3.get_paginator("list_objects_v2").paginate(Bucket="plant")
-                   for o in page.get("Contents", [])}
+        objects = {
+            o["Key"]: s3.get_object(Bucket="plant", Key=o["Key"])["Body"].read()
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket="plant")
+            for o in page.get("Contents", [])
+        }
     finally:
         server.stop()
 
     out = capsys.readouterr()
     assert not _leaks(caplog.text + out.out + out.err + str(failed.value))
-    assert caplog.text and out.err                      # there were logs to look at
+    assert caplog.text and out.err  # there were logs to look at
     # the database, every table
     with svc.db.connect(read_only=True) as con:
         tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
@@ -92,7 +110,7 @@ def test_no_credential_in_logs_errors_database_mlflow_or_parquet(tmp_path, monke
 
 
 def _ident(name: str) -> str:
-    assert re.fullmatch(r"[a-z_]+", name), name     # a table name from the catalogue, checked
+    assert re.fullmatch(r"[a-z_]+", name), name  # a table name from the catalogue, checked
     return name
 
 
@@ -101,8 +119,20 @@ def test_flow_parameters_hold_no_credentials():
     from flows.retrain import retrain
     from flows.score import score
 
-    allowed = {"night", "family", "machine_type", "shard_size", "timezone", "epochs", "device", "tolerance",
-               "seed", "patience", "metric", "stream"}
+    allowed = {
+        "night",
+        "family",
+        "machine_type",
+        "shard_size",
+        "timezone",
+        "epochs",
+        "device",
+        "tolerance",
+        "seed",
+        "patience",
+        "metric",
+        "stream",
+    }
     for fl in (score, retrain):
         names = set(inspect.signature(fl.fn).parameters)
         assert names <= allowed, names - allowed
@@ -147,20 +177,28 @@ def test_all_sql_in_the_code_uses_parameters():
     for path in sorted([*(ROOT / "slidead").rglob("*.py"), *(ROOT / "flows").rglob("*.py")]):
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in _SQL_CALLS and node.args and _dynamic(node.args[0])):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _SQL_CALLS
+                and node.args
+                and _dynamic(node.args[0])
+            ):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offenders, f"SQL built from strings at {offenders}"
 
 
-@pytest.mark.parametrize("args, complaint", [
-    (["--night", "2026-11-23'; DROP TABLE scores; --"], "night"),
-    (["--night", "yesterday"], "night"),
-    (["--machine-type", "slider'; DROP TABLE scores; --"], "machine_type"),
-    (["--machine-type", "../etc"], "machine_type"),
-    (["--machine-id", "00 OR 1=1"], "machine_id"),
-    (["--machine-id", "id_0x"], "machine_id"),
-])
+@pytest.mark.parametrize(
+    "args, complaint",
+    [
+        (["--night", "2026-11-23'; DROP TABLE scores; --"], "night"),
+        (["--night", "yesterday"], "night"),
+        (["--machine-type", "slider'; DROP TABLE scores; --"], "machine_type"),
+        (["--machine-type", "../etc"], "machine_type"),
+        (["--machine-id", "00 OR 1=1"], "machine_id"),
+        (["--machine-id", "id_0x"], "machine_id"),
+    ],
+)
 def test_report_refuses_bad_night_and_machine_arguments(tmp_path, monkeypatch, capsys, args, complaint):
     monkeypatch.setenv("SLIDEAD_HOME", str(tmp_path))
     assert main(["report", *args]) == 2
@@ -188,8 +226,17 @@ _HOST = re.compile(r"(?:--host|-H|-h)[\s=\"',]+([^\s\"',\]]+)")
 def test_servers_in_code_and_docs_bind_to_localhost():
     """Every server command slidead runs or its docs show binds 127.0.0.1: named explicitly, or
     left to a default that is 127.0.0.1 (prefect server, mlflow ui/server)."""
-    texts = {p: p.read_text() for p in [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("slidead/**/*.py"),
-                                        *ROOT.glob("deployments/*"), ROOT / "Makefile"] if p.is_file()}
+    texts = {
+        p: p.read_text()
+        for p in [
+            ROOT / "README.md",
+            *ROOT.glob("docs/*.md"),
+            *ROOT.glob("slidead/**/*.py"),
+            *ROOT.glob("deployments/*"),
+            ROOT / "Makefile",
+        ]
+        if p.is_file()
+    }
     commands = [(path.name, m.group(0)) for path, text in texts.items() for m in _SERVER.finditer(text)]
     assert len(commands) >= 3
     for where, command in commands:
@@ -199,7 +246,7 @@ def test_servers_in_code_and_docs_bind_to_localhost():
             assert command.startswith(("prefect server", "mlflow")), f"{where}: {command!r} names no host"
     compose = (ROOT / "docker" / "compose.yaml").read_text()
     ports = re.findall(r'"(\S+:\d+:\d+)"', compose)
-    assert ports and all(p.startswith("127.0.0.1:") for p in ports), ports   # published on loopback only
+    assert ports and all(p.startswith("127.0.0.1:") for p in ports), ports  # published on loopback only
 
 
 def test_prefect_temporary_api_binds_to_localhost(monkeypatch):
@@ -211,13 +258,14 @@ def test_prefect_temporary_api_binds_to_localhost(monkeypatch):
 
 # --- models come from the project's own registry, never unpickled -----------------------------
 
+
 def test_a_pickle_in_the_registry_is_not_run(tmp_path):
     svc = services(tmp_path)
     put_night(svc.store, good_clips(1))
     with tampered_champion("pickle") as (uri, marker):
         with pytest.raises(ModelRegistryError, match="could not load the champion"):
             nightly.run_night(svc, NIGHT, "ae")
-        assert not marker.exists()                        # the payload never ran
+        assert not marker.exists()  # the payload never ran
     assert count(svc, "scores") == 0
 
 
@@ -231,8 +279,9 @@ def test_library_never_unpickles_models():
             name = ast.unparse(node.func)
             if name in ("pickle.load", "pickle.loads", "mlflow.pytorch.load_model", "cloudpickle.load"):
                 offenders.append(f"{path.name}:{node.lineno} {name}")
-            if name == "torch.load" and not any(k.arg == "weights_only" and getattr(k.value, "value", None) is True
-                                                for k in node.keywords):
+            if name == "torch.load" and not any(
+                k.arg == "weights_only" and getattr(k.value, "value", None) is True for k in node.keywords
+            ):
                 offenders.append(f"{path.name}:{node.lineno} torch.load without weights_only=True")
     assert not offenders
     readme = (ROOT / "README.md").read_text()

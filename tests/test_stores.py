@@ -23,6 +23,7 @@ def _files(root):
 
 # --- LocalObjectStore -----------------------------------------------------------------------
 
+
 def test_local_store_put_get_exists_list(tmp_path):
     s = LocalObjectStore(tmp_path / "store")
     assert isinstance(s, ObjectStore)
@@ -35,8 +36,11 @@ def test_local_store_put_get_exists_list(tmp_path):
     assert s.exists("train/slider/id_00/a.wav")
     assert not s.exists("train/slider/id_00/zzz.wav")
     assert not s.exists("train/slider/id_00")  # a folder is not an object
-    assert list(s.list()) == ["drops/2024-03-01/slider/id_00/c.wav", "train/slider/id_00/a.wav",
-                              "train/slider/id_02/b.wav"]
+    assert list(s.list()) == [
+        "drops/2024-03-01/slider/id_00/c.wav",
+        "train/slider/id_00/a.wav",
+        "train/slider/id_02/b.wav",
+    ]
     assert list(s.list("train/")) == ["train/slider/id_00/a.wav", "train/slider/id_02/b.wav"]
     assert list(s.list("train/slider/id_0")) == ["train/slider/id_00/a.wav", "train/slider/id_02/b.wav"]
     assert list(s.list("train/slider/id_02")) == ["train/slider/id_02/b.wav"]
@@ -165,7 +169,7 @@ def test_feature_store_ignores_corrupt_files(tmp_path):
     fs.write(CFG, "set=train", "slider", [_row("good", 6)])
     lost = fs.write(CFG, "set=train", "slider", [_row("lost", 6)])
     data = open(lost, "rb").read()
-    with open(lost, "wb") as f:                      # cut in half, as by a crash mid-copy
+    with open(lost, "wb") as f:  # cut in half, as by a crash mid-copy
         f.write(data[: len(data) // 2])
     d = fs.directory(CFG, "set=train", "slider")
     with open(f"{d}/part-garbage.parquet", "wb") as f:
@@ -194,19 +198,27 @@ def test_duckdb_sees_hive_partitions(tmp_path):
     glob = f"{tmp_path}/features/{CFG.hash}/night=*/**/*.parquet"
     rows = con.execute(
         "SELECT clip_id, CAST(night AS VARCHAR), machine_type, n_frames, len(logmel), len(logmel[1]), config_hash "
-        "FROM read_parquet(?, hive_partitioning = true) ORDER BY clip_id", [glob]).fetchall()
-    assert rows == [("a", "2024-03-01", "slider", 6, 6, 4, CFG.hash),
-                    ("b", "2024-03-01", "slider", 7, 7, 4, CFG.hash),
-                    ("c", "2024-03-02", "fan", 8, 8, 4, CFG.hash)]
-    sets = con.execute("SELECT clip_id, \"set\", machine_type FROM read_parquet(?, hive_partitioning = true)",
-                       [f"{tmp_path}/features/{CFG.hash}/set=*/**/*.parquet"]).fetchall()
+        "FROM read_parquet(?, hive_partitioning = true) ORDER BY clip_id",
+        [glob],
+    ).fetchall()
+    assert rows == [
+        ("a", "2024-03-01", "slider", 6, 6, 4, CFG.hash),
+        ("b", "2024-03-01", "slider", 7, 7, 4, CFG.hash),
+        ("c", "2024-03-02", "fan", 8, 8, 4, CFG.hash),
+    ]
+    sets = con.execute(
+        'SELECT clip_id, "set", machine_type FROM read_parquet(?, hive_partitioning = true)',
+        [f"{tmp_path}/features/{CFG.hash}/set=*/**/*.parquet"],
+    ).fetchall()
     assert sets == [("d", "train", "slider")]
-    first = con.execute("SELECT logmel[1] FROM read_parquet(?, hive_partitioning = true) WHERE clip_id = 'a'",
-                        [glob]).fetchone()[0]
+    first = con.execute(
+        "SELECT logmel[1] FROM read_parquet(?, hive_partitioning = true) WHERE clip_id = 'a'", [glob]
+    ).fetchone()[0]
     np.testing.assert_array_equal(np.array(first, np.float32), _row("a", 6).logmel[:, 0])
 
 
 # --- ShardStore -----------------------------------------------------------------------------
+
 
 def _tables(n):
     return {
@@ -235,7 +247,8 @@ def test_shard_store_write_read_done(tmp_path):
     for k in KINDS:
         assert got[k].equals(tables[k])
     assert _files(tmp_path) == sorted(
-        f"results/night=2024-03-01/model=slidead-slider-ae/version=3/{k}-{sid}.parquet" for k in KINDS)
+        f"results/night=2024-03-01/model=slidead-slider-ae/version=3/{k}-{sid}.parquet" for k in KINDS
+    )
 
 
 def test_shard_store_missing_or_corrupt_kind_reads_none(tmp_path):

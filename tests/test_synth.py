@@ -48,8 +48,7 @@ def test_public_constants():
 def test_machine_build_is_deterministic_and_per_id():
     a, b = machine_build("slider", "00", 0), machine_build("slider", "00", 0)
     assert a == b and hash(a) == hash(b)
-    others = [machine_build("slider", "02", 0), machine_build("slider", "00", 1),
-              machine_build("fan", "00", 0)]
+    others = [machine_build("slider", "02", 0), machine_build("slider", "00", 1), machine_build("fan", "00", 0)]
     assert all(o != a and o.shaft_hz != a.shaft_hz for o in others)
     with pytest.raises(ValueError):
         machine_build("slider", "", 0)
@@ -79,8 +78,7 @@ def test_machine_ids_sound_different():
     spectra = {}
     for mid in ("00", "02", "04"):
         b = machine_build("slider", mid, 0)
-        spectra[mid] = np.array([_bands(normal_clip(b, rng(5, i), snr_db=6.0)).mean(0)
-                                 for i in range(4)])
+        spectra[mid] = np.array([_bands(normal_clip(b, rng(5, i), snr_db=6.0)).mean(0) for i in range(4)])
     means = {mid: s.mean(0) for mid, s in spectra.items()}
     for mid, s in spectra.items():
         for clip in s:
@@ -114,12 +112,13 @@ def test_each_fault_changes_the_spectrum_measurably(build):
 
     normal = np.mean([score(normal_clip(build, rng(9, i), snr_db=6.0)) for i in range(3)])
     for fault in FAULTS:
-        ratios = [score(anomalous_clip(build, rng(10, i), fault, 1.0, snr_db=6.0))
-                  / score(anomalous_clip(build, rng(10, i), fault, 1e-3, snr_db=6.0))
-                  for i in range(3)]
+        ratios = [
+            score(anomalous_clip(build, rng(10, i), fault, 1.0, snr_db=6.0))
+            / score(anomalous_clip(build, rng(10, i), fault, 1e-3, snr_db=6.0))
+            for i in range(3)
+        ]
         assert min(ratios) > 1.0 and np.mean(ratios) > 1.05, (fault, ratios)
-        faint = np.mean([score(anomalous_clip(build, rng(11, i), fault, 1e-3, snr_db=6.0))
-                         for i in range(2)])
+        faint = np.mean([score(anomalous_clip(build, rng(11, i), fault, 1e-3, snr_db=6.0)) for i in range(2)])
         assert faint < 1.3 * normal  # a negligible fault looks like the normals
 
 
@@ -136,8 +135,16 @@ def test_wav_bytes_round_trip(build):
         wav_bytes(np.zeros((2, 100), np.float32))
 
 
-SMALL = PlantSpec(machine_ids=("00", "02"), n_train=2, n_eval_normal=1, n_eval_anomaly=4,
-                  nights=("2026-11-23", "2026-11-24"), night_normal=2, night_anomaly=1, seed=3)
+SMALL = PlantSpec(
+    machine_ids=("00", "02"),
+    n_train=2,
+    n_eval_normal=1,
+    n_eval_anomaly=4,
+    nights=("2026-11-23", "2026-11-24"),
+    night_normal=2,
+    night_anomaly=1,
+    seed=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -178,10 +185,26 @@ def test_generate_plant_night_truth(small_plant):
 
 def test_generate_plant_is_stable_when_growing():
     """More clips or more nights leave the earlier clips byte-identical."""
-    base = PlantSpec(machine_ids=("04",), n_train=1, n_eval_normal=0, n_eval_anomaly=1,
-                     nights=("2026-11-23",), night_normal=1, night_anomaly=1, seed=5)
-    more = PlantSpec(machine_ids=("04",), n_train=2, n_eval_normal=0, n_eval_anomaly=2,
-                     nights=("2026-11-23", "2026-11-24"), night_normal=1, night_anomaly=1, seed=5)
+    base = PlantSpec(
+        machine_ids=("04",),
+        n_train=1,
+        n_eval_normal=0,
+        n_eval_anomaly=1,
+        nights=("2026-11-23",),
+        night_normal=1,
+        night_anomaly=1,
+        seed=5,
+    )
+    more = PlantSpec(
+        machine_ids=("04",),
+        n_train=2,
+        n_eval_normal=0,
+        n_eval_anomaly=2,
+        nights=("2026-11-23", "2026-11-24"),
+        night_normal=1,
+        night_anomaly=1,
+        seed=5,
+    )
     a, b = {}, {}
     truth_a = generate_plant(a.__setitem__, base)["night_truth"]
     truth_b = generate_plant(b.__setitem__, more)["night_truth"]
@@ -190,32 +213,38 @@ def test_generate_plant_is_stable_when_growing():
     assert all(truth_b[k] == v for k, v in truth_a.items())
 
 
-@pytest.mark.parametrize("call, word", [
-    (lambda b: anomalous_clip(b, rng(0), "rusty_nail", 0.5), "rusty_nail"),
-    (lambda b: anomalous_clip(b, rng(0), "loose_belt", 0.0), "severity"),
-    (lambda b: anomalous_clip(b, rng(0), "loose_belt", 1.5), "1.5"),
-    (lambda b: anomalous_clip(b, rng(0), "loose_belt", float("nan")), "nan"),
-    (lambda b: normal_clip(b, rng(0), snr_db=float("inf")), "snr_db"),
-    (lambda b: normal_clip(b, rng(0), duration_s=0.0), "duration_s"),
-])
+@pytest.mark.parametrize(
+    "call, word",
+    [
+        (lambda b: anomalous_clip(b, rng(0), "rusty_nail", 0.5), "rusty_nail"),
+        (lambda b: anomalous_clip(b, rng(0), "loose_belt", 0.0), "severity"),
+        (lambda b: anomalous_clip(b, rng(0), "loose_belt", 1.5), "1.5"),
+        (lambda b: anomalous_clip(b, rng(0), "loose_belt", float("nan")), "nan"),
+        (lambda b: normal_clip(b, rng(0), snr_db=float("inf")), "snr_db"),
+        (lambda b: normal_clip(b, rng(0), duration_s=0.0), "duration_s"),
+    ],
+)
 def test_clip_argument_errors(build, call, word):
     with pytest.raises(ValueError, match=re.escape(word)):
         call(build)
 
 
-@pytest.mark.parametrize("changes, word", [
-    ({"machine_ids": ()}, "machine_ids"),
-    ({"machine_ids": ("00", "00")}, "duplicate"),
-    ({"machine_ids": ("0/0",)}, "0/0"),
-    ({"machine_type": "sli der"}, "sli der"),
-    ({"nights": ("2026-13-01",)}, "2026-13-01"),
-    ({"nights": ("20261123",)}, "20261123"),
-    ({"nights": "2026-11-23"}, "nights"),
-    ({"n_train": -1}, "n_train"),
-    ({"night_anomaly": 1.5}, "night_anomaly"),
-    ({"severity": (0.0, 1.0)}, "severity"),
-    ({"severity": (0.8, 0.5)}, "severity"),
-])
+@pytest.mark.parametrize(
+    "changes, word",
+    [
+        ({"machine_ids": ()}, "machine_ids"),
+        ({"machine_ids": ("00", "00")}, "duplicate"),
+        ({"machine_ids": ("0/0",)}, "0/0"),
+        ({"machine_type": "sli der"}, "sli der"),
+        ({"nights": ("2026-13-01",)}, "2026-13-01"),
+        ({"nights": ("20261123",)}, "20261123"),
+        ({"nights": "2026-11-23"}, "nights"),
+        ({"n_train": -1}, "n_train"),
+        ({"night_anomaly": 1.5}, "night_anomaly"),
+        ({"severity": (0.0, 1.0)}, "severity"),
+        ({"severity": (0.8, 0.5)}, "severity"),
+    ],
+)
 def test_generate_plant_argument_errors(changes, word):
     spec = PlantSpec(**{**SMALL.__dict__, **changes})
     written = []

@@ -25,7 +25,11 @@ def test_gamma_fit_recovers_the_quantile(shape, scale, q):
 
 def test_higher_quantile_higher_threshold():
     s = stats.gamma.rvs(3.0, size=200, random_state=np.random.default_rng(1))
-    assert gamma_threshold(s, 0.5)["threshold"] < gamma_threshold(s, 0.9)["threshold"] < gamma_threshold(s, 0.99)["threshold"]
+    assert (
+        gamma_threshold(s, 0.5)["threshold"]
+        < gamma_threshold(s, 0.9)["threshold"]
+        < gamma_threshold(s, 0.99)["threshold"]
+    )
 
 
 def test_constant_scores():
@@ -79,6 +83,6 @@ def test_threshold_for_with_nothing_stored():
 
 
 def test_negative_scores_take_the_empirical_quantile():
-    s = np.linspace(-3.0, 1.0, 41)          # e.g. the ID classifier's log((1 - p) / p)
+    s = np.linspace(-3.0, 1.0, 41)  # e.g. the ID classifier's log((1 - p) / p)
     fit = gamma_threshold(s, 0.9)
     assert fit["method"] == "empirical" and fit["threshold"] == pytest.approx(np.quantile(s, 0.9))

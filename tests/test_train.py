@@ -14,6 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # --- split_clips ----------------------------------------------------------------------------
 
+
 def test_split_per_machine_id_both_sides():
     ids = ["00"] * 10 + ["02"] * 2 + ["04"] * 1 + ["06"] * 30
     val = split_clips(ids, 0.1, seed=0)
@@ -21,7 +22,7 @@ def test_split_per_machine_id_both_sides():
     ids = np.array(ids)
     assert val[ids == "00"].sum() == 1
     assert val[ids == "02"].sum() == 1 and (~val[ids == "02"]).sum() == 1
-    assert val[ids == "04"].sum() == 0        # a lone clip stays in training
+    assert val[ids == "04"].sum() == 0  # a lone clip stays in training
     assert val[ids == "06"].sum() == 3
 
 
@@ -44,9 +45,18 @@ def test_split_accepts_integer_like_ids():
 
 # --- config and device ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("kw, name", [({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"),
-                                      ({"val_fraction": 0.0}, "val_fraction"), ({"val_fraction": 1.0}, "val_fraction"),
-                                      ({"lr": 0.0}, "lr"), ({"device": "tpu"}, "tpu")])
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"val_fraction": 0.0}, "val_fraction"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"lr": 0.0}, "lr"),
+        ({"device": "tpu"}, "tpu"),
+    ],
+)
 def test_train_config_validation(kw, name):
     with pytest.raises(ValueError, match=name):
         TrainConfig(**kw)
@@ -80,6 +90,7 @@ def test_cuda_without_gpu_raises():
 
 # --- fit ------------------------------------------------------------------------------------
 
+
 def _toy(n_train=256, n_val=64, dim=16, seed=0):
     """Train and validation windows on one 2-d subspace: an AE with a 4-d bottleneck learns them."""
     rng = np.random.default_rng(seed)
@@ -112,8 +123,13 @@ def test_fit_learns_a_toy_problem():
     torch.manual_seed(0)
     model = _small_ae()
     calls = []
-    res = fit(model, x, v, TrainConfig(epochs=20, batch_size=32, lr=1e-2, patience=20, device="cpu"),
-              progress=lambda *a: calls.append(a))
+    res = fit(
+        model,
+        x,
+        v,
+        TrainConfig(epochs=20, batch_size=32, lr=1e-2, patience=20, device="cpu"),
+        progress=lambda *a: calls.append(a),
+    )
     tl, vl = res.history["train_loss"], res.history["val_loss"]
     assert res.epochs_run == len(tl) == len(vl) == len(calls) == 20
     assert [c[0] for c in calls] == list(range(1, 21)) and calls[0][1] == 20
@@ -147,7 +163,7 @@ def test_early_stopping_keeps_best_epoch_weights():
     assert res.best_epoch == int(np.argmin(vl)) + 1
     assert 1 < res.best_epoch < res.epochs_run < 50
     assert res.epochs_run == res.best_epoch + 3
-    assert all(v >= vl[res.best_epoch - 1] for v in vl[res.best_epoch:])
+    assert all(v >= vl[res.best_epoch - 1] for v in vl[res.best_epoch :])
     # the returned (and loaded) weights are the best epoch's, not the last epoch's
     assert torch.equal(res.state_dict["p"], model.p.detach())
     best_val = evaluate_loss(model, torch.as_tensor(val))
@@ -249,8 +265,12 @@ def test_fit_passes_labels_when_the_windows_have_them():
     y = rng.integers(0, 2, 200)
     x = (y[:, None] * 4.0 - 2.0 + rng.normal(0, 0.5, (200, 1))).astype(np.float32)
     torch.manual_seed(0)
-    res = fit(_Labelled(), (x[:150], y[:150]), (x[150:], y[150:]),
-              TrainConfig(epochs=30, batch_size=32, lr=0.05, device="cpu"))
+    res = fit(
+        _Labelled(),
+        (x[:150], y[:150]),
+        (x[150:], y[150:]),
+        TrainConfig(epochs=30, batch_size=32, lr=0.05, device="cpu"),
+    )
     assert res.history["val_loss"][res.best_epoch - 1] < 0.1
     with pytest.raises(ValueError, match="do not match"):
         fit(_Labelled(), (x, y[:3]), (x, y), TrainConfig(epochs=1, device="cpu"))
@@ -261,6 +281,6 @@ def test_fit_keeps_a_modules_extra_state():
 
     x, v = _toy()
     model = _small_ae()
-    model.stats = SelectiveMahalanobis(2, ("00",))   # buffers and extra state, no parameters
+    model.stats = SelectiveMahalanobis(2, ("00",))  # buffers and extra state, no parameters
     res = fit(model, x, v, TrainConfig(epochs=2, batch_size=64, device="cpu"))
     assert res.state_dict["stats._extra_state"] == {"ids": ["00"]}

@@ -30,13 +30,15 @@ def _store(tmp_path, n=70, seed=0, files=(30, 40)):
     Parquet files; returns the store, the rows in clip ID order and a label per clip ID."""
     rng = np.random.default_rng(seed)
     lengths = [int(x) for x in rng.integers(5, 40, size=n)]
-    lengths[3], lengths[11] = 3, 4          # no window at all
-    rows = [FeatureRow(f"c{i:03d}", f"{i % 3:02d}", None, rng.normal(size=(8, t)).astype(np.float32))
-            for i, t in enumerate(lengths)]
+    lengths[3], lengths[11] = 3, 4  # no window at all
+    rows = [
+        FeatureRow(f"c{i:03d}", f"{i % 3:02d}", None, rng.normal(size=(8, t)).astype(np.float32))
+        for i, t in enumerate(lengths)
+    ]
     fs = FeatureStore.local(str(tmp_path))
     start = 0
     for k in files:
-        fs.write(CFG, PART, MTYPE, rows[start:start + k])
+        fs.write(CFG, PART, MTYPE, rows[start : start + k])
         start += k
     labels = {r.clip_id: int(r.machine_id) // 2 for r in rows}
     return fs, rows, labels
@@ -60,8 +62,7 @@ def test_an_epoch_streams_exactly_the_frame_windows(tmp_path, stride, with_label
     clips = StoredClips.open(fs, CFG, PART, MTYPE)
     assert [c.clip_id for c in clips] == [r.clip_id for r in rows] and len(clips.units()) == 3  # 30 | 32 + 8
     lab = labels if with_labels else None
-    ref = FrameWindows([r.logmel for r in rows], 5, [labels[r.clip_id] for r in rows] if with_labels else None,
-                       stride)
+    ref = FrameWindows([r.logmel for r in rows], 5, [labels[r.clip_id] for r in rows] if with_labels else None, stride)
     everything = torch.arange(len(ref))
     expected = _multiset(ref.batch(everything), ref.targets(everything))
     w = StreamWindows(clips, 5, lab, stride, buffer_clips=buffer)
@@ -73,10 +74,12 @@ def test_an_epoch_streams_exactly_the_frame_windows(tmp_path, stride, with_label
     ev = list(w.eval_batches(50))
     assert _multiset(torch.cat([b[0] for b in ev]), None if y is None else torch.cat([b[1] for b in ev])) == expected
     seq = w.sequential(batch_size=13)
-    got = [(seq.batch(torch.arange(s, min(s + 40, len(w)))), seq.targets(torch.arange(s, min(s + 40, len(w)))))
-           for s in range(0, len(w), 40)]
+    got = [
+        (seq.batch(torch.arange(s, min(s + 40, len(w)))), seq.targets(torch.arange(s, min(s + 40, len(w)))))
+        for s in range(0, len(w), 40)
+    ]
     assert _multiset(torch.cat([g[0] for g in got]), None if y is None else torch.cat([g[1] for g in got])) == expected
-    assert torch.equal(seq.batch(torch.arange(0, 40)), got[0][0])        # a second pass starts again at 0
+    assert torch.equal(seq.batch(torch.arange(0, 40)), got[0][0])  # a second pass starts again at 0
 
 
 def test_the_shuffle_is_seeded_and_differs_between_epochs(tmp_path):
@@ -109,8 +112,8 @@ def test_the_buffer_never_holds_more_than_its_clips(tmp_path, buffer):
     w = StreamWindows(StoredClips.open(fs, CFG, PART, MTYPE), 5, buffer_clips=buffer)
     n = sum(len(x) for x, _ in w.epoch_batches(8, torch.Generator().manual_seed(0)))
     assert n == len(w)
-    assert w.peak_clips == buffer                       # filled, and never past it
-    assert w.blocks_read >= len(rows) / buffer          # read in blocks of at most `buffer` clips
+    assert w.peak_clips == buffer  # filled, and never past it
+    assert w.blocks_read >= len(rows) / buffer  # read in blocks of at most `buffer` clips
 
 
 def test_stored_clips_subsets_and_rows(tmp_path):
@@ -132,8 +135,10 @@ def test_fit_trains_on_a_stream_and_its_statistics_match_memory(tmp_path):
     cfg = FeatureConfig(n_mels=16, frames=5)
     rng = np.random.default_rng(0)
     base = rng.normal(size=(16, 1)).astype(np.float32)
-    rows = [FeatureRow(f"c{i:03d}", f"{i % 2:02d}", None,
-                       (base + 0.3 * rng.normal(size=(16, 60))).astype(np.float32)) for i in range(48)]
+    rows = [
+        FeatureRow(f"c{i:03d}", f"{i % 2:02d}", None, (base + 0.3 * rng.normal(size=(16, 60))).astype(np.float32))
+        for i in range(48)
+    ]
     fs.write(cfg, PART, MTYPE, rows)
     clips = StoredClips.open(fs, cfg, PART, MTYPE)
     labels = {r.clip_id: int(r.machine_id) for r in rows}
@@ -142,25 +147,34 @@ def test_fit_trains_on_a_stream_and_its_statistics_match_memory(tmp_path):
     mem_va = FrameWindows([r.logmel for r in rows[40:]], 5)
     config = TrainConfig(epochs=8, batch_size=64, patience=8, device="cpu")
     results = {}
-    sources = {"memory": (mem_tr, mem_va),
-               "stream": (StreamWindows(tr, 5, buffer_clips=6), StreamWindows(va, 5, buffer_clips=6))}
+    sources = {
+        "memory": (mem_tr, mem_va),
+        "stream": (StreamWindows(tr, 5, buffer_clips=6), StreamWindows(va, 5, buffer_clips=6)),
+    }
     for name, (a, b) in sources.items():
         torch.manual_seed(0)
         model = AE(AEConfig(input_dim=80, hidden=32, bottleneck=8))
         results[name] = (model, fit(model, a, b, config))
     h_mem, h_str = results["memory"][1].history["val_loss"], results["stream"][1].history["val_loss"]
-    assert h_str[-1] < 0.8 * h_str[0] and h_mem[-1] < 0.8 * h_mem[0]     # both learn
-    assert min(h_str) == pytest.approx(min(h_mem), rel=0.15)              # and get as far
+    assert h_str[-1] < 0.8 * h_str[0] and h_mem[-1] < 0.8 * h_mem[0]  # both learn
+    assert min(h_str) == pytest.approx(min(h_mem), rel=0.15)  # and get as far
     # the streamed validation loss of a model equals the in-memory one
     model = results["stream"][0]
-    assert evaluate_loss(model, StreamWindows(va, 5, buffer_clips=3), batch=7) == \
-        pytest.approx(evaluate_loss(model, mem_va), rel=1e-5)
+    assert evaluate_loss(model, StreamWindows(va, 5, buffer_clips=3), batch=7) == pytest.approx(
+        evaluate_loss(model, mem_va), rel=1e-5
+    )
     # Mahalanobis statistics read sequentially from the store equal those fitted in memory
     sc = ScoreConfig(metric="mahalanobis")
-    m_mem = fit_normal_statistics(_copy(model), mem_tr.with_labels([labels[r.clip_id] for r in rows[:40]]),
-                                  ["00", "01"], sc, batch=100)
-    m_str = fit_normal_statistics(_copy(model), StreamWindows(tr, 5, buffer_clips=4).with_labels(labels)
-                                  .sequential(batch_size=37), ["00", "01"], sc, batch=100)
+    m_mem = fit_normal_statistics(
+        _copy(model), mem_tr.with_labels([labels[r.clip_id] for r in rows[:40]]), ["00", "01"], sc, batch=100
+    )
+    m_str = fit_normal_statistics(
+        _copy(model),
+        StreamWindows(tr, 5, buffer_clips=4).with_labels(labels).sequential(batch_size=37),
+        ["00", "01"],
+        sc,
+        batch=100,
+    )
     torch.testing.assert_close(m_str.mahalanobis.mean, m_mem.mahalanobis.mean, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(m_str.mahalanobis.precision, m_mem.mahalanobis.precision, rtol=1e-4, atol=1e-4)
 
@@ -192,10 +206,12 @@ def test_stream_config_validation():
 
 # --- through train_and_evaluate, on the synthetic plant -----------------------------------------
 
+
 @pytest.fixture(scope="module")
 def plant(tmp_path_factory):
-    settings, svc, _ = make_plant(tmp_path_factory.mktemp("stream-plant"), n_train=16, n_eval_normal=4,
-                                  n_eval_anomaly=4, nights=())
+    settings, svc, _ = make_plant(
+        tmp_path_factory.mktemp("stream-plant"), n_train=16, n_eval_normal=4, n_eval_anomaly=4, nights=()
+    )
     return svc
 
 
@@ -206,7 +222,7 @@ def test_training_streamed_from_the_store_matches_memory(plant):
     data = steps.ingest_sets(svc, "slider", [base.features])
     train = data.rows(base.features, "train")
     assert isinstance(train, StoredClips) and len(train) == 32
-    assert data.train.features[base.features.hash] == {}            # no log-mel kept by ingest
+    assert data.train.features[base.features.hash] == {}  # no log-mel kept by ingest
     ev = data.rows(base.features, "eval")
     out = {}
     for mode, extra in (("memory", {}), ("parquet", {"buffer_clips": 6}), ("auto", {"memory_budget_mb": 0})):
@@ -214,7 +230,7 @@ def test_training_streamed_from_the_store_matches_memory(plant):
         out[mode] = steps.train_and_evaluate(cfg, train, ev)
     assert out["memory"].data["train_streamed"] is False
     assert out["parquet"].data["train_streamed"] is True and out["auto"].data["train_streamed"] is True
-    assert steps.train_and_evaluate(base, train, ev).data["train_streamed"] is False   # 1 GB budget: memory
+    assert steps.train_and_evaluate(base, train, ev).data["train_streamed"] is False  # 1 GB budget: memory
     m, p = out["memory"], out["parquet"]
     assert m.data["train_clip_ids"] == p.data["train_clip_ids"]
     assert m.data["n_train_windows"] == p.data["n_train_windows"]

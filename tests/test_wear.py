@@ -13,7 +13,7 @@ from slidead.synth.wear import wear_nights
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-SEVERITIES = [0, 0, 0, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.8, 1.0]   # rail clicks on id 02, night by night
+SEVERITIES = [0, 0, 0, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.8, 1.0]  # rail clicks on id 02, night by night
 NIGHTS = tuple(f"2026-12-{d:02d}" for d in range(1, len(SEVERITIES) + 1))
 
 
@@ -21,16 +21,18 @@ NIGHTS = tuple(f"2026-12-{d:02d}" for d in range(1, len(SEVERITIES) + 1))
 def worn_plant(tmp_path_factory):
     settings, svc, _ = make_plant(tmp_path_factory.mktemp("wear"), nights=(), n_train=30)
     run_retrain(settings, "vae", "slider", epochs=40, use_prefect=False)
-    spec = PlantSpec(machine_type="slider", machine_ids=("00", "02"), nights=NIGHTS, night_normal=20,
-                     night_anomaly=0, seed=7)
+    spec = PlantSpec(
+        machine_type="slider", machine_ids=("00", "02"), nights=NIGHTS, night_normal=20, night_anomaly=0, seed=7
+    )
     wear_nights(svc.store.put, spec, "02", SEVERITIES, fault="rail_clicks")
     outs = [run_score(settings, night, "vae", use_prefect=False) for night in NIGHTS]
     return settings, svc, outs
 
 
 def _alarms(svc):
-    _, rows = svc.db.query("SELECT kind, machine_id, CAST(night AS VARCHAR), cleared_night, raised_at FROM alarms "
-                           "ORDER BY night, kind")
+    _, rows = svc.db.query(
+        "SELECT kind, machine_id, CAST(night AS VARCHAR), cleared_night, raised_at FROM alarms ORDER BY night, kind"
+    )
     return rows
 
 
@@ -38,14 +40,15 @@ def test_drift_is_raised_before_the_worn_machines_clips_are_flagged(worn_plant):
     _, svc, outs = worn_plant
     rows = _alarms(svc)
     drift = [r for r in rows if r[0] == "drift" and r[1] == "02"]
-    assert len(drift) == 1, rows                      # raised once, not every night
+    assert len(drift) == 1, rows  # raised once, not every night
     drift_night = drift[0][2]
-    assert drift_night > NIGHTS[3]                    # after the warm-up nights, while it was still wearing
+    assert drift_night > NIGHTS[3]  # after the warm-up nights, while it was still wearing
     flagged = [r[2] for r in rows if r[0] == "flagged" and r[1] == "02"]
     assert all(n > drift_night for n in flagged), rows
     # on the drift night fewer than k of its clips were flagged: no single-clip alarm could have fired
-    _, [(n_flagged,)] = svc.db.query("SELECT n_flagged FROM machine_nights WHERE machine_id = '02' "
-                                     "AND night = ?::DATE", [drift_night])
+    _, [(n_flagged,)] = svc.db.query(
+        "SELECT n_flagged FROM machine_nights WHERE machine_id = '02' AND night = ?::DATE", [drift_night]
+    )
     assert n_flagged < svc.alarms.k
     # the run that raised it said so
     raised_by = outs[NIGHTS.index(drift_night)]["alarms"]

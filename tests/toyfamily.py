@@ -44,5 +44,14 @@ class Toy(nn.Module):
         return (self(x) - x) ** 2, torch.zeros(x.shape[0], device=x.device)
 
 
-FAMILY = register(Family("toy", Toy, ToyConfig, features={"n_mels": 32, "frames": 3}, batch_size=64,
-                         metrics=("mse",), description="a linear autoencoder (tests only)"))
+FAMILY = register(
+    Family(
+        "toy",
+        Toy,
+        ToyConfig,
+        features={"n_mels": 32, "frames": 3},
+        batch_size=64,
+        metrics=("mse",),
+        description="a linear autoencoder (tests only)",
+    )
+)

@@ -30,17 +30,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-MEDIAN_SE = 1.2533            # the standard error of a median is 1.2533 sigma / sqrt(n) (normal data)
-MIN_SE_FRACTION = 0.1         # floor on that standard error, in reference spreads (caps n at ~157)
+MEDIAN_SE = 1.2533  # the standard error of a median is 1.2533 sigma / sqrt(n) (normal data)
+MIN_SE_FRACTION = 0.1  # floor on that standard error, in reference spreads (caps n at ~157)
 
 
 @dataclass(frozen=True)
 class AlarmConfig:
-    k: int = 5                  # flagged clips ...
-    n: int = 10                 # ... among a machine's last n raise a 'flagged' alarm
-    warmup_nights: int = 3      # nights that set a machine's reference level for drift
-    slack: float = 0.5          # CUSUM allowance per night, in standard errors
-    limit: float = 5.0          # CUSUM level that raises 'drift'
+    k: int = 5  # flagged clips ...
+    n: int = 10  # ... among a machine's last n raise a 'flagged' alarm
+    warmup_nights: int = 3  # nights that set a machine's reference level for drift
+    slack: float = 0.5  # CUSUM allowance per night, in standard errors
+    limit: float = 5.0  # CUSUM level that raises 'drift'
 
     def __post_init__(self):
         if not 1 <= self.k <= self.n:
@@ -69,22 +69,30 @@ class ClipRecord:
 
 @dataclass(frozen=True)
 class Alarm:
-    kind: str                 # 'flagged' | 'drift'
-    night: str                # the night it was raised
+    kind: str  # 'flagged' | 'drift'
+    night: str  # the night it was raised
     machine_type: str
     machine_id: str
     model_name: str
     model_version: int
-    clip_id: str | None       # flagged: the clip that completed the k of n
-    value: float              # flagged clips in the window / the CUSUM statistic
-    threshold: float          # k / limit
+    clip_id: str | None  # flagged: the clip that completed the k of n
+    value: float  # flagged clips in the window / the CUSUM statistic
+    threshold: float  # k / limit
     detail: str
     cleared_night: str | None = None
 
     @property
     def alarm_id(self) -> str:
-        key = "|".join([self.kind, self.model_name, str(self.model_version) if self.kind == "drift" else "",
-                        self.machine_type, self.machine_id, self.night])
+        key = "|".join(
+            [
+                self.kind,
+                self.model_name,
+                str(self.model_version) if self.kind == "drift" else "",
+                self.machine_type,
+                self.machine_id,
+                self.night,
+            ]
+        )
         return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
@@ -108,20 +116,22 @@ class MachineNight:
 class WindowRow:
     """A clip in a machine's sequence with its k-of-n window: only the clips where something
     can happen need to be given (count >= k, or the last clip of a night)."""
+
     model_name: str
     machine_type: str
     machine_id: str
     night: str
     clip_id: str
     model_version: int
-    count: int             # flagged clips among the last n, this one included
-    window: int            # clips in that window (n, or fewer at the start)
-    night_end: bool        # the machine's last clip of the night
+    count: int  # flagged clips among the last n, this one included
+    window: int  # clips in that window (n, or fewer at the start)
+    night_end: bool  # the machine's last clip of the night
 
 
 @dataclass(frozen=True)
 class NightStats:
     """One machine's night under one model version."""
+
     model_name: str
     model_version: int
     machine_type: str
@@ -149,20 +159,34 @@ def windows(records: Sequence[ClipRecord], config: AlarmConfig) -> list[WindowRo
         window: deque[bool] = deque(maxlen=config.n)
         for i, r in enumerate(clips):
             window.append(r.flagged)
-            out.append(WindowRow(r.model_name, r.machine_type, r.machine_id, r.night, r.clip_id, r.model_version,
-                                 sum(window), len(window), i + 1 == len(clips) or clips[i + 1].night != r.night))
+            out.append(
+                WindowRow(
+                    r.model_name,
+                    r.machine_type,
+                    r.machine_id,
+                    r.night,
+                    r.clip_id,
+                    r.model_version,
+                    sum(window),
+                    len(window),
+                    i + 1 == len(clips) or clips[i + 1].night != r.night,
+                )
+            )
     return out
 
 
-def night_stats(records: Sequence[ClipRecord], warmup_nights: int
-                ) -> tuple[list[NightStats], dict[tuple[str, int, str, str], np.ndarray]]:
+def night_stats(
+    records: Sequence[ClipRecord], warmup_nights: int
+) -> tuple[list[NightStats], dict[tuple[str, int, str, str], np.ndarray]]:
     """Per model version, machine and night: clips, flagged, median score; and per model
     version and machine, the clip scores of its first ``warmup_nights`` nights."""
     groups = defaultdict(list)
     for r in records:
         groups[(r.model_name, r.model_version, r.machine_type, r.machine_id, r.night)].append(r)
-    stats = [NightStats(*key, len(rs), sum(r.flagged for r in rs), float(np.median([r.score for r in rs])))
-             for key, rs in sorted(groups.items())]
+    stats = [
+        NightStats(*key, len(rs), sum(r.flagged for r in rs), float(np.median([r.score for r in rs])))
+        for key, rs in sorted(groups.items())
+    ]
     warm: dict[tuple[str, int, str, str], list[float]] = defaultdict(list)
     seen: dict[tuple[str, int, str, str], int] = defaultdict(int)
     for key, rs in sorted(groups.items()):
@@ -186,10 +210,19 @@ def flagged_from_windows(rows: Sequence[WindowRow], config: AlarmConfig) -> list
         if (r.model_name, r.machine_type, r.machine_id) != machine:
             machine, open_alarm = (r.model_name, r.machine_type, r.machine_id), None
         if open_alarm is None and r.count >= config.k:
-            open_alarm = Alarm("flagged", r.night, r.machine_type, r.machine_id, r.model_name, r.model_version,
-                               r.clip_id, float(r.count), float(config.k),
-                               f"{r.count} of the last {r.window} clips of {r.machine_type} id {r.machine_id} "
-                               f"flagged by {r.model_name} (alarm at {config.k} of {config.n})")
+            open_alarm = Alarm(
+                "flagged",
+                r.night,
+                r.machine_type,
+                r.machine_id,
+                r.model_name,
+                r.model_version,
+                r.clip_id,
+                float(r.count),
+                float(config.k),
+                f"{r.count} of the last {r.window} clips of {r.machine_type} id {r.machine_id} "
+                f"flagged by {r.model_name} (alarm at {config.k} of {config.n})",
+            )
             out.append(open_alarm)
         if open_alarm is not None and r.night_end and r.count < config.k:
             out[out.index(open_alarm)] = _cleared(open_alarm, r.night)
@@ -198,8 +231,19 @@ def flagged_from_windows(rows: Sequence[WindowRow], config: AlarmConfig) -> list
 
 
 def _cleared(a: Alarm, night: str) -> Alarm:
-    return Alarm(a.kind, a.night, a.machine_type, a.machine_id, a.model_name, a.model_version, a.clip_id,
-                 a.value, a.threshold, a.detail, night)
+    return Alarm(
+        a.kind,
+        a.night,
+        a.machine_type,
+        a.machine_id,
+        a.model_name,
+        a.model_version,
+        a.clip_id,
+        a.value,
+        a.threshold,
+        a.detail,
+        night,
+    )
 
 
 def drift(records: Sequence[ClipRecord], config: AlarmConfig) -> tuple[list[MachineNight], list[Alarm]]:
@@ -207,8 +251,9 @@ def drift(records: Sequence[ClipRecord], config: AlarmConfig) -> tuple[list[Mach
     return drift_from_stats(*night_stats(records, config.warmup_nights), config)
 
 
-def drift_from_stats(stats: Sequence[NightStats], warm_scores: dict[tuple[str, int, str, str], np.ndarray],
-                     config: AlarmConfig) -> tuple[list[MachineNight], list[Alarm]]:
+def drift_from_stats(
+    stats: Sequence[NightStats], warm_scores: dict[tuple[str, int, str, str], np.ndarray], config: AlarmConfig
+) -> tuple[list[MachineNight], list[Alarm]]:
     by_version = defaultdict(list)
     for st in stats:
         by_version[(st.model_name, st.model_version, st.machine_type, st.machine_id)].append(st)
@@ -235,17 +280,40 @@ def drift_from_stats(stats: Sequence[NightStats], warm_scores: dict[tuple[str, i
                 cusum = s
                 if open_alarm is None and s > config.limit:
                     open_alarm = Alarm(
-                        "drift", st.night, mtype, mid, name, version, None, s, config.limit,
+                        "drift",
+                        st.night,
+                        mtype,
+                        mid,
+                        name,
+                        version,
+                        None,
+                        s,
+                        config.limit,
                         f"median score of {mtype} id {mid} has drifted up: {med:.4g} against {ref_med:.4g} over its "
                         f"first {n_warm} nights ({(med - ref_med) / ref_sd:+.1f} spreads); CUSUM {s:.1f} > "
-                        f"{config.limit:g} ({name} v{version})")
+                        f"{config.limit:g} ({name} v{version})",
+                    )
                     alarms.append(open_alarm)
                 elif open_alarm is not None and s == 0.0:
                     alarms[alarms.index(open_alarm)] = _cleared(open_alarm, st.night)
                     open_alarm = None
             judged = z is not None
-            nights_out.append(MachineNight(st.night, mtype, mid, name, version, st.n_clips, st.n_flagged, med,
-                                           ref_med if judged else None, ref_sd if judged else None, z, cusum))
+            nights_out.append(
+                MachineNight(
+                    st.night,
+                    mtype,
+                    mid,
+                    name,
+                    version,
+                    st.n_clips,
+                    st.n_flagged,
+                    med,
+                    ref_med if judged else None,
+                    ref_sd if judged else None,
+                    z,
+                    cusum,
+                )
+            )
     return nights_out, alarms
 
 

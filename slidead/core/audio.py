@@ -22,10 +22,10 @@ import soundfile as sf
 from slidead.errors import AudioError
 
 NOMINAL_SECONDS = 10.0
-CLIP_LEVEL = 0.99             # |sample| at or above this is full scale (8-bit PCM peaks at 127/128)
-CLIP_RUN = 3                  # consecutive equal full-scale samples that make a flat top
-CLIP_FRACTION = 1e-3          # more than this share of samples in flat tops: noted as clipped
-MAX_RATE = 384_000          # above this a header is corrupt, and resampling would blow up memory
+CLIP_LEVEL = 0.99  # |sample| at or above this is full scale (8-bit PCM peaks at 127/128)
+CLIP_RUN = 3  # consecutive equal full-scale samples that make a flat top
+CLIP_FRACTION = 1e-3  # more than this share of samples in flat tops: noted as clipped
+MAX_RATE = 384_000  # above this a header is corrupt, and resampling would blow up memory
 _EXACT_RESAMPLE_MAX = 1000  # torchaudio's kernel grows as (new/g) x (orig/g): use it only when small
 
 
@@ -33,9 +33,9 @@ _EXACT_RESAMPLE_MAX = 1000  # torchaudio's kernel grows as (new/g) x (orig/g): u
 class AudioConfig:
     target_rate: int = 16000
     channel: int = 0
-    min_rate: int = 8000          # below this, resampling up would invent the spectrum: reject
-    min_samples: int = 2048       # one context window of 5 frames at hop 512
-    max_seconds: float = 600.0    # guards against absurd files
+    min_rate: int = 8000  # below this, resampling up would invent the spectrum: reject
+    min_samples: int = 2048  # one context window of 5 frames at hop 512
+    max_seconds: float = 600.0  # guards against absurd files
 
     def __post_init__(self):
         if self.target_rate <= 0 or self.min_rate <= 0:
@@ -46,8 +46,8 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class Decoded:
-    audio: np.ndarray            # (samples,) float32 at target rate
-    sample_rate: int             # the file's own rate
+    audio: np.ndarray  # (samples,) float32 at target rate
+    sample_rate: int  # the file's own rate
     channels: int
     duration_s: float
     notes: tuple[str, ...] = field(default=())
@@ -154,9 +154,9 @@ def _data_chunk(data: bytes) -> tuple[int, int, int] | None:
         return None
     pos, block_align = 12, 0
     while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        cid, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
         if cid == b"fmt " and pos + 22 <= len(data):
-            block_align = int.from_bytes(data[pos + 20:pos + 22], "little")
+            block_align = int.from_bytes(data[pos + 20 : pos + 22], "little")
         elif cid == b"data":
             return pos, size, block_align
         pos += 8 + size + (size & 1)
@@ -174,7 +174,7 @@ def _repair_zero_data_size(data: bytes) -> tuple[bytes, str | None]:
         return data, None
     present -= present % block_align
     fixed = bytearray(data)
-    fixed[pos + 4:pos + 8] = present.to_bytes(4, "little")
+    fixed[pos + 4 : pos + 8] = present.to_bytes(4, "little")
     fixed[4:8] = min(pos + present, 0xFFFFFFFF).to_bytes(4, "little")
     return bytes(fixed), f"header declared 0 data bytes; read the {present // block_align} frames present"
 

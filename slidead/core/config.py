@@ -33,8 +33,10 @@ class RunConfig:
     def __post_init__(self):
         fam = family_of_name(self.family)
         if self.score.metric not in fam.metrics:
-            raise ValueError(f"score metric {self.score.metric!r} does not apply to family {self.family!r}: "
-                             f"expected one of {fam.metrics}")
+            raise ValueError(
+                f"score metric {self.score.metric!r} does not apply to family {self.family!r}: "
+                f"expected one of {fam.metrics}"
+            )
         fam.check(self.model, self.features)
 
     @classmethod
@@ -43,8 +45,14 @@ class RunConfig:
         ``mse`` or ``mahalanobis``; ``idclf``: ``mahalanobis`` or ``logit``)."""
         fam = family_of_name(family)
         feats = fam.feature_config()
-        return cls(family=family, machine_type=machine_type, features=feats, model=fam.model_config(feats),
-                   train=TrainConfig(**train_overrides), score=ScoreConfig(metric=metric or fam.metrics[0]))
+        return cls(
+            family=family,
+            machine_type=machine_type,
+            features=feats,
+            model=fam.model_config(feats),
+            train=TrainConfig(**train_overrides),
+            score=ScoreConfig(metric=metric or fam.metrics[0]),
+        )
 
     def with_train(self, **overrides) -> "RunConfig":
         return replace(self, train=replace(self.train, **overrides))
@@ -66,18 +74,24 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return {
-            "family": self.family, "machine_type": self.machine_type,
-            "features": self.features.to_dict(), "model": self.model.to_dict(),
-            "train": self.train.to_dict(), "score": self.score.to_dict(),
+            "family": self.family,
+            "machine_type": self.machine_type,
+            "features": self.features.to_dict(),
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+            "score": self.score.to_dict(),
             "threshold_quantile": self.threshold_quantile,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         return cls(
-            family=d["family"], machine_type=d["machine_type"],
-            features=FeatureConfig(**d["features"]), model=family_of_name(d["family"]).model_config(**d["model"]),
-            train=TrainConfig(**d["train"]), score=ScoreConfig(**d["score"]),
+            family=d["family"],
+            machine_type=d["machine_type"],
+            features=FeatureConfig(**d["features"]),
+            model=family_of_name(d["family"]).model_config(**d["model"]),
+            train=TrainConfig(**d["train"]),
+            score=ScoreConfig(**d["score"]),
             threshold_quantile=d.get("threshold_quantile", 0.9),
         )
 

@@ -74,11 +74,20 @@ class LogMel:
         # power spectrogram as z * conj(z) (torchaudio's |z|^2 takes a square root first) and the
         # same Slaney filterbank torchaudio.transforms.MelSpectrogram uses
         self.spec = torchaudio.transforms.Spectrogram(
-            n_fft=config.n_fft, hop_length=config.hop_length, power=None, center=True, pad_mode="reflect",
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            power=None,
+            center=True,
+            pad_mode="reflect",
         ).to(self.device)
         self.fb = torchaudio.functional.melscale_fbanks(
-            config.n_fft // 2 + 1, 0.0, config.sample_rate / 2.0, config.n_mels, config.sample_rate,
-            norm="slaney", mel_scale="slaney",
+            config.n_fft // 2 + 1,
+            0.0,
+            config.sample_rate / 2.0,
+            config.n_mels,
+            config.sample_rate,
+            norm="slaney",
+            mel_scale="slaney",
         ).to(self.device)  # (n_freqs, n_mels)
         # each FFT bin feeds at most two Slaney bands: on the CPU a sparse product is ~10x faster
         self._fb_csr = None
@@ -98,8 +107,7 @@ class LogMel:
             raise ValueError(f"audio must be (samples,) or (batch, samples), got {tuple(x.shape)}")
         if x.shape[-1] < self.config.min_samples:
             raise ValueError(
-                f"audio has {x.shape[-1]} samples, fewer than one context window needs "
-                f"({self.config.min_samples})"
+                f"audio has {x.shape[-1]} samples, fewer than one context window needs ({self.config.min_samples})"
             )
         z = self.spec(x)
         power = (z * z.conj()).real  # (..., n_freqs, T)

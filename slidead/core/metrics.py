@@ -100,6 +100,9 @@ def evaluate(machine_ids, labels, scores, thresholds: dict[str, float]) -> dict:
                 row.update(at_threshold(y, s, thresholds[mid]))
         per_id[str(mid)] = row
     keys = ("auc", "pauc", "precision", "recall", "f1", "accuracy")
-    mean = {k: float(np.mean([r[k] for r in per_id.values() if k in r]))
-            for k in keys if any(k in r for r in per_id.values())}
+    mean = {
+        k: float(np.mean([r[k] for r in per_id.values() if k in r]))
+        for k in keys
+        if any(k in r for r in per_id.values())
+    }
     return {"per_id": per_id, "mean": mean}

@@ -48,9 +48,7 @@ def _columns(machine_ids, labels, scores) -> tuple[np.ndarray, np.ndarray, np.nd
     y = np.asarray(labels).astype(int).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     if not (ids.shape == y.shape == s.shape):
-        raise ValueError(
-            f"machine_ids {ids.shape}, labels {y.shape} and scores {s.shape} must have one entry per clip"
-        )
+        raise ValueError(f"machine_ids {ids.shape}, labels {y.shape} and scores {s.shape} must have one entry per clip")
     return ids, y, s
 
 
@@ -82,9 +80,7 @@ def loss_curves(history: Mapping[str, Sequence[float]], best_epoch: int | None =
     return fig
 
 
-def score_distributions(
-    machine_ids, labels, scores, thresholds: Mapping[str, float] | None = None
-) -> Figure:
+def score_distributions(machine_ids, labels, scores, thresholds: Mapping[str, float] | None = None) -> Figure:
     """One histogram panel per machine ID (sorted): normal vs anomalous scores + threshold."""
     ids, y, s = _columns(machine_ids, labels, scores)
     thresholds = {str(k): float(v) for k, v in (thresholds or {}).items()}

@@ -45,10 +45,10 @@ METRICS = ("mse", "mahalanobis", "logit")
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    use_kl: bool = False          # VAE only: add the KL term to each window's error (metric mse)
-    batch_windows: int = 16384    # windows per forward pass
-    precision: str = "fp32"       # "fp32", or "bf16"/"fp16" autocast (measured: scores within 1e-3)
-    metric: str = "mse"           # "mse" | "mahalanobis" | "logit" (see the module docstring)
+    use_kl: bool = False  # VAE only: add the KL term to each window's error (metric mse)
+    batch_windows: int = 16384  # windows per forward pass
+    precision: str = "fp32"  # "fp32", or "bf16"/"fp16" autocast (measured: scores within 1e-3)
+    metric: str = "mse"  # "mse" | "mahalanobis" | "logit" (see the module docstring)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -73,11 +73,11 @@ class ClipScores:
     peak_time_s: np.ndarray
     peak_freq_lo_hz: np.ndarray
     peak_freq_hi_hz: np.ndarray
-    span_start_s: np.ndarray      # the stretch of time around the peak where the error stays
-    span_end_s: np.ndarray        # above half its peak height (over the clip's median)
-    span_freq_lo_hz: np.ndarray   # the same for the mel bands around the peak band
+    span_start_s: np.ndarray  # the stretch of time around the peak where the error stays
+    span_end_s: np.ndarray  # above half its peak height (over the clip's median)
+    span_freq_lo_hz: np.ndarray  # the same for the mel bands around the peak band
     span_freq_hi_hz: np.ndarray
-    band_error: np.ndarray | None = None   # (n_clips, n_mels): each clip's error per mel band
+    band_error: np.ndarray | None = None  # (n_clips, n_mels): each clip's error per mel band
 
     def __len__(self) -> int:
         return len(self.score)
@@ -168,8 +168,14 @@ def _per_window(rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fit_normal_statistics(model: nn.Module, data, classes: Sequence[str], config: ScoreConfig,
-                          device: str | torch.device = "cpu", batch: int = 4096) -> nn.Module:
+def fit_normal_statistics(
+    model: nn.Module,
+    data,
+    classes: Sequence[str],
+    config: ScoreConfig,
+    device: str | torch.device = "cpu",
+    batch: int = 4096,
+) -> nn.Module:
     """After training, the statistics scoring needs from the normal training windows ``data``
     (:class:`~slidead.core.train.FrameWindows` labelled with each window's index into ``classes``):
     the ID classifier's band profiles, and for ``metric="mahalanobis"`` the selective
@@ -203,6 +209,7 @@ def fit_normal_statistics(model: nn.Module, data, classes: Sequence[str], config
         model.band_std[ok] = std.clamp(min=1e-3).to(model.band_std)[ok]
     if config.metric == "mahalanobis":
         if family_of(model).reconstructs:
+
             def vectors(x):
                 return model(x).float() - x
         else:
@@ -222,7 +229,7 @@ def _groups(logmels, frames: int, budget: int, hop: int = 1):
     for t, idx in by_len.items():
         per = max(1, budget // -(-(t - frames + 1) // hop))
         for s in range(0, len(idx), per):
-            yield idx[s:s + per]
+            yield idx[s : s + per]
 
 
 def _span(profile: np.ndarray, peak: int) -> tuple[int, int]:
@@ -249,7 +256,7 @@ def _profiles(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     fmap = torch.zeros(b, w + frames - 1, n_mels, device=e.device)
     cover = torch.zeros(w + frames - 1, 1, device=e.device)
     for k in range(frames):
-        fmap[:, k:k + w] += e[:, :, k, :]
-        cover[k:k + w] += 1
+        fmap[:, k : k + w] += e[:, :, k, :]
+        cover[k : k + w] += 1
     fmap /= cover
     return fmap.mean(dim=2), fmap.mean(dim=1)

@@ -42,8 +42,13 @@ def gamma_threshold(scores, quantile: float = 0.9) -> dict:
 
 
 def _empirical(s: np.ndarray, quantile: float) -> dict:
-    return {"threshold": float(np.quantile(s, quantile)), "shape": None, "scale": None,
-            "n": int(s.size), "method": "empirical"}
+    return {
+        "threshold": float(np.quantile(s, quantile)),
+        "shape": None,
+        "scale": None,
+        "n": int(s.size),
+        "method": "empirical",
+    }
 
 
 def fit_thresholds(scores_by_id: dict[str, np.ndarray], quantile: float = 0.9, source: str = "validation") -> dict:

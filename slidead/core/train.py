@@ -36,18 +36,18 @@ STREAM_MODES = ("auto", "memory", "parquet")
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 100
-    batch_size: int | None = None     # None: the family's (the seed's: AE 128, VAE 512)
+    batch_size: int | None = None  # None: the family's (the seed's: AE 128, VAE 512)
     lr: float = 1e-3
     beta1: float = 0.9
     beta2: float = 0.999
     weight_decay: float = 0.0
     val_fraction: float = 0.1
-    patience: int = 10                # epochs without a better validation loss before stopping
+    patience: int = 10  # epochs without a better validation loss before stopping
     seed: int = 0
     device: str = "auto"
-    stream: str = "auto"              # memory | parquet | auto (parquet above memory_budget_mb)
-    memory_budget_mb: int = 1024      # auto: the training frames' size above which training streams
-    buffer_clips: int = 512           # parquet: clips the shuffle buffer holds at most
+    stream: str = "auto"  # memory | parquet | auto (parquet above memory_budget_mb)
+    memory_budget_mb: int = 1024  # auto: the training frames' size above which training streams
+    buffer_clips: int = 512  # parquet: clips the shuffle buffer holds at most
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -100,7 +100,7 @@ class _IndexedWindows:
         n = len(self)
         perm = torch.randperm(n, generator=generator).to(self.device)
         for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
+            idx = perm[start : start + batch_size]
             yield self.batch(idx), self.targets(idx)
 
     def eval_batches(self, batch_size: int):
@@ -128,8 +128,11 @@ class FrameWindows(_IndexedWindows):
             raise ValueError(f"{len(labels)} labels for {len(logmels)} clips")
         self.frames = frames
         self.n_mels = logmels[0].shape[0] if logmels else 0
-        self.data = torch.from_numpy(np.concatenate([m.T for m in logmels]).astype(np.float32, copy=False)) \
-            if logmels else torch.zeros(0, 0)
+        self.data = (
+            torch.from_numpy(np.concatenate([m.T for m in logmels]).astype(np.float32, copy=False))
+            if logmels
+            else torch.zeros(0, 0)
+        )
         starts, clips, offset = [], [], 0
         for i, m in enumerate(logmels):
             t = m.shape[1]
@@ -256,8 +259,9 @@ def fit(
     model = model.to(device)
     x_train, x_val = train.to(device), val.to(device)
     batch = config.batch_for(getattr(model, "family", ""))
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
-                           weight_decay=config.weight_decay)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
+    )
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
     best, best_epoch, best_state, stale = math.inf, 0, None, 0
     t0 = time.perf_counter()
@@ -287,11 +291,14 @@ def fit(
             if stale >= config.patience:
                 break
     if best_state is None:  # every validation loss was NaN: nothing worth keeping
-        raise ValueError(f"training diverged: validation loss {history['val_loss'][-1]} in every epoch "
-                         f"(non-finite data, or lr={config.lr!r} too high?)")
+        raise ValueError(
+            f"training diverged: validation loss {history['val_loss'][-1]} in every epoch "
+            f"(non-finite data, or lr={config.lr!r} too high?)"
+        )
     model.load_state_dict(best_state)
-    return TrainResult(best_state, history, best_epoch, len(history["train_loss"]),
-                       time.perf_counter() - t0, str(device))
+    return TrainResult(
+        best_state, history, best_epoch, len(history["train_loss"]), time.perf_counter() - t0, str(device)
+    )
 
 
 def _cpu(v):

@@ -17,7 +17,8 @@ def load_champion(svc: Services, name: str) -> LoadedModel:
     except Exception as e:  # noqa: BLE001
         raise ModelRegistryError(
             f"MLflow at {uri} is unreachable ({_short(e)}); check SLIDEAD_MLFLOW_URI and the server. "
-            "Nothing was scored or written.") from None
+            "Nothing was scored or written."
+        ) from None
     try:
         return tracker.load(name)
     except NoChampionError:
@@ -27,13 +28,14 @@ def load_champion(svc: Services, name: str) -> LoadedModel:
         raise ModelRegistryError(
             f"champion of {name} (v{champ.version}) is registered in MLflow at {uri} but its model files "
             "(state_dict.pt, run_config.json, thresholds.json) are missing: retrain or re-promote a version. "
-            "Nothing was scored or written.") from None
+            "Nothing was scored or written."
+        ) from None
     except SlideadError:
         raise
     except Exception as e:  # noqa: BLE001
         raise ModelRegistryError(
-            f"could not load the champion of {name} from MLflow at {uri} ({_short(e)}). "
-            "Nothing was scored or written.") from None
+            f"could not load the champion of {name} from MLflow at {uri} ({_short(e)}). Nothing was scored or written."
+        ) from None
 
 
 def _short(e: BaseException, limit: int = 300) -> str:

@@ -83,9 +83,13 @@ def _normalise(method: str, scores, reference, fit):
     raise ValueError(f"method={method!r}: expected one of {METHODS}")
 
 
-def fuse(scores: Mapping[str, Sequence[float]], references: Mapping[str, Mapping[str, Sequence[float]]],
-         machine_ids: Sequence[str], method: str = DEFAULT_METHOD,
-         fits: Mapping[str, Mapping[str, Mapping]] | None = None) -> np.ndarray:
+def fuse(
+    scores: Mapping[str, Sequence[float]],
+    references: Mapping[str, Mapping[str, Sequence[float]]],
+    machine_ids: Sequence[str],
+    method: str = DEFAULT_METHOD,
+    fits: Mapping[str, Mapping[str, Mapping]] | None = None,
+) -> np.ndarray:
     """``scores``: family -> one score per clip; ``references``: family -> machine ID -> that
     family's normal scores; ``fits`` (``tail`` only): family -> machine ID -> the stored
     threshold fit. Returns the mean over families of each clip's normalised score."""
@@ -112,8 +116,11 @@ def fuse(scores: Mapping[str, Sequence[float]], references: Mapping[str, Mapping
     return np.where(known > 0, total / np.maximum(known, 1), np.nan)
 
 
-def fused_normal_scores(normal: Mapping[str, Mapping[str, Mapping[str, float]]], method: str = DEFAULT_METHOD,
-                        fits: Mapping[str, Mapping[str, Mapping]] | None = None) -> dict[str, np.ndarray]:
+def fused_normal_scores(
+    normal: Mapping[str, Mapping[str, Mapping[str, float]]],
+    method: str = DEFAULT_METHOD,
+    fits: Mapping[str, Mapping[str, Mapping]] | None = None,
+) -> dict[str, np.ndarray]:
     """``normal``: family -> machine ID -> {clip_id: score} (the families' normal reference
     scores). Per ID, the fused score of each clip every family holds; with ``rank`` each
     family's score is ranked leave-one-out against that family's other normal scores."""
@@ -130,14 +137,19 @@ def fused_normal_scores(normal: Mapping[str, Mapping[str, Mapping[str, float]]],
                     others = [v for k, v in ref.items() if k != c]
                     fused[j] += float(rank_normalise([ref[c]], others)[0]) if others else 0.5
             else:
-                fused += _normalise(method, [ref[c] for c in clips], list(ref.values()),
-                                    (fits or {}).get(f, {}).get(mid))
+                fused += _normalise(
+                    method, [ref[c] for c in clips], list(ref.values()), (fits or {}).get(f, {}).get(mid)
+                )
         out[mid] = fused / len(families)
     return out
 
 
-def fused_thresholds(normal: Mapping[str, Mapping[str, Mapping[str, float]]], quantile: float = 0.9,
-                     method: str = DEFAULT_METHOD, fits: Mapping[str, Mapping[str, Mapping]] | None = None) -> dict:
+def fused_thresholds(
+    normal: Mapping[str, Mapping[str, Mapping[str, float]]],
+    quantile: float = 0.9,
+    method: str = DEFAULT_METHOD,
+    fits: Mapping[str, Mapping[str, Mapping]] | None = None,
+) -> dict:
     """Thresholds in the stored format (``{"quantile", "per_id": {id: {"threshold", ...}}}``)."""
     if not 0 < quantile < 1:
         raise ValueError(f"quantile={quantile!r} must be in (0, 1)")
@@ -149,12 +161,20 @@ def fused_thresholds(normal: Mapping[str, Mapping[str, Mapping[str, float]]], qu
     for mid in all_ids:
         s = fused.get(mid, np.zeros(0))
         if s.size >= MIN_FIT:
-            per_id[mid] = {"threshold": float(np.quantile(s, quantile)), "n": int(s.size), "method": "empirical",
-                           "source": "fused validation"}
+            per_id[mid] = {
+                "threshold": float(np.quantile(s, quantile)),
+                "n": int(s.size),
+                "method": "empirical",
+                "source": "fused validation",
+            }
         else:
             single = quantile if method == "rank" else float(-np.log1p(-quantile))
-            per_id[mid] = {"threshold": float(single), "n": int(s.size), "method": f"{method} quantile",
-                           "source": "too few common normal clips"}
+            per_id[mid] = {
+                "threshold": float(single),
+                "n": int(s.size),
+                "method": f"{method} quantile",
+                "source": "too few common normal clips",
+            }
     return {"quantile": quantile, "per_id": per_id}
 
 
@@ -162,13 +182,21 @@ def normal_reference(thresholds: dict, family: str = "") -> dict[str, dict[str, 
     """A model version's normal reference scores (``{machine_id: {clip_id: score}}``)."""
     ref = thresholds.get("normal_scores")
     if not ref:
-        raise ValueError(f"{family or 'the model'} has no stored normal scores (trained before score fusion "
-                         "existed): retrain it to fuse it")
+        raise ValueError(
+            f"{family or 'the model'} has no stored normal scores (trained before score fusion "
+            "existed): retrain it to fuse it"
+        )
     return {str(m): {str(c): float(v) for c, v in d.items()} for m, d in ref.items()}
 
 
-def evaluate_fused(svc, machine_type: str, families: Sequence[str] | None = None, log: Log = lambda _m: None,
-                   device: str = "cpu", method: str = DEFAULT_METHOD) -> dict:
+def evaluate_fused(
+    svc,
+    machine_type: str,
+    families: Sequence[str] | None = None,
+    log: Log = lambda _m: None,
+    device: str = "cpu",
+    method: str = DEFAULT_METHOD,
+) -> dict:
     """Fused metrics of the champions of ``families`` (default: every family with a champion)
     on ``eval/<machine_type>/``, as ``{"family": "fused", "machine_type", "model_version": None,
     "method", "members": {family: version}, "per_id": {...}, "mean": {"auc", "pauc"}}``."""
@@ -183,21 +211,23 @@ def evaluate_fused(svc, machine_type: str, families: Sequence[str] | None = None
 
     explicit = families is not None
     loaded = {}
-    for family in (families or models.families()):
+    for family in families or models.families():
         try:
             loaded[family] = svc.tracker.load(model_name(machine_type, family))
         except NoChampionError:
             if explicit:
                 raise
     if len(loaded) < 2:
-        raise NotEnoughDataError(f"fused needs the champions of two or more families for {machine_type}; found "
-                                 f"{sorted(loaded) or 'none'}: train them first (slidead train --family ...)")
+        raise NotEnoughDataError(
+            f"fused needs the champions of two or more families for {machine_type}; found "
+            f"{sorted(loaded) or 'none'}: train them first (slidead train --family ...)"
+        )
     refs, _ = list_refs(svc.store, "eval", machine_type)
     if not refs:
         raise NotEnoughDataError(f"no labelled clips under eval/{machine_type}/ in {svc.store.uri}")
     configs = list({m.config.features.hash: m.config.features for m in loaded.values()}.values())
     res = ingest(svc.store, svc.features, refs, configs, svc.audio)
-    add_plant_clips(svc, machine_type, configs, res, log)   # operators' verdicts on night clips
+    add_plant_clips(svc, machine_type, configs, res, log)  # operators' verdicts on night clips
     clips = sorted(set.intersection(*(set(res.features[m.config.features.hash]) for m in loaded.values())))
     scores, normal = {}, {}
     rows = None
@@ -205,21 +235,31 @@ def evaluate_fused(svc, machine_type: str, families: Sequence[str] | None = None
         by_clip = res.features[m.config.features.hash]
         rows = [by_clip[c] for c in clips]
         ids = [r.machine_id for r in rows]
-        scores[family] = score_logmels(m.model, [r.logmel for r in rows], m.config.features, m.config.score,
-                                       device, ids).score
+        scores[family] = score_logmels(
+            m.model, [r.logmel for r in rows], m.config.features, m.config.score, device, ids
+        ).score
         normal[family] = normal_reference(m.thresholds, f"{m.name} v{m.version}")
         log(f"fused: {m.name} v{m.version} scored {len(rows)} eval clips")
     ids = [r.machine_id for r in rows]
     labels = [1 if r.label == "anomaly" else 0 for r in rows]
     fits = {f: m.thresholds.get("per_id", {}) for f, m in loaded.items()}
-    fused = fuse(scores, {f: {mid: list(d.values()) for mid, d in n.items()} for f, n in normal.items()}, ids,
-                 method, fits)
+    fused = fuse(
+        scores, {f: {mid: list(d.values()) for mid, d in n.items()} for f, n in normal.items()}, ids, method, fits
+    )
     quantile = next(iter(loaded.values())).config.threshold_quantile
     thresholds = fused_thresholds(normal, quantile, method, fits)
     keep = np.isfinite(fused)
     report = metrics.evaluate(np.asarray(ids)[keep], np.asarray(labels)[keep], fused[keep], threshold_map(thresholds))
-    per_id = {mid: {k: r[k] for k in ("auc", "pauc", "precision", "recall", "f1", "accuracy") if k in r}
-              for mid, r in report["per_id"].items()}
-    return {"family": "fused", "machine_type": machine_type, "model_version": None, "method": method,
-            "members": {f: m.version for f, m in loaded.items()}, "per_id": per_id,
-            "mean": {k: report["mean"][k] for k in ("auc", "pauc") if k in report["mean"]}}
+    per_id = {
+        mid: {k: r[k] for k in ("auc", "pauc", "precision", "recall", "f1", "accuracy") if k in r}
+        for mid, r in report["per_id"].items()
+    }
+    return {
+        "family": "fused",
+        "machine_type": machine_type,
+        "model_version": None,
+        "method": method,
+        "members": {f: m.version for f, m in loaded.items()},
+        "per_id": per_id,
+        "mean": {k: report["mean"][k] for k in ("auc", "pauc") if k in report["mean"]},
+    }

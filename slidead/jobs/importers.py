@@ -89,7 +89,7 @@ def import_mimii(store: ObjectStore, src: str | Path, night: str | None = None, 
                 continue
             normals, anomalies = by_label["normal"], by_label["anomaly"]
             n_eval = min(len(anomalies), len(normals))
-            train, eval_normal = normals[: len(normals) - n_eval], normals[len(normals) - n_eval:]
+            train, eval_normal = normals[: len(normals) - n_eval], normals[len(normals) - n_eval :]
             items += [(f, f"train/{mtype}/id_{mid}/normal_{f.stem}.wav") for f in train]
             items += [(f, f"eval/{mtype}/id_{mid}/normal/{f.stem}.wav") for f in eval_normal]
             items += [(f, f"eval/{mtype}/id_{mid}/anomaly/{f.stem}.wav") for f in anomalies]

@@ -36,9 +36,9 @@ from slidead.layout import ClipRef, parse_key, prefix
 from slidead.store.features import FeatureRow, FeatureStore, partition
 from slidead.store.objects import ObjectStore
 
-FLUSH_CLIPS = 256   # new feature rows written to the store at a time (one Parquet file)
-MALLOC_ARENAS = 2   # glibc malloc arenas for the process (see cap_malloc_arenas)
-_M_ARENA_MAX = -8   # mallopt's parameter number, from glibc's malloc.h
+FLUSH_CLIPS = 256  # new feature rows written to the store at a time (one Parquet file)
+MALLOC_ARENAS = 2  # glibc malloc arenas for the process (see cap_malloc_arenas)
+_M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 _arenas_capped: bool | None = None
 
 
@@ -67,17 +67,18 @@ def cap_malloc_arenas(n: int = MALLOC_ARENAS) -> bool:
 
 @dataclass
 class IngestResult:
-    clips: list[dict] = field(default_factory=list)       # rows for the clips table
-    rejected: list[dict] = field(default_factory=list)    # rows for the rejected table
+    clips: list[dict] = field(default_factory=list)  # rows for the clips table
+    rejected: list[dict] = field(default_factory=list)  # rows for the rejected table
     features: dict[str, dict[str, FeatureRow]] = field(default_factory=dict)  # config hash -> clip_id -> row
-    refs: dict[str, ClipRef] = field(default_factory=dict)                    # clip_id -> where it was
+    refs: dict[str, ClipRef] = field(default_factory=dict)  # clip_id -> where it was
     n_reused: int = 0
     n_skipped: int = 0
     n_duplicates: int = 0
 
 
-def list_refs(store: ObjectStore, split: str, machine_type: str | None = None,
-              night: str | None = None) -> tuple[list[ClipRef], list[dict]]:
+def list_refs(
+    store: ObjectStore, split: str, machine_type: str | None = None, night: str | None = None
+) -> tuple[list[ClipRef], list[dict]]:
     """Clips under a split's prefix, and a rejected row for each key that breaks the layout."""
     refs, rejected = [], []
     for key in store.list(prefix(split, machine_type, night)):
@@ -89,14 +90,31 @@ def list_refs(store: ObjectStore, split: str, machine_type: str | None = None,
 
 
 def _rejected(store, ref: ClipRef, reason: str, detail: str, clip_id=None) -> dict:
-    return {"uri": store.uri_for(ref.key), "night": ref.night, "machine_type": ref.machine_type,
-            "machine_id": ref.machine_id, "reason": reason, "detail": detail, "clip_id": clip_id}
+    return {
+        "uri": store.uri_for(ref.key),
+        "night": ref.night,
+        "machine_type": ref.machine_type,
+        "machine_id": ref.machine_id,
+        "reason": reason,
+        "detail": detail,
+        "clip_id": clip_id,
+    }
 
 
 def _clip_row(store, ref: ClipRef, clip_id: str, rate, channels, duration, note) -> dict:
-    return {"clip_id": clip_id, "uri": store.uri_for(ref.key), "night": ref.night, "split": ref.split,
-            "machine_type": ref.machine_type, "machine_id": ref.machine_id, "label": ref.label,
-            "sample_rate": rate, "channels": channels, "duration_s": duration, "note": note}
+    return {
+        "clip_id": clip_id,
+        "uri": store.uri_for(ref.key),
+        "night": ref.night,
+        "split": ref.split,
+        "machine_type": ref.machine_type,
+        "machine_id": ref.machine_id,
+        "label": ref.label,
+        "sample_rate": rate,
+        "channels": channels,
+        "duration_s": duration,
+        "note": note,
+    }
 
 
 def ingest(
@@ -126,8 +144,10 @@ def ingest(
         """Decode once per audio config, compute every feature config: (facts, rows). The audio
         itself is dropped here, so a result waiting in the pool holds only its log-mels."""
         decoded = {a: decode(data, a) for a in decodes}
-        rows = {c.hash: FeatureRow(clip_id, ref.machine_id, ref.label,
-                                   extractors[c.hash](decoded[audio_for[c.hash]].audio)) for c in configs}
+        rows = {
+            c.hash: FeatureRow(clip_id, ref.machine_id, ref.label, extractors[c.hash](decoded[audio_for[c.hash]].audio))
+            for c in configs
+        }
         dec = decoded[decodes[0]]
         return (dec.sample_rate, dec.channels, dec.duration_s, dec.note), rows
 
@@ -157,8 +177,7 @@ def ingest(
                 have = {c.hash: fstore.existing(c, part, mtype) for c in configs}
                 new_rows: dict[str, list[FeatureRow]] = {c.hash: [] for c in configs}
                 cached_ids: dict[str, str] = {}
-                for ref, clip_id, data, facts, rows, err in _ordered(pool, lambda r: work(r, have), group,
-                                                                     2 * workers):
+                for ref, clip_id, data, facts, rows, err in _ordered(pool, lambda r: work(r, have), group, 2 * workers):
                     done += 1
                     if progress:
                         progress(done, total)
@@ -190,8 +209,9 @@ def ingest(
                         res.rejected.append(_rejected(store, ref, err.reason, err.detail, clip_id))
                         continue
                     if err is not None:  # an unforeseen file must not stop the night
-                        res.rejected.append(_rejected(store, ref, "decode_failed",
-                                                      f"{type(err).__name__}: {err}"[:500], clip_id))
+                        res.rejected.append(
+                            _rejected(store, ref, "decode_failed", f"{type(err).__name__}: {err}"[:500], clip_id)
+                        )
                         continue
                     res.refs[clip_id] = ref
                     res.clips.append(_clip_row(store, ref, clip_id, *facts))
@@ -239,8 +259,12 @@ class _Pool(ThreadPoolExecutor):
 
 def _audio_config(audio: AudioConfig, features: FeatureConfig) -> AudioConfig:
     """The decode a feature config needs: its channel, its sample rate, at least one window."""
-    return dataclasses.replace(audio, target_rate=features.sample_rate, channel=features.channel,
-                               min_samples=max(audio.min_samples, features.min_samples))
+    return dataclasses.replace(
+        audio,
+        target_rate=features.sample_rate,
+        channel=features.channel,
+        min_samples=max(audio.min_samples, features.min_samples),
+    )
 
 
 def _header(data: bytes):

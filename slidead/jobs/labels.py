@@ -30,15 +30,19 @@ Log = Callable[[str], None]
 def find_clip(db: ResultsDB, clip: str) -> dict:
     """The clip named by its ID, a unique ID prefix of at least 8 characters, or its URI."""
     clip = clip.strip()
-    cols, rows = db.query("SELECT clip_id, uri, split, night, machine_type, machine_id FROM clips "
-                          "WHERE clip_id = ? OR uri = ? OR (length(?) >= ? AND starts_with(clip_id, ?)) "
-                          "ORDER BY clip_id LIMIT 3", [clip, clip, clip, MIN_PREFIX, clip.lower()])
+    cols, rows = db.query(
+        "SELECT clip_id, uri, split, night, machine_type, machine_id FROM clips "
+        "WHERE clip_id = ? OR uri = ? OR (length(?) >= ? AND starts_with(clip_id, ?)) "
+        "ORDER BY clip_id LIMIT 3",
+        [clip, clip, clip, MIN_PREFIX, clip.lower()],
+    )
     if not rows:
         hint = f" (a prefix needs at least {MIN_PREFIX} characters)" if len(clip) < MIN_PREFIX else ""
         raise LabelError(f"no clip {clip!r} in {db.path}{hint}: use a clip_id from the anomalies view, or its uri")
     if len(rows) > 1:
-        raise LabelError(f"{clip!r} matches several clips ({', '.join(r[0][:12] for r in rows)}...): "
-                         "give more of the clip_id")
+        raise LabelError(
+            f"{clip!r} matches several clips ({', '.join(r[0][:12] for r in rows)}...): give more of the clip_id"
+        )
     return dict(zip(cols, rows[0]))
 
 
@@ -49,12 +53,16 @@ def label(db: ResultsDB, clip: str, verdict: str, note: str | None = None, by: s
         raise LabelError(f"verdict {verdict!r}: expected one of {', '.join(VERDICTS)}")
     row = find_clip(db, clip)
     if row["split"] != "drop":
-        raise LabelError(f"clip {row['clip_id'][:12]} ({row['uri']}) is a {row['split']} clip: its label comes from "
-                         "its folder; verdicts are for the plant's night clips")
+        raise LabelError(
+            f"clip {row['clip_id'][:12]} ({row['uri']}) is a {row['split']} clip: its label comes from "
+            "its folder; verdicts are for the plant's night clips"
+        )
     by = by or _user()
     with db.connect() as con:
-        con.execute("INSERT OR REPLACE INTO labels (clip_id, verdict, note, labelled_by) VALUES (?, ?, ?, ?)",
-                    [row["clip_id"], verdict, note, by])
+        con.execute(
+            "INSERT OR REPLACE INTO labels (clip_id, verdict, note, labelled_by) VALUES (?, ?, ?, ?)",
+            [row["clip_id"], verdict, note, by],
+        )
     return dict(row, verdict=verdict, note=note, labelled_by=by, eval_label=VERDICTS[verdict])
 
 
@@ -72,13 +80,17 @@ def labelled(db: ResultsDB, machine_type: str) -> dict[str, tuple[str, str]]:
 
     if not Path(db.path).exists():
         return {}
-    _, rows = db.query("SELECT l.clip_id, c.uri, l.verdict FROM labels l JOIN clips c USING (clip_id) "
-                       "WHERE c.machine_type = ? AND c.split = 'drop' ORDER BY l.clip_id", [machine_type])
+    _, rows = db.query(
+        "SELECT l.clip_id, c.uri, l.verdict FROM labels l JOIN clips c USING (clip_id) "
+        "WHERE c.machine_type = ? AND c.split = 'drop' ORDER BY l.clip_id",
+        [machine_type],
+    )
     return {cid: (uri, VERDICTS[v]) for cid, uri, v in rows if VERDICTS.get(v)}
 
 
-def add_plant_clips(svc, machine_type: str, configs: Iterable[FeatureConfig], res: IngestResult,
-                    log: Log = lambda _m: None) -> int:
+def add_plant_clips(
+    svc, machine_type: str, configs: Iterable[FeatureConfig], res: IngestResult, log: Log = lambda _m: None
+) -> int:
     """Join the labelled plant clips of ``machine_type`` to the evaluation set ``res`` (its
     ``features`` per config hash, in place), labelled by their verdicts. Returns how many joined.
     A clip whose WAV is gone or now holds other bytes is left out, and said so."""
@@ -99,12 +111,18 @@ def add_plant_clips(svc, machine_type: str, configs: Iterable[FeatureConfig], re
                 res.features[c.hash][cid] = FeatureRow(cid, row.machine_id, wanted[cid][1], row.logmel)
     joined = len({cid for c in configs for cid in plant.features[c.hash] if cid in wanted})
     if joined < len(wanted):
-        log(f"evaluation set: {len(wanted) - joined} labelled plant clips could not be read back (gone from "
-            "the store, or the file changed); left out")
-    counts = {lab: sum(1 for cid, (_, verdict) in wanted.items() if verdict == lab and cid in plant.refs)
-              for lab in ("anomaly", "normal")}
-    log(f"evaluation set: {joined} labelled plant clips joined ({counts['anomaly']} faults, "
-        f"{counts['normal']} false alarms as normal)")
+        log(
+            f"evaluation set: {len(wanted) - joined} labelled plant clips could not be read back (gone from "
+            "the store, or the file changed); left out"
+        )
+    counts = {
+        lab: sum(1 for cid, (_, verdict) in wanted.items() if verdict == lab and cid in plant.refs)
+        for lab in ("anomaly", "normal")
+    }
+    log(
+        f"evaluation set: {joined} labelled plant clips joined ({counts['anomaly']} faults, "
+        f"{counts['normal']} false alarms as normal)"
+    )
     return joined
 
 

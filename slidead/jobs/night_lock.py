@@ -25,8 +25,9 @@ def lock_key(night: str, family: str) -> str:
 
 
 @contextlib.contextmanager
-def night_lock(svc: Services, night: str, family: str, run_id: str, wait_s: float = 0.0,
-               ttl_s: float = LOCK_TTL_S) -> Iterator[Lease]:
+def night_lock(
+    svc: Services, night: str, family: str, run_id: str, wait_s: float = 0.0, ttl_s: float = LOCK_TTL_S
+) -> Iterator[Lease]:
     """Hold the night's lease for ``run_id`` (nested holds by the same run share it)."""
     try:
         with hold(svc.store, lock_key(night, family), run_id, ttl_s=ttl_s, wait_s=wait_s) as lease:

@@ -55,17 +55,33 @@ def inline(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return fn(*args, **kwargs)
 
 
-Steps = Callable[..., Any]   # (name, fn, *args, **kwargs) -> fn's result, e.g. :func:`inline`
+Steps = Callable[..., Any]  # (name, fn, *args, **kwargs) -> fn's result, e.g. :func:`inline`
 
-_SCORE_SCHEMA = pa.schema([
-    ("clip_id", pa.string()), ("model_name", pa.string()), ("model_version", pa.int32()),
-    ("family", pa.string()), ("night", pa.string()), ("machine_type", pa.string()),
-    ("machine_id", pa.string()), ("score", pa.float64()), ("threshold", pa.float64()),
-    ("is_anomaly", pa.bool_()), ("peak_time_s", pa.float64()), ("peak_freq_lo_hz", pa.float64()),
-    ("peak_freq_hi_hz", pa.float64()), ("run_id", pa.string()), ("explanation", pa.string()),
-])
-_CLIP_SCHEMA = pa.schema([(c, pa.int32() if c in ("sample_rate", "channels") else
-                           pa.float64() if c == "duration_s" else pa.string()) for c in CLIP_COLUMNS])
+_SCORE_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("model_name", pa.string()),
+        ("model_version", pa.int32()),
+        ("family", pa.string()),
+        ("night", pa.string()),
+        ("machine_type", pa.string()),
+        ("machine_id", pa.string()),
+        ("score", pa.float64()),
+        ("threshold", pa.float64()),
+        ("is_anomaly", pa.bool_()),
+        ("peak_time_s", pa.float64()),
+        ("peak_freq_lo_hz", pa.float64()),
+        ("peak_freq_hi_hz", pa.float64()),
+        ("run_id", pa.string()),
+        ("explanation", pa.string()),
+    ]
+)
+_CLIP_SCHEMA = pa.schema(
+    [
+        (c, pa.int32() if c in ("sample_rate", "channels") else pa.float64() if c == "duration_s" else pa.string())
+        for c in CLIP_COLUMNS
+    ]
+)
 _REJ_SCHEMA = pa.schema([(c, pa.string()) for c in REJECTED_COLUMNS])
 
 
@@ -78,7 +94,7 @@ class NightResult:
     night: str
     run_id: str
     family: str | None = None
-    models: dict[str, int] = field(default_factory=dict)   # model name -> version used
+    models: dict[str, int] = field(default_factory=dict)  # model name -> version used
     n_clips: int = 0
     n_scored: int = 0
     n_skipped: int = 0
@@ -87,7 +103,7 @@ class NightResult:
     n_shards_resumed: int = 0
     seconds: float = 0.0
     shards: list[tuple[str, str, int, str]] = field(default_factory=list)  # (night, model, version, shard)
-    alarms: list = field(default_factory=list)   # machine alarms this run raised (slidead.core.alarms.Alarm)
+    alarms: list = field(default_factory=list)  # machine alarms this run raised (slidead.core.alarms.Alarm)
 
 
 def shard_store(svc: Services) -> ShardStore:
@@ -95,11 +111,19 @@ def shard_store(svc: Services) -> ShardStore:
     return ShardStore(fs.fs, fs.root.rsplit("/", 1)[0] + "/results")
 
 
-def score_night(svc: Services, night: str, family: str, machine_type: str | None = None,
-                shard_size: int = 256, run_id: str | None = None,
-                progress: Callable[[int, int], None] | None = None, log: Log = _quiet,
-                models: dict[str, LoadedModel] | None = None, lock_wait_s: float = 0.0,
-                runner: "ShardRunner | None" = None) -> NightResult:
+def score_night(
+    svc: Services,
+    night: str,
+    family: str,
+    machine_type: str | None = None,
+    shard_size: int = 256,
+    run_id: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    log: Log = _quiet,
+    models: dict[str, LoadedModel] | None = None,
+    lock_wait_s: float = 0.0,
+    runner: "ShardRunner | None" = None,
+) -> NightResult:
     """Score every clip of a night with each machine type's champion; writes shard results only
     (:func:`run_night` also loads them). Holds the night's lock; every champion is loaded before
     anything is written. A failing store raises :class:`~slidead.errors.StoreError`; the shards
@@ -114,6 +138,7 @@ def score_night(svc: Services, night: str, family: str, machine_type: str | None
 @dataclass(frozen=True)
 class ShardJob:
     """One shard of a night for one model version: what a worker anywhere needs to score it."""
+
     night: str
     model_name: str
     model_version: int
@@ -126,16 +151,25 @@ class ShardJob:
 class NightPlan:
     """A night listed once: the result so far, the shards still to score, the champion models,
     and per model the clip IDs it has already scored."""
+
     result: NightResult
     jobs: list[ShardJob]
     models: dict[str, LoadedModel]
     already: dict[str, frozenset]
-    finished: set[str] = field(default_factory=set)   # shards scored so far (a retried step skips them)
-    skipped: int = 0                                  # clips those shards skipped (already scored)
+    finished: set[str] = field(default_factory=set)  # shards scored so far (a retried step skips them)
+    skipped: int = 0  # clips those shards skipped (already scored)
 
 
-def plan_night(svc: Services, night: str, family: str, machine_type: str | None, shard_size: int, run_id: str,
-               models: dict[str, LoadedModel] | None = None, log: Log = _quiet) -> NightPlan:
+def plan_night(
+    svc: Services,
+    night: str,
+    family: str,
+    machine_type: str | None,
+    shard_size: int,
+    run_id: str,
+    models: dict[str, LoadedModel] | None = None,
+    log: Log = _quiet,
+) -> NightPlan:
     """List the night (once), load each machine type's champion (unless given), write the
     layout-rejects shard, and plan the shards still to score (shards whose results are already
     in the store are resumed, not planned)."""
@@ -159,10 +193,12 @@ def plan_night(svc: Services, night: str, family: str, machine_type: str | None,
         res.models[name] = loaded.version
         already[name] = frozenset(svc.db.scored_clip_ids(name, loaded.version))
         refs = [r for r in refs_all if r.machine_type == mtype]
-        log(f"{night} {mtype}: {len(refs)} clips, scoring with {name} v{loaded.version} "
-            f"({len(already[name])} clips already scored by it)")
+        log(
+            f"{night} {mtype}: {len(refs)} clips, scoring with {name} v{loaded.version} "
+            f"({len(already[name])} clips already scored by it)"
+        )
         for start in range(0, len(refs), shard_size):
-            keys = tuple(r.key for r in refs[start:start + shard_size])
+            keys = tuple(r.key for r in refs[start : start + shard_size])
             sid = shard_id(list(keys))
             res.shards.append((night, name, loaded.version, sid))
             if shards.done(night, name, loaded.version, sid) and shards.read(night, name, loaded.version, sid):
@@ -175,24 +211,30 @@ def plan_night(svc: Services, night: str, family: str, machine_type: str | None,
 class ShardRunner(Protocol):
     """Scores a night's planned shards, writing each one's results to the store; returns how
     many clips it skipped (already scored). ``name`` is what the run reports as its engine."""
+
     name: str
 
-    def __call__(self, svc: Services, plan: NightPlan, lease: Lease,
-                 progress: Callable[[int, int], None] | None) -> int: ...
+    def __call__(
+        self, svc: Services, plan: NightPlan, lease: Lease, progress: Callable[[int, int], None] | None
+    ) -> int: ...
 
 
 def _lost(plan: NightPlan) -> NightBusyError:
     res = plan.result
-    return NightBusyError(f"night {res.night} ({res.family}): run {res.run_id} lost its lock to another run "
-                          "(no heartbeat for longer than its ttl); stopping. The shards written so far are kept.")
+    return NightBusyError(
+        f"night {res.night} ({res.family}): run {res.run_id} lost its lock to another run "
+        "(no heartbeat for longer than its ttl); stopping. The shards written so far are kept."
+    )
 
 
 class LocalRunner:
     """Every shard in this process, one after another, on the configured device."""
+
     name = "process"
 
-    def __call__(self, svc: Services, plan: NightPlan, lease: Lease,
-                 progress: Callable[[int, int], None] | None) -> int:
+    def __call__(
+        self, svc: Services, plan: NightPlan, lease: Lease, progress: Callable[[int, int], None] | None
+    ) -> int:
         device = resolve_device(svc.device)
         total, done = sum(len(j.keys) for j in plan.jobs), 0
         for job in plan.jobs:
@@ -207,12 +249,13 @@ class LocalRunner:
         return plan.skipped
 
 
-def _run_shards(svc: Services, plan: NightPlan, runner: ShardRunner, lease: Lease,
-                progress: Callable[[int, int], None] | None) -> NightResult:
+def _run_shards(
+    svc: Services, plan: NightPlan, runner: ShardRunner, lease: Lease, progress: Callable[[int, int], None] | None
+) -> NightResult:
     t0 = time.perf_counter()
     res = plan.result
     res.engine = runner.name
-    res.n_skipped = runner(svc, plan, lease, progress)   # a retried step counts its shards once
+    res.n_skipped = runner(svc, plan, lease, progress)  # a retried step counts its shards once
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -249,23 +292,52 @@ def _score_shard(svc, loaded: LoadedModel, refs, already, run_id, device, res: N
     ids = [c["clip_id"] for c in ing.clips if c["clip_id"] in rows]
     refs_by_id = ing.refs
     # machine IDs: the ID classifier scores how unlikely a clip's own ID is; the AE/VAE ignore them
-    sc = score_logmels(loaded.model, [rows[i].logmel for i in ids], cfg.features, cfg.score, device,
-                       [refs_by_id[i].machine_id for i in ids], loaded.thresholds.get("band_error"))
+    sc = score_logmels(
+        loaded.model,
+        [rows[i].logmel for i in ids],
+        cfg.features,
+        cfg.score,
+        device,
+        [refs_by_id[i].machine_id for i in ids],
+        loaded.thresholds.get("band_error"),
+    )
     thr = [threshold_for(loaded.thresholds, refs_by_id[i].machine_id) for i in ids]
     flagged = [t is not None and s > t for s, t in zip(sc.score, thr)]
     what = "error" if family_of(loaded.model).reconstructs else "deviation"
-    explanation = [sentence(float(sc.score[k]), thr[k], sc.span_start_s[k], sc.span_end_s[k],
-                            sc.span_freq_lo_hz[k], sc.span_freq_hi_hz[k], what) if flagged[k] else None
-                   for k in range(len(ids))]
-    scores = pa.table({
-        "clip_id": ids, "model_name": [loaded.name] * len(ids), "model_version": [loaded.version] * len(ids),
-        "family": [cfg.family] * len(ids), "night": [refs_by_id[i].night for i in ids],
-        "machine_type": [refs_by_id[i].machine_type for i in ids],
-        "machine_id": [refs_by_id[i].machine_id for i in ids],
-        "score": sc.score.astype(np.float64), "threshold": thr, "is_anomaly": flagged,
-        "peak_time_s": sc.peak_time_s, "peak_freq_lo_hz": sc.peak_freq_lo_hz,
-        "peak_freq_hi_hz": sc.peak_freq_hi_hz, "run_id": [run_id] * len(ids), "explanation": explanation,
-    }, schema=_SCORE_SCHEMA)
+    explanation = [
+        sentence(
+            float(sc.score[k]),
+            thr[k],
+            sc.span_start_s[k],
+            sc.span_end_s[k],
+            sc.span_freq_lo_hz[k],
+            sc.span_freq_hi_hz[k],
+            what,
+        )
+        if flagged[k]
+        else None
+        for k in range(len(ids))
+    ]
+    scores = pa.table(
+        {
+            "clip_id": ids,
+            "model_name": [loaded.name] * len(ids),
+            "model_version": [loaded.version] * len(ids),
+            "family": [cfg.family] * len(ids),
+            "night": [refs_by_id[i].night for i in ids],
+            "machine_type": [refs_by_id[i].machine_type for i in ids],
+            "machine_id": [refs_by_id[i].machine_id for i in ids],
+            "score": sc.score.astype(np.float64),
+            "threshold": thr,
+            "is_anomaly": flagged,
+            "peak_time_s": sc.peak_time_s,
+            "peak_freq_lo_hz": sc.peak_freq_lo_hz,
+            "peak_freq_hi_hz": sc.peak_freq_hi_hz,
+            "run_id": [run_id] * len(ids),
+            "explanation": explanation,
+        },
+        schema=_SCORE_SCHEMA,
+    )
     rejected = [dict(r, run_id=run_id) for r in ing.rejected]
     return {"scores": scores, "clips": _table(ing.clips, _CLIP_SCHEMA), "rejected": _table(rejected, _REJ_SCHEMA)}
 
@@ -274,8 +346,13 @@ def _write_rejected_only(shards: ShardStore, night, run_id, bad, res: NightResul
     rows = [dict(r, run_id=run_id) for r in bad]
     sid = shard_id([r["uri"] for r in bad])
     empty = _SCORE_SCHEMA.empty_table()
-    shards.write(night, "_layout", 0, sid, {"scores": empty, "clips": _table([], _CLIP_SCHEMA),
-                                            "rejected": _table(rows, _REJ_SCHEMA)})
+    shards.write(
+        night,
+        "_layout",
+        0,
+        sid,
+        {"scores": empty, "clips": _table([], _CLIP_SCHEMA), "rejected": _table(rows, _REJ_SCHEMA)},
+    )
     res.shards.append((night, "_layout", 0, sid))
 
 
@@ -321,10 +398,13 @@ def _load_night(svc: Services, res: NightResult, log: Log) -> NightResult:
     res.n_rejected = len(set(rejected_table.column("uri").to_pylist())) if rejected else 0
     cols, rows = svc.db.query(
         "SELECT count(*) FROM anomalies WHERE night = ?::DATE AND list_contains(?, model_name || ':' || model_version)",
-        [res.night, [f"{n}:{v}" for n, v in res.models.items()]])
+        [res.night, [f"{n}:{v}" for n, v in res.models.items()]],
+    )
     res.n_flagged = int(rows[0][0])
-    log(f"{res.night}: {new} new scores loaded, {res.n_skipped} already scored, "
-        f"{res.n_rejected} rejected, {res.n_flagged} flagged in the night")
+    log(
+        f"{res.night}: {new} new scores loaded, {res.n_skipped} already scored, "
+        f"{res.n_rejected} rejected, {res.n_flagged} flagged in the night"
+    )
     # machine alarms follow from every night's scores: recomputed after each load, so a re-run
     # or a late night gives the same alarms (see slidead.core.alarms)
     res.alarms = alarm_store.update(svc.db, list(res.models), svc.alarms)
@@ -333,20 +413,46 @@ def _load_night(svc: Services, res: NightResult, log: Log) -> NightResult:
     return res
 
 
-def record_run(svc: Services, res: NightResult, family: str, status: str, started_at, detail: str | None = None) -> None:
+def record_run(
+    svc: Services, res: NightResult, family: str, status: str, started_at, detail: str | None = None
+) -> None:
     name, version = next(iter(res.models.items()), (None, None))
-    svc.db.record_run({
-        "run_id": res.run_id, "flow": "score", "night": res.night, "machine_type": None, "family": family,
-        "model_name": name, "model_version": version, "status": status, "n_clips": res.n_clips,
-        "n_scored": res.n_scored, "n_skipped": res.n_skipped, "n_rejected": res.n_rejected,
-        "n_flagged": res.n_flagged, "started_at": started_at, "finished_at": dt.datetime.now(),
-        "seconds": res.seconds, "detail": None if detail is None else redact(detail)[:1000],
-    })
+    svc.db.record_run(
+        {
+            "run_id": res.run_id,
+            "flow": "score",
+            "night": res.night,
+            "machine_type": None,
+            "family": family,
+            "model_name": name,
+            "model_version": version,
+            "status": status,
+            "n_clips": res.n_clips,
+            "n_scored": res.n_scored,
+            "n_skipped": res.n_skipped,
+            "n_rejected": res.n_rejected,
+            "n_flagged": res.n_flagged,
+            "started_at": started_at,
+            "finished_at": dt.datetime.now(),
+            "seconds": res.seconds,
+            "detail": None if detail is None else redact(detail)[:1000],
+        }
+    )
 
 
-def run_night(svc: Services, night: str, family: str, machine_type: str | None = None, shard_size: int = 256,
-              run_id: str | None = None, progress: Callable[[int, int], None] | None = None, log: Log = _quiet,
-              lock_wait_s: float = 0.0, runner: ShardRunner | None = None, steps: Steps = inline) -> NightResult:
+def run_night(
+    svc: Services,
+    night: str,
+    family: str,
+    machine_type: str | None = None,
+    shard_size: int = 256,
+    run_id: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    log: Log = _quiet,
+    lock_wait_s: float = 0.0,
+    runner: ShardRunner | None = None,
+    steps: Steps = inline,
+) -> NightResult:
     """The whole night, top to bottom: lease, plan (list once, champions), score, load, ``runs`` row.
 
     On failure the run is recorded as ``failed`` with the error (when the database can be written)

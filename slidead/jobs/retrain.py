@@ -45,6 +45,7 @@ def _quiet(_msg: str) -> None:
 class DataSets:
     """The ingested sets. The training clips' log-mels stay in the feature store (``stored``,
     per feature config hash) unless ``ingest_sets`` was asked to keep them in memory."""
+
     train: IngestResult
     eval: IngestResult
     stored: dict[str, StoredClips] = field(default_factory=dict)
@@ -68,14 +69,19 @@ class Outcome:
     seconds: float
     thresholds: dict
     report: dict
-    eval_scores: dict             # machine_ids, labels, scores (lists)
-    baseline: dict                # machine_id -> {median, p90} of held-out normal scores
+    eval_scores: dict  # machine_ids, labels, scores (lists)
+    baseline: dict  # machine_id -> {median, p90} of held-out normal scores
     data: dict = field(default_factory=dict)
 
 
-def ingest_sets(svc: Services, machine_type: str, configs: list[FeatureConfig],
-                progress: Callable[[int, int], None] | None = None, log: Log = _quiet,
-                keep_train: bool = False) -> DataSets:
+def ingest_sets(
+    svc: Services,
+    machine_type: str,
+    configs: list[FeatureConfig],
+    progress: Callable[[int, int], None] | None = None,
+    log: Log = _quiet,
+    keep_train: bool = False,
+) -> DataSets:
     """Read train/ and eval/ for a machine type once, computing every feature config.
 
     The training clips' log-mels are left in the feature store (read back in blocks by
@@ -91,8 +97,10 @@ def ingest_sets(svc: Services, machine_type: str, configs: list[FeatureConfig],
             for c in configs:
                 stored[c.hash] = StoredClips.open(svc.features, c, partition("train"), machine_type, set(res.refs))
                 if len(stored[c.hash]) < len(res.refs):
-                    log(f"train: {len(res.refs) - len(stored[c.hash])} clips' features are no longer readable "
-                        "in the feature store; training without them")
+                    log(
+                        f"train: {len(res.refs) - len(stored[c.hash])} clips' features are no longer readable "
+                        "in the feature store; training without them"
+                    )
         res.rejected.extend(bad)
         svc.db.add_clips(res.clips)
         svc.db.add_rejected(res.rejected)
@@ -104,9 +112,13 @@ def ingest_sets(svc: Services, machine_type: str, configs: list[FeatureConfig],
     return DataSets(out["train"], out["eval"], stored)
 
 
-def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow] | StoredClips, eval_rows: list[FeatureRow],
-                       progress: Callable[[int, int, float, float], None] | None = None,
-                       log: Log = _quiet) -> Outcome:
+def train_and_evaluate(
+    cfg: RunConfig,
+    train_rows: list[FeatureRow] | StoredClips,
+    eval_rows: list[FeatureRow],
+    progress: Callable[[int, int, float, float], None] | None = None,
+    log: Log = _quiet,
+) -> Outcome:
     """Train ``cfg``'s family on normal clips, fit its thresholds, evaluate on ``eval_rows``.
 
     An ID classifier learns the machine IDs of ``train_rows`` (their sorted list becomes
@@ -122,10 +134,13 @@ def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow] | StoredClip
     stored = isinstance(train_rows, StoredClips)
     mode = cfg.train.stream
     if mode == "parquet" and not stored:
-        raise ValueError("stream='parquet' trains from the feature store: pass the training set "
-                         "as ingest_sets(...).rows(config, 'train') (StoredClips), not rows in memory")
-    streaming = stored and (mode == "parquet" or
-                            (mode == "auto" and train_rows.nbytes > cfg.train.memory_budget_mb * 2**20))
+        raise ValueError(
+            "stream='parquet' trains from the feature store: pass the training set "
+            "as ingest_sets(...).rows(config, 'train') (StoredClips), not rows in memory"
+        )
+    streaming = stored and (
+        mode == "parquet" or (mode == "auto" and train_rows.nbytes > cfg.train.memory_budget_mb * 2**20)
+    )
     if stored and not streaming:
         train_rows = train_rows.rows()
     if len(train_rows) < 2:
@@ -145,8 +160,10 @@ def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow] | StoredClip
     fam = family_of(model)
     learns_ids = fam.learns_ids
     if learns_ids and len(classes) < 2:
-        raise NotEnoughDataError(f"{cfg.machine_type}: {cfg.family} learns to tell machine IDs apart and needs "
-                                 f"two or more; the training set has {classes}")
+        raise NotEnoughDataError(
+            f"{cfg.machine_type}: {cfg.family} learns to tell machine IDs apart and needs "
+            f"two or more; the training set has {classes}"
+        )
     row_of = {m: k for k, m in enumerate(classes)}
     stride = fam.hop(model)
     device = resolve_device(cfg.train.device)
@@ -155,9 +172,11 @@ def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow] | StoredClip
         buffer = cfg.train.buffer_clips
         x_train = StreamWindows(tr, frames, label_of if learns_ids else None, stride, buffer)
         x_val = StreamWindows(va, frames, label_of if learns_ids else None, stride, buffer)
-        log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips, "
+        log(
+            f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips, "
             f"streamed from the feature store through a buffer of {buffer} clips "
-            f"({train_rows.nbytes / 2**20:.0f} MB of frames, budget {cfg.train.memory_budget_mb} MB)")
+            f"({train_rows.nbytes / 2**20:.0f} MB of frames, budget {cfg.train.memory_budget_mb} MB)"
+        )
     else:
         tr_rows, va_rows = [row_of[r.machine_id] for r in tr], [row_of[r.machine_id] for r in va]
         x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if learns_ids else None, stride)
@@ -173,9 +192,10 @@ def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow] | StoredClip
     band_n: dict[str, int] = {}
 
     def scores_of(rows):
-        sc = score_logmels(model, [r.logmel for r in rows], cfg.features, cfg.score, device,
-                           [r.machine_id for r in rows])
-        for r, profile in zip(rows, sc.band_error):   # every training clip is normal
+        sc = score_logmels(
+            model, [r.logmel for r in rows], cfg.features, cfg.score, device, [r.machine_id for r in rows]
+        )
+        for r, profile in zip(rows, sc.band_error):  # every training clip is normal
             band_sum[r.machine_id] = band_sum.get(r.machine_id, 0.0) + profile
             band_n[r.machine_id] = band_n.get(r.machine_id, 0) + 1
         return sc.score
@@ -202,16 +222,35 @@ def train_and_evaluate(cfg: RunConfig, train_rows: list[FeatureRow] | StoredClip
     thresholds["normal_scores"] = by_id
     # the normal error per mel band of each ID: explanations say where a clip departs from it
     thresholds["band_error"] = {mid: (band_sum[mid] / band_n[mid]).round(6).tolist() for mid in band_sum}
-    baseline = {mid: {"median": float(np.median(list(s.values()))), "p90": float(np.quantile(list(s.values()), 0.9))}
-                for mid, s in by_id.items()}
+    baseline = {
+        mid: {"median": float(np.median(list(s.values()))), "p90": float(np.quantile(list(s.values()), 0.9))}
+        for mid, s in by_id.items()
+    }
 
     report, ev = evaluate(model, cfg, eval_rows, thresholds, device)
-    data = {"n_train_clips": len(tr), "n_val_clips": len(va), "n_eval_clips": len(eval_rows),
-            "n_train_windows": int(len(x_train)), "train_streamed": bool(streaming),
-            "train_clip_ids": sorted(r.clip_id for r in tr), "val_clip_ids": sorted(r.clip_id for r in va),
-            "eval_clip_ids": sorted(r.clip_id for r in eval_rows)}
-    return Outcome(cfg, model, result.history, result.best_epoch, result.epochs_run, result.seconds,
-                   thresholds, report, ev, baseline, data)
+    data = {
+        "n_train_clips": len(tr),
+        "n_val_clips": len(va),
+        "n_eval_clips": len(eval_rows),
+        "n_train_windows": int(len(x_train)),
+        "train_streamed": bool(streaming),
+        "train_clip_ids": sorted(r.clip_id for r in tr),
+        "val_clip_ids": sorted(r.clip_id for r in va),
+        "eval_clip_ids": sorted(r.clip_id for r in eval_rows),
+    }
+    return Outcome(
+        cfg,
+        model,
+        result.history,
+        result.best_epoch,
+        result.epochs_run,
+        result.seconds,
+        thresholds,
+        report,
+        ev,
+        baseline,
+        data,
+    )
 
 
 def evaluate(model, cfg: RunConfig, eval_rows: list[FeatureRow], thresholds: dict, device="cpu") -> tuple[dict, dict]:
@@ -248,13 +287,15 @@ def figures(outcome: Outcome, eval_rows: list[FeatureRow]) -> dict:
             rec = outcome.model(torch.as_tensor(windows(lm, frames)))
         n_mels = lm.shape[0]
         recon = rec.reshape(-1, frames, n_mels)[:, 0, :].T.numpy()  # each window's first frame
-        figs["reconstruction"] = plots.reconstruction(lm[:, : recon.shape[1]], recon,
-                                                      f"highest-scoring eval clip (id {ev['machine_ids'][worst]})")
+        figs["reconstruction"] = plots.reconstruction(
+            lm[:, : recon.shape[1]], recon, f"highest-scoring eval clip (id {ev['machine_ids'][worst]})"
+        )
     return figs
 
 
-def register(svc: Services, outcome: Outcome, eval_rows: list[FeatureRow], tolerance: float = 0.0,
-             log: Log = _quiet) -> tuple[str, int, Decision]:
+def register(
+    svc: Services, outcome: Outcome, eval_rows: list[FeatureRow], tolerance: float = 0.0, log: Log = _quiet
+) -> tuple[str, int, Decision]:
     """Log the run, register a version, promote it if it is no worse than the champion."""
     cfg = outcome.config
     name = model_name(cfg.machine_type, cfg.family)
@@ -273,15 +314,27 @@ def register(svc: Services, outcome: Outcome, eval_rows: list[FeatureRow], toler
             log(f"could not re-evaluate champion v{champ.version} ({e}); using its stored figures")
     figs = figures(outcome, eval_rows)
     run_id, version = tracker.log_training(
-        cfg, outcome.model, outcome.history, outcome.thresholds, outcome.report, outcome.data, figs,
-        {"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run, "train_seconds": outcome.seconds})
+        cfg,
+        outcome.model,
+        outcome.history,
+        outcome.thresholds,
+        outcome.report,
+        outcome.data,
+        figs,
+        {"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run, "train_seconds": outcome.seconds},
+    )
     mean = outcome.report.get("mean", {})
     auc, pauc = mean.get("auc", float("nan")), mean.get("pauc", float("nan"))
     if not eval_rows or "auc" not in mean:
         decision = tracker.decide(name, auc, pauc, champion_figs, tolerance)
         if decision.champion_version is not None:
-            decision = Decision(False, "no labelled evaluation set: champion kept", decision.champion_version,
-                                decision.champion_auc, decision.champion_pauc)
+            decision = Decision(
+                False,
+                "no labelled evaluation set: champion kept",
+                decision.champion_version,
+                decision.champion_auc,
+                decision.champion_pauc,
+            )
         else:
             decision = Decision(True, "no champion yet (no evaluation set to gate on)", None, None, None)
     else:
@@ -291,14 +344,24 @@ def register(svc: Services, outcome: Outcome, eval_rows: list[FeatureRow], toler
     tracker.log_decision(run_id, decision)
     import json
 
-    svc.db.record_model_version({
-        "model_name": name, "version": version, "family": cfg.family, "machine_type": cfg.machine_type,
-        "mlflow_run_id": run_id, "feature_hash": cfg.features.hash,
-        "mean_auc": mean.get("auc"), "mean_pauc": mean.get("pauc"),
-        "champion_auc": decision.champion_auc, "champion_pauc": decision.champion_pauc,
-        "promoted": decision.promoted, "decision": decision.reason,
-        "thresholds": json.dumps(threshold_map(outcome.thresholds)), "baseline": json.dumps(outcome.baseline),
-    })
+    svc.db.record_model_version(
+        {
+            "model_name": name,
+            "version": version,
+            "family": cfg.family,
+            "machine_type": cfg.machine_type,
+            "mlflow_run_id": run_id,
+            "feature_hash": cfg.features.hash,
+            "mean_auc": mean.get("auc"),
+            "mean_pauc": mean.get("pauc"),
+            "champion_auc": decision.champion_auc,
+            "champion_pauc": decision.champion_pauc,
+            "promoted": decision.promoted,
+            "decision": decision.reason,
+            "thresholds": json.dumps(threshold_map(outcome.thresholds)),
+            "baseline": json.dumps(outcome.baseline),
+        }
+    )
     log(f"{name} v{version}: {'promoted to champion' if decision.promoted else 'not promoted'} ({decision.reason})")
     return run_id, version, decision
 
@@ -315,23 +378,34 @@ class RetrainResult:
     def summary(self) -> dict:
         """What the command line prints with ``--json`` and the retrain flow returns."""
         o = self.outcome
-        return {"family": self.family, "machine_type": self.machine_type, "model_version": self.model_version,
-                "mlflow_run_id": self.mlflow_run_id, "promoted": self.decision.promoted,
-                "decision": self.decision.reason, "report": o.report, "epochs_run": o.epochs_run,
-                "best_epoch": o.best_epoch}
+        return {
+            "family": self.family,
+            "machine_type": self.machine_type,
+            "model_version": self.model_version,
+            "mlflow_run_id": self.mlflow_run_id,
+            "promoted": self.decision.promoted,
+            "decision": self.decision.reason,
+            "report": o.report,
+            "epochs_run": o.epochs_run,
+            "best_epoch": o.best_epoch,
+        }
 
 
-def retrain(svc: Services, cfg: RunConfig, tolerance: float = 0.0, log: Log = _quiet,
-            ingest_progress: Callable[[int, int], None] | None = None,
-            epoch_progress: Callable[[int, int, float, float], None] | None = None,
-            steps=inline) -> RetrainResult:
+def retrain(
+    svc: Services,
+    cfg: RunConfig,
+    tolerance: float = 0.0,
+    log: Log = _quiet,
+    ingest_progress: Callable[[int, int], None] | None = None,
+    epoch_progress: Callable[[int, int, float, float], None] | None = None,
+    steps=inline,
+) -> RetrainResult:
     """The whole retrain: ingest ``train/`` and ``eval/`` of ``cfg.machine_type`` (plus the plant
     clips operators labelled), train and evaluate ``cfg``, register the version in MLflow and
     promote it if it is no worse than the champion (by ``tolerance`` in mean AUC)."""
     data = steps("ingest", ingest_sets, svc, cfg.machine_type, [cfg.features], ingest_progress, log)
     eval_rows = data.rows(cfg.features, "eval")
-    outcome = steps("train", train_and_evaluate, cfg, data.rows(cfg.features, "train"), eval_rows,
-                    epoch_progress, log)
+    outcome = steps("train", train_and_evaluate, cfg, data.rows(cfg.features, "train"), eval_rows, epoch_progress, log)
     run_id, version, decision = steps("register", register, svc, outcome, eval_rows, tolerance, log)
     return RetrainResult(cfg.family, cfg.machine_type, version, run_id, decision, outcome)
 

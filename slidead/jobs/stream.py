@@ -37,8 +37,9 @@ class StoredClips(Sequence):
         self.clips = sorted(clips, key=lambda c: c.clip_id)
 
     @classmethod
-    def open(cls, fstore: FeatureStore, config: FeatureConfig, part: str, machine_type: str,
-             clip_ids: set[str] | None = None) -> "StoredClips":
+    def open(
+        cls, fstore: FeatureStore, config: FeatureConfig, part: str, machine_type: str, clip_ids: set[str] | None = None
+    ) -> "StoredClips":
         return cls(fstore, config, fstore.catalog(config, part, machine_type, clip_ids))
 
     def __len__(self) -> int:
@@ -78,8 +79,9 @@ class StoredClips(Sequence):
         units = sorted(by_unit.items(), key=lambda kv: kv[1][0].clip_id)
         return [(p, g, sorted(c.row for c in cs)) for (p, g), cs in units]
 
-    def blocks(self, rng: np.random.Generator | None = None, block_clips: int = ROW_GROUP_CLIPS
-               ) -> Iterator[list[FeatureRow]]:
+    def blocks(
+        self, rng: np.random.Generator | None = None, block_clips: int = ROW_GROUP_CLIPS
+    ) -> Iterator[list[FeatureRow]]:
         """The clips' rows in blocks of at most ``block_clips``: row groups in :meth:`units` order,
         or in a random order drawn from ``rng``. Raises ValueError if a clip is no longer in the store."""
         units = self.units()
@@ -91,8 +93,9 @@ class StoredClips(Sequence):
                 n += len(block)
                 yield block
             if n != len(rows):
-                raise ValueError(f"{path} row group {group}: {n} of {len(rows)} clips read; the feature store "
-                                 "changed while training")
+                raise ValueError(
+                    f"{path} row group {group}: {n} of {len(rows)} clips read; the feature store changed while training"
+                )
 
     def rows(self) -> list[FeatureRow]:
         """Every clip's row with its log-mel, in clip ID order (the in-memory path)."""
@@ -105,8 +108,14 @@ class StreamWindows:
     docstring). ``labels``: optional, clip ID -> class index. ``peak_clips`` counts the most
     clips the buffer has held, ``blocks_read`` the blocks read (both over the object's life)."""
 
-    def __init__(self, clips: StoredClips, frames: int = 5, labels: Mapping[str, int] | None = None,
-                 stride: int = 1, buffer_clips: int = 512):
+    def __init__(
+        self,
+        clips: StoredClips,
+        frames: int = 5,
+        labels: Mapping[str, int] | None = None,
+        stride: int = 1,
+        buffer_clips: int = 512,
+    ):
         if stride < 1:
             raise ValueError(f"stride={stride!r} must be >= 1")
         if buffer_clips < 1:
@@ -157,9 +166,9 @@ class StreamWindows:
         cap, t_max = self.buffer_clips, self.t_max
         arena = np.empty((cap * t_max, self.n_mels), dtype=np.float32)  # slot s: rows s*t_max ...
         slot_label = None if self.labels is None else np.zeros(cap, dtype=np.int64)
-        left = np.zeros(cap, dtype=np.int64)          # windows not yet drawn, per slot
+        left = np.zeros(cap, dtype=np.int64)  # windows not yet drawn, per slot
         free = list(range(cap - 1, -1, -1))
-        pool = np.zeros(0, dtype=np.int64)            # arena row of each window's first frame
+        pool = np.zeros(0, dtype=np.int64)  # arena row of each window's first frame
         blocks = self._blocks(rng)
         pending = next(blocks, None)
         while True:
@@ -170,7 +179,7 @@ class StreamWindows:
                     if not starts.size:
                         continue
                     s = free.pop()
-                    arena[s * t_max: s * t_max + row.logmel.shape[1]] = row.logmel.T
+                    arena[s * t_max : s * t_max + row.logmel.shape[1]] = row.logmel.T
                     left[s] = starts.size
                     if slot_label is not None:
                         slot_label[s] = self.labels[row.clip_id]
@@ -284,4 +293,3 @@ def stored_rows(clips: StoredClips, block_clips: int = 256) -> Iterator[list[Fea
             out = []
     if out:
         yield out
-

@@ -18,8 +18,10 @@ from slidead.settings import Settings
 from slidead.shell.commands import evaluate_version, prefect_env, run_retrain, run_score, say, services
 from slidead.shell.report import format_metrics
 
-EPILOG = ("environment: SLIDEAD_HOME (default ./slidead-data), SLIDEAD_STORE, SLIDEAD_S3_ENDPOINT, "
-          "SLIDEAD_MLFLOW_URI, SLIDEAD_DUCKDB, SLIDEAD_FAMILY (default vae), SLIDEAD_DEVICE (auto|cpu|cuda)")
+EPILOG = (
+    "environment: SLIDEAD_HOME (default ./slidead-data), SLIDEAD_STORE, SLIDEAD_S3_ENDPOINT, "
+    "SLIDEAD_MLFLOW_URI, SLIDEAD_DUCKDB, SLIDEAD_FAMILY (default vae), SLIDEAD_DEVICE (auto|cpu|cuda)"
+)
 
 
 FAMILY_HELP = "a registered model family: ae, vae, idclf, or one a plug-in registers"
@@ -39,18 +41,28 @@ def family_name(value: str, extra: tuple[str, ...] = ()) -> str:
 
 # -- commands ------------------------------------------------------------------------------
 
+
 def cmd_generate(a, settings: Settings) -> int:
     from slidead.progress import Progress
     from slidead.synth.plant import PlantSpec, generate_plant
 
     svc = services(settings)
-    spec = PlantSpec(machine_type=a.machine_type, machine_ids=tuple(a.ids.split(",")), n_train=a.n_train,
-                     n_eval_normal=a.n_eval, n_eval_anomaly=a.n_eval,
-                     nights=tuple(a.night) if a.night else PlantSpec.nights,
-                     night_normal=a.night_normal, night_anomaly=a.night_anomaly, seed=a.seed)
+    spec = PlantSpec(
+        machine_type=a.machine_type,
+        machine_ids=tuple(a.ids.split(",")),
+        n_train=a.n_train,
+        n_eval_normal=a.n_eval,
+        n_eval_anomaly=a.n_eval,
+        nights=tuple(a.night) if a.night else PlantSpec.nights,
+        night_normal=a.night_normal,
+        night_anomaly=a.night_anomaly,
+        seed=a.seed,
+    )
     summary = generate_plant(svc.store.put, spec, Progress("generate", say))
-    say(f"wrote synthetic plant to {svc.store.uri}: " +
-        ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int)))
+    say(
+        f"wrote synthetic plant to {svc.store.uri}: "
+        + ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int))
+    )
     return 0
 
 
@@ -82,8 +94,18 @@ def cmd_upload_night(a, settings: Settings) -> int:
 
 
 def cmd_train(a, settings: Settings) -> int:
-    out = run_retrain(settings, a.family, a.machine_type, a.epochs, a.device, a.tolerance, a.patience,
-                      not a.no_prefect, a.stream, a.metric)
+    out = run_retrain(
+        settings,
+        a.family,
+        a.machine_type,
+        a.epochs,
+        a.device,
+        a.tolerance,
+        a.patience,
+        not a.no_prefect,
+        a.stream,
+        a.metric,
+    )
     print(format_metrics({f"{a.family} v{out['model_version']}": out["report"]}))
     say(f"{'promoted to champion' if out['promoted'] else 'not promoted'}: {out['decision']}")
     return 0
@@ -108,11 +130,14 @@ def cmd_evaluate(a, settings: Settings) -> int:
 
 def cmd_score(a, settings: Settings) -> int:
     out = run_score(settings, a.night, a.family, a.machine_type, a.shard_size, not a.no_prefect)
-    print(json.dumps(out) if a.json else
-          f"night {out['night']}: {out['n_clips']} clips, {out['n_scored']} newly scored, "
-          f"{out['n_skipped']} already scored, {out['n_rejected']} rejected, {out['n_flagged']} flagged "
-          f"({', '.join(f'{k} v{v}' for k, v in out['models'].items())})"
-          + "".join(f"\n  ALARM: {d}" for d in out.get("alarms", [])))
+    print(
+        json.dumps(out)
+        if a.json
+        else f"night {out['night']}: {out['n_clips']} clips, {out['n_scored']} newly scored, "
+        f"{out['n_skipped']} already scored, {out['n_rejected']} rejected, {out['n_flagged']} flagged "
+        f"({', '.join(f'{k} v{v}' for k, v in out['models'].items())})"
+        + "".join(f"\n  ALARM: {d}" for d in out.get("alarms", []))
+    )
     return 0
 
 
@@ -120,8 +145,11 @@ def cmd_label(a, settings: Settings) -> int:
     from slidead.jobs.labels import label
 
     row = label(services(settings).db, a.clip, a.verdict, a.note, a.by)
-    joins = (f"it joins the evaluation set of {row['machine_type']} as {row['eval_label']}" if row["eval_label"]
-             else "it is left out of evaluation")
+    joins = (
+        f"it joins the evaluation set of {row['machine_type']} as {row['eval_label']}"
+        if row["eval_label"]
+        else "it is left out of evaluation"
+    )
     print(f"clip {row['clip_id'][:12]} ({row['uri']}, night {row['night']}) labelled {row['verdict']}: {joins}")
     return 0
 
@@ -145,26 +173,42 @@ def cmd_models(a, settings: Settings) -> int:
         name = model_name(a.machine_type, family)
         champ = svc.tracker.champion_version(name)
         for v in svc.tracker.versions(name):
-            rows.append((name, int(v.version), v.tags.get("mean_auc", ""), v.tags.get("mean_pauc", ""),
-                         "champion" if champ is not None and champ.version == v.version else "", v.run_id))
+            rows.append(
+                (
+                    name,
+                    int(v.version),
+                    v.tags.get("mean_auc", ""),
+                    v.tags.get("mean_pauc", ""),
+                    "champion" if champ is not None and champ.version == v.version else "",
+                    v.run_id,
+                )
+            )
     from slidead.shell.report import format_table
 
-    print(format_table(["model", "version", "mean_auc", "mean_pauc", "alias", "mlflow_run_id"],
-                       [(n, v, _num(a_), _num(p), al, r) for n, v, a_, p, al, r in rows]))
+    print(
+        format_table(
+            ["model", "version", "mean_auc", "mean_pauc", "alias", "mlflow_run_id"],
+            [(n, v, _num(a_), _num(p), al, r) for n, v, a_, p, al, r in rows],
+        )
+    )
     return 0
 
 
 def cmd_serve(a, settings: Settings) -> int:
     if not os.environ.get("PREFECT_API_URL"):
-        say("slidead serve needs a Prefect server: run `prefect server start` and set "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api")
+        say(
+            "slidead serve needs a Prefect server: run `prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
         return 2
     prefect_env(settings)
     from deployments import serve
 
     tz = a.timezone or settings.timezone
-    say(f"serving score/nightly (cron 0 2 * * *, {tz}), retrain/ae, retrain/vae, retrain/idclf against "
-        f"{os.environ['PREFECT_API_URL']}; Ctrl-C to stop")
+    say(
+        f"serving score/nightly (cron 0 2 * * *, {tz}), retrain/ae, retrain/vae, retrain/idclf against "
+        f"{os.environ['PREFECT_API_URL']}; Ctrl-C to stop"
+    )
     serve(tz, a.machine_type, a.limit)
     return 0
 
@@ -184,6 +228,7 @@ def cmd_demo(a, settings: Settings) -> int:
 
 # -- parser --------------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slidead", description="Find faulty slide rails by their sound.", epilog=EPILOG)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -194,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     d = add("demo", cmd_demo, "generate a small synthetic plant, train AE and VAE, score a night, report")
-    d.add_argument("--epochs", type=int, default=50, help="training epochs per model for the demo (default 50; the seed uses 100)")
+    d.add_argument(
+        "--epochs", type=int, default=50, help="training epochs per model for the demo (default 50; the seed uses 100)"
+    )
     d.add_argument("--fresh", action="store_true", help="delete SLIDEAD_HOME's demo state first")
     d.add_argument("--no-prefect", action="store_true", help="call the library directly instead of the flows")
 
@@ -224,18 +271,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 10)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     t.add_argument("--tolerance", type=float, default=0.0, help="promotion gate tolerance on mean AUC/pAUC")
-    t.add_argument("--stream", choices=["auto", "memory", "parquet"], default=None,
-                   help="training clips in memory, or streamed from the Parquet feature store (default auto: "
-                        "streamed when their frames exceed 1 GB)")
-    t.add_argument("--metric", choices=["mse", "mahalanobis", "logit"], default=None,
-                   help="how clips are scored: ae/vae mse (the seed's, default) or mahalanobis (selective Mahalanobis "
-                        "distance of the reconstruction errors); idclf mahalanobis (default) or logit")
+    t.add_argument(
+        "--stream",
+        choices=["auto", "memory", "parquet"],
+        default=None,
+        help="training clips in memory, or streamed from the Parquet feature store (default auto: "
+        "streamed when their frames exceed 1 GB)",
+    )
+    t.add_argument(
+        "--metric",
+        choices=["mse", "mahalanobis", "logit"],
+        default=None,
+        help="how clips are scored: ae/vae mse (the seed's, default) or mahalanobis (selective Mahalanobis "
+        "distance of the reconstruction errors); idclf mahalanobis (default) or logit",
+    )
     t.add_argument("--no-prefect", action="store_true")
 
     e = add("evaluate", cmd_evaluate, "AUC/pAUC per machine ID of the champion (or --version) on eval/")
-    e.add_argument("--family", type=lambda v: family_name(v, ("fused",)), required=True,
-                   help=FAMILY_HELP + "; fused: the champions of the other families, each normalised against its normal scores "
-                        "per machine ID, averaged")
+    e.add_argument(
+        "--family",
+        type=lambda v: family_name(v, ("fused",)),
+        required=True,
+        help=FAMILY_HELP + "; fused: the champions of the other families, each normalised against its normal scores "
+        "per machine ID, averaged",
+    )
     e.add_argument("--machine-type", default="slider")
     e.add_argument("--version", type=int, default=None)
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -248,11 +307,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--no-prefect", action="store_true")
 
-    lb = add("label", cmd_label, "record an operator's verdict on a night's clip; labelled clips join the "
-             "evaluation set of later training runs and evaluations")
-    lb.add_argument("clip", metavar="CLIP_ID", help="a clip_id (or a unique prefix of 8+ characters, or the clip's uri)")
-    lb.add_argument("verdict", choices=["fault", "false_alarm", "maintenance"],
-                    help="fault: an anomaly; false_alarm: normal; maintenance: left out of evaluation")
+    lb = add(
+        "label",
+        cmd_label,
+        "record an operator's verdict on a night's clip; labelled clips join the "
+        "evaluation set of later training runs and evaluations",
+    )
+    lb.add_argument(
+        "clip", metavar="CLIP_ID", help="a clip_id (or a unique prefix of 8+ characters, or the clip's uri)"
+    )
+    lb.add_argument(
+        "verdict",
+        choices=["fault", "false_alarm", "maintenance"],
+        help="fault: an anomaly; false_alarm: normal; maintenance: left out of evaluation",
+    )
     lb.add_argument("--note", default=None, help="free text kept with the verdict")
     lb.add_argument("--by", default=None, help="who gave the verdict (default: the login name)")
 
@@ -263,8 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--machine-id", default=None, help="only this machine ID's rows (digits, e.g. 00)")
 
     sv = add("serve", cmd_serve, "serve the nightly and retrain deployments from this process (needs PREFECT_API_URL)")
-    sv.add_argument("--timezone", default=None,
-                    help="timezone of the 02:00 nightly schedule and of 'the night before' (default SLIDEAD_TIMEZONE or UTC)")
+    sv.add_argument(
+        "--timezone",
+        default=None,
+        help="timezone of the 02:00 nightly schedule and of 'the night before' (default SLIDEAD_TIMEZONE or UTC)",
+    )
     sv.add_argument("--machine-type", default="slider", help="machine type of the retrain deployments")
     sv.add_argument("--limit", type=int, default=None, help="most flow runs at once")
 

@@ -33,8 +33,18 @@ def services(settings: Settings):
     return Services.from_settings(settings)
 
 
-def run_retrain(settings: Settings, family: str, machine_type: str, epochs=None, device=None,
-                tolerance=0.0, patience=None, use_prefect=True, stream=None, metric=None) -> dict:
+def run_retrain(
+    settings: Settings,
+    family: str,
+    machine_type: str,
+    epochs=None,
+    device=None,
+    tolerance=0.0,
+    patience=None,
+    use_prefect=True,
+    stream=None,
+    metric=None,
+) -> dict:
     if use_prefect:
         prefect_env(settings)
         from flows.retrain import retrain
@@ -42,15 +52,26 @@ def run_retrain(settings: Settings, family: str, machine_type: str, epochs=None,
         extra = {} if stream is None else {"stream": stream}
         if metric is not None:
             extra["metric"] = metric
-        return retrain(family=family, machine_type=machine_type, epochs=epochs, device=device,
-                       tolerance=tolerance, patience=patience, **extra)
+        return retrain(
+            family=family,
+            machine_type=machine_type,
+            epochs=epochs,
+            device=device,
+            tolerance=tolerance,
+            patience=patience,
+            **extra,
+        )
     from slidead.core.config import RunConfig
     from slidead.jobs import retrain as job
     from slidead.progress import Progress
     from slidead.progress import epochs as epoch_progress
 
-    cfg = RunConfig.default(family, machine_type, metric, **job.train_overrides(
-        device or settings.device, epochs=epochs, patience=patience, stream=stream))
+    cfg = RunConfig.default(
+        family,
+        machine_type,
+        metric,
+        **job.train_overrides(device or settings.device, epochs=epochs, patience=patience, stream=stream),
+    )
     res = job.retrain(services(settings), cfg, tolerance, say, Progress("ingest", say), epoch_progress(family, say))
     return res.summary()
 
@@ -70,14 +91,22 @@ def evaluate_version(settings: Settings, family: str, machine_type: str, version
     add_plant_clips(svc, machine_type, [loaded.config.features], res, say)
     rows = [res.features[loaded.config.features.hash][c] for c in sorted(res.features[loaded.config.features.hash])]
     report, _ = job.evaluate(loaded.model, loaded.config, rows, loaded.thresholds)
-    per_id = {mid: {k: r[k] for k in ("auc", "pauc", "precision", "recall", "f1", "accuracy") if k in r}
-              for mid, r in report["per_id"].items()}
-    return {"family": family, "machine_type": machine_type, "model_version": loaded.version, "per_id": per_id,
-            "mean": {k: report["mean"][k] for k in ("auc", "pauc") if k in report["mean"]}}
+    per_id = {
+        mid: {k: r[k] for k in ("auc", "pauc", "precision", "recall", "f1", "accuracy") if k in r}
+        for mid, r in report["per_id"].items()
+    }
+    return {
+        "family": family,
+        "machine_type": machine_type,
+        "model_version": loaded.version,
+        "per_id": per_id,
+        "mean": {k: report["mean"][k] for k in ("auc", "pauc") if k in report["mean"]},
+    }
 
 
-def run_score(settings: Settings, night: str, family: str | None, machine_type=None, shard_size=256,
-              use_prefect=True) -> dict:
+def run_score(
+    settings: Settings, night: str, family: str | None, machine_type=None, shard_size=256, use_prefect=True
+) -> dict:
     from slidead.layout import check_night
 
     check_night(night)
@@ -89,6 +118,13 @@ def run_score(settings: Settings, night: str, family: str | None, machine_type=N
     from slidead.jobs import nightly
     from slidead.progress import Progress
 
-    res = nightly.run_night(services(settings), night, family or settings.family, machine_type, shard_size,
-                            progress=Progress("score", say), log=say)
+    res = nightly.run_night(
+        services(settings),
+        night,
+        family or settings.family,
+        machine_type,
+        shard_size,
+        progress=Progress("score", say),
+        log=say,
+    )
     return res.summary()

@@ -37,7 +37,9 @@ def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool = True, fre
     say(f"slidead demo: state under {home}")
     if next(iter(svc.store.list("train/")), None) is None:
         spec = PlantSpec(machine_type=MACHINE_TYPE, nights=(DEMO_NIGHT,))
-        say(f"[1/4] generating a synthetic plant: IDs {', '.join(spec.machine_ids)}, {spec.n_train} training clips each")
+        say(
+            f"[1/4] generating a synthetic plant: IDs {', '.join(spec.machine_ids)}, {spec.n_train} training clips each"
+        )
         generate_plant(svc.store.put, spec, Progress("generate", say))
     else:
         say("[1/4] synthetic plant already in the store (use --fresh to start over)")
@@ -46,7 +48,9 @@ def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool = True, fre
         say(f"[{step}/4] retrain {family}: {epochs} epochs (the seed's default is 100)")
         out = run_retrain(settings, family, MACHINE_TYPE, epochs=epochs, use_prefect=use_prefect)
         reports[f"{family} v{out['model_version']}"] = out["report"]
-        say(f"      {family} v{out['model_version']}: {'champion' if out['promoted'] else 'not promoted'} ({out['decision']})")
+        say(
+            f"      {family} v{out['model_version']}: {'champion' if out['promoted'] else 'not promoted'} ({out['decision']})"
+        )
     say(f"[4/4] score night {DEMO_NIGHT} with the champion VAE")
     night = run_score(settings, DEMO_NIGHT, "vae", use_prefect=use_prefect)
 
@@ -56,9 +60,12 @@ def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool = True, fre
         "SELECT machine_id, regexp_extract(uri, '[^/]+$') AS clip, left(clip_id, 10) AS clip_id, "
         "round(score, 3) AS score, round(ratio, 2) AS ratio, explanation "
         "FROM anomalies WHERE night = ?::DATE AND model_name = ANY(?) ORDER BY ratio DESC",
-        [DEMO_NIGHT, list(night["models"])])
-    print(f"\nNight {DEMO_NIGHT}: {night['n_clips']} clips, {night['n_flagged']} flagged "
-          f"({night['n_rejected']} rejected):\n")
+        [DEMO_NIGHT, list(night["models"])],
+    )
+    print(
+        f"\nNight {DEMO_NIGHT}: {night['n_clips']} clips, {night['n_flagged']} flagged "
+        f"({night['n_rejected']} rejected):\n"
+    )
     print(format_table(cols, rows))
     if night.get("alarms"):
         print("\nMachine alarms raised:\n" + "\n".join(f"  {d}" for d in night["alarms"]))

@@ -76,8 +76,9 @@ def _validate_machine(machine_type: str | None, machine_id: str | None) -> tuple
     return machine_type, machine_id
 
 
-def _for_machine(columns: list[str], rows: list[tuple], machine_type: str | None,
-                 machine_id: str | None) -> tuple[list[tuple], bool]:
+def _for_machine(
+    columns: list[str], rows: list[tuple], machine_type: str | None, machine_id: str | None
+) -> tuple[list[tuple], bool]:
     """Rows of the chosen machine, and whether the report has the machine columns to filter on
     (a report without them, e.g. a summary over all machines, is returned whole)."""
     wanted = [(c, v) for c, v in (("machine_type", machine_type), ("machine_id", machine_id)) if v is not None]
@@ -102,9 +103,7 @@ def _validate_names(names: Iterable[str] | None) -> list[str]:
         else:
             unknown.append(name)
     if unknown:
-        raise ValueError(
-            f"unknown report(s) {', '.join(map(repr, unknown))}; valid reports: {', '.join(REPORTS)}"
-        )
+        raise ValueError(f"unknown report(s) {', '.join(map(repr, unknown))}; valid reports: {', '.join(REPORTS)}")
     return chosen
 
 
@@ -126,8 +125,11 @@ def _title(name: str, night: str | None, latest: str | None) -> str:
 
 
 def run_report(
-    db_path: str, night: str | None = None, names: Iterable[str] | None = None,
-    machine_type: str | None = None, machine_id: str | None = None,
+    db_path: str,
+    night: str | None = None,
+    names: Iterable[str] | None = None,
+    machine_type: str | None = None,
+    machine_id: str | None = None,
 ) -> list[tuple[str, list[str], list[tuple]]]:
     """Run reports on the results database at ``db_path``; returns (title, columns, rows) per report.
 
@@ -214,8 +216,7 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[object]], max_r
     shown = list(rows[: max(max_rows, 0)])
     ncol = max([len(columns)] + [len(r) for r in shown])
     formats = [
-        _float_format([float(row[i]) for row in shown
-                       if i < len(row) and isinstance(row[i], (float, Decimal))])
+        _float_format([float(row[i]) for row in shown if i < len(row) and isinstance(row[i], (float, Decimal))])
         for i in range(ncol)
     ]
     cells = [[_fmt(v, formats[i]) for i, v in enumerate(row)] for row in shown]

@@ -68,10 +68,34 @@ WHERE n.k <= $warmup GROUP BY ALL
 """
 
 
-_NIGHT_COLUMNS = ("night", "machine_type", "machine_id", "model_name", "model_version", "n_clips", "n_flagged",
-                  "median_score", "reference_median", "reference_sd", "drift_z", "cusum")
-_ALARM_COLUMNS = ("alarm_id", "kind", "night", "machine_type", "machine_id", "model_name", "model_version",
-                  "clip_id", "value", "threshold", "detail", "cleared_night")
+_NIGHT_COLUMNS = (
+    "night",
+    "machine_type",
+    "machine_id",
+    "model_name",
+    "model_version",
+    "n_clips",
+    "n_flagged",
+    "median_score",
+    "reference_median",
+    "reference_sd",
+    "drift_z",
+    "cusum",
+)
+_ALARM_COLUMNS = (
+    "alarm_id",
+    "kind",
+    "night",
+    "machine_type",
+    "machine_id",
+    "model_name",
+    "model_version",
+    "clip_id",
+    "value",
+    "threshold",
+    "detail",
+    "cleared_night",
+)
 
 
 def evaluate_db(db: ResultsDB, names: list[str], config: AlarmConfig) -> tuple[list[MachineNight], list[Alarm]]:
@@ -109,28 +133,36 @@ def update(db: ResultsDB, model_names: Iterable[str], config: AlarmConfig = Alar
         return []
     nights, alarms = evaluate_db(db, names, config)
     with db.connect() as con:
-        before = {r[0] for r in con.execute("SELECT alarm_id FROM alarms WHERE list_contains(?, model_name)",
-                                            [names]).fetchall()}
+        before = {
+            r[0]
+            for r in con.execute("SELECT alarm_id FROM alarms WHERE list_contains(?, model_name)", [names]).fetchall()
+        }
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute("DELETE FROM machine_nights WHERE list_contains(?, model_name)", [names])
             con.register("batch", _nights_table(nights))
-            con.execute("INSERT INTO machine_nights (night, machine_type, machine_id, model_name, model_version, "
-                        "n_clips, n_flagged, median_score, reference_median, reference_sd, drift_z, cusum) "
-                        "SELECT CAST(night AS DATE), machine_type, machine_id, model_name, model_version, n_clips, "
-                        "n_flagged, median_score, reference_median, reference_sd, drift_z, cusum FROM batch")
+            con.execute(
+                "INSERT INTO machine_nights (night, machine_type, machine_id, model_name, model_version, "
+                "n_clips, n_flagged, median_score, reference_median, reference_sd, drift_z, cusum) "
+                "SELECT CAST(night AS DATE), machine_type, machine_id, model_name, model_version, n_clips, "
+                "n_flagged, median_score, reference_median, reference_sd, drift_z, cusum FROM batch"
+            )
             con.unregister("batch")
             keep = [a.alarm_id for a in alarms]
-            con.execute("DELETE FROM alarms WHERE list_contains(?, model_name) AND NOT list_contains(?, alarm_id)",
-                        [names, keep])
+            con.execute(
+                "DELETE FROM alarms WHERE list_contains(?, model_name) AND NOT list_contains(?, alarm_id)",
+                [names, keep],
+            )
             con.register("batch", _alarms_table(alarms))
-            con.execute("INSERT INTO alarms (alarm_id, kind, night, machine_type, machine_id, model_name, "
-                        "model_version, clip_id, value, threshold, detail, cleared_night) "
-                        "SELECT alarm_id, kind, CAST(night AS DATE), machine_type, machine_id, model_name, "
-                        "model_version, clip_id, value, threshold, detail, CAST(cleared_night AS DATE) FROM batch "
-                        "ON CONFLICT (alarm_id) DO UPDATE SET value = excluded.value, threshold = excluded.threshold, "
-                        "detail = excluded.detail, cleared_night = excluded.cleared_night, clip_id = excluded.clip_id, "
-                        "model_version = excluded.model_version")
+            con.execute(
+                "INSERT INTO alarms (alarm_id, kind, night, machine_type, machine_id, model_name, "
+                "model_version, clip_id, value, threshold, detail, cleared_night) "
+                "SELECT alarm_id, kind, CAST(night AS DATE), machine_type, machine_id, model_name, "
+                "model_version, clip_id, value, threshold, detail, CAST(cleared_night AS DATE) FROM batch "
+                "ON CONFLICT (alarm_id) DO UPDATE SET value = excluded.value, threshold = excluded.threshold, "
+                "detail = excluded.detail, cleared_night = excluded.cleared_night, clip_id = excluded.clip_id, "
+                "model_version = excluded.model_version"
+            )
             con.unregister("batch")
             con.execute("COMMIT")
         except BaseException:

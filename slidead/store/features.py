@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from slidead.core.features import FeatureConfig
 from slidead.errors import StoreError, redact
 
-ROW_GROUP_CLIPS = 32   # clips per Parquet row group (the block streaming training reads)
+ROW_GROUP_CLIPS = 32  # clips per Parquet row group (the block streaming training reads)
 _META = ["clip_id", "machine_id", "label", "n_frames"]
 
 
@@ -38,23 +38,25 @@ class FeatureRow:
     clip_id: str
     machine_id: str
     label: str | None
-    logmel: np.ndarray   # (n_mels, T) float32
+    logmel: np.ndarray  # (n_mels, T) float32
 
 
 @dataclass(frozen=True)
 class StoredClip:
     """Where one clip's log-mel lives in the store, and its facts, without the log-mel itself."""
+
     clip_id: str
     machine_id: str
     label: str | None
     n_frames: int
     path: str
     row_group: int
-    row: int             # position within the row group
+    row: int  # position within the row group
 
 
-def read_parquet(filesystem: pafs.FileSystem, path: str, columns: list[str] | None = None,
-                 attempts: int = 3, delay_s: float = 0.2) -> pa.Table:
+def read_parquet(
+    filesystem: pafs.FileSystem, path: str, columns: list[str] | None = None, attempts: int = 3, delay_s: float = 0.2
+) -> pa.Table:
     """``pq.read_table`` that retries what a flaky store does (OSError other than a missing file);
     a missing file (FileNotFoundError) or a corrupt one (ArrowInvalid) raises at once."""
     for attempt in range(1, attempts + 1):
@@ -80,14 +82,16 @@ def partition(split: str, night: str | None = None) -> str:
 
 
 def _schema(n_mels: int) -> pa.Schema:
-    return pa.schema([
-        ("clip_id", pa.string()),
-        ("machine_id", pa.string()),
-        ("label", pa.string()),
-        ("n_frames", pa.int32()),
-        ("logmel", pa.list_(pa.list_(pa.float32(), n_mels))),
-        ("config_hash", pa.string()),
-    ])
+    return pa.schema(
+        [
+            ("clip_id", pa.string()),
+            ("machine_id", pa.string()),
+            ("label", pa.string()),
+            ("n_frames", pa.int32()),
+            ("logmel", pa.list_(pa.list_(pa.float32(), n_mels))),
+            ("config_hash", pa.string()),
+        ]
+    )
 
 
 class FeatureStore:
@@ -125,14 +129,17 @@ class FeatureStore:
         fsl = pa.FixedSizeListArray.from_arrays(flat, n_mels)
         offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
         logmel = pa.ListArray.from_arrays(offsets, fsl)
-        table = pa.Table.from_arrays([
-            pa.array([r.clip_id for r in rows]),
-            pa.array([r.machine_id for r in rows]),
-            pa.array([r.label for r in rows], type=pa.string()),
-            pa.array(counts),
-            logmel,
-            pa.array([config.hash] * len(rows)),
-        ], schema=_schema(n_mels))
+        table = pa.Table.from_arrays(
+            [
+                pa.array([r.clip_id for r in rows]),
+                pa.array([r.machine_id for r in rows]),
+                pa.array([r.label for r in rows], type=pa.string()),
+                pa.array(counts),
+                logmel,
+                pa.array([config.hash] * len(rows)),
+            ],
+            schema=_schema(n_mels),
+        )
         directory = self.directory(config, part, machine_type)
         name = f"part-{uuid.uuid4().hex[:12]}.parquet"
         tmp, final = f"{directory}/.tmp-{name}", f"{directory}/{name}"
@@ -144,8 +151,9 @@ class FeatureStore:
             raise StoreError(redact(f"writing features under {directory} failed: {e}")) from None
         return final
 
-    def read(self, config: FeatureConfig, part: str, machine_type: str,
-             clip_ids: set[str] | None = None) -> dict[str, FeatureRow]:
+    def read(
+        self, config: FeatureConfig, part: str, machine_type: str, clip_ids: set[str] | None = None
+    ) -> dict[str, FeatureRow]:
         """Rows for this config and partition (only ``clip_ids`` if given), keyed by clip_id."""
         out: dict[str, FeatureRow] = {}
         for path in self._files(self.directory(config, part, machine_type)):
@@ -161,8 +169,9 @@ class FeatureStore:
                 out[row.clip_id] = row
         return out
 
-    def catalog(self, config: FeatureConfig, part: str, machine_type: str,
-                clip_ids: set[str] | None = None) -> list[StoredClip]:
+    def catalog(
+        self, config: FeatureConfig, part: str, machine_type: str, clip_ids: set[str] | None = None
+    ) -> list[StoredClip]:
         """Every clip of the partition (only ``clip_ids`` if given) with its place in the store,
         reading the small columns only. A clip stored twice is listed once, at its first copy in
         file order (as :meth:`read` keeps it); unreadable files are skipped."""
@@ -185,8 +194,14 @@ class FeatureStore:
                     out.append(c)
         return out
 
-    def read_unit(self, config: FeatureConfig, path: str, row_group: int, rows: Iterable[int] | None = None,
-                  batch_clips: int = ROW_GROUP_CLIPS) -> Iterator[list[FeatureRow]]:
+    def read_unit(
+        self,
+        config: FeatureConfig,
+        path: str,
+        row_group: int,
+        rows: Iterable[int] | None = None,
+        batch_clips: int = ROW_GROUP_CLIPS,
+    ) -> Iterator[list[FeatureRow]]:
         """The rows at positions ``rows`` (all if None) of one row group, in blocks of at most
         ``batch_clips`` clips. Streams: memory is one block, whatever the row group's size."""
         want = None if rows is None else set(rows)
@@ -194,8 +209,9 @@ class FeatureStore:
             with self._open(path) as f:
                 pf = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
                 offset = 0
-                for batch in pf.iter_batches(batch_size=batch_clips, row_groups=[row_group],
-                                             columns=_META + ["logmel"]):
+                for batch in pf.iter_batches(
+                    batch_size=batch_clips, row_groups=[row_group], columns=_META + ["logmel"]
+                ):
                     n = batch.num_rows
                     pick = [j for j in range(n) if want is None or offset + j in want]
                     offset += n
@@ -233,7 +249,13 @@ def _rows(table, n_mels: int) -> list[FeatureRow]:
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     values = col.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, n_mels)
     starts = np.r_[0, np.cumsum(counts)]
-    return [FeatureRow(cid, mid, lab, np.ascontiguousarray(values[starts[j]:starts[j + 1]].T))
-            for j, (cid, mid, lab) in enumerate(zip(table.column("clip_id").to_pylist(),
-                                                    table.column("machine_id").to_pylist(),
-                                                    table.column("label").to_pylist()))]
+    return [
+        FeatureRow(cid, mid, lab, np.ascontiguousarray(values[starts[j] : starts[j + 1]].T))
+        for j, (cid, mid, lab) in enumerate(
+            zip(
+                table.column("clip_id").to_pylist(),
+                table.column("machine_id").to_pylist(),
+                table.column("label").to_pylist(),
+            )
+        )
+    ]

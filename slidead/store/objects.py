@@ -134,13 +134,14 @@ def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
 
         return S3ObjectStore(uri, endpoint_url=endpoint_url)
     if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+        uri = uri[len("file://") :]
     if "://" in uri:
         raise ValueError(f"store={uri!r}: expected a folder path or s3://bucket/prefix")
     return LocalObjectStore(uri)
 
 
 # -- a lease lock on one key -------------------------------------------------------------------
+
 
 class LeaseBusy(Exception):
     """The lease is held by someone else; ``holder`` is what they wrote (run_id, host, pid, ...)."""
@@ -176,10 +177,18 @@ class Lease:
 
     # content ---------------------------------------------------------------------------------
     def _content(self, state: str = "held") -> bytes:
-        return json.dumps({"state": state, "token": self.token, "run_id": self.run_id,
-                           "host": socket.gethostname(), "pid": os.getpid(),
-                           "started_at": self._started, "heartbeat": time.time(),
-                           "ttl_s": self.ttl_s}).encode()
+        return json.dumps(
+            {
+                "state": state,
+                "token": self.token,
+                "run_id": self.run_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started_at": self._started,
+                "heartbeat": time.time(),
+                "ttl_s": self.ttl_s,
+            }
+        ).encode()
 
     def _is_free(self, info: dict) -> bool:
         if info.get("state") != "held":
@@ -252,8 +261,9 @@ class Lease:
 
 
 @contextlib.contextmanager
-def hold(store: ObjectStore, key: str, run_id: str, ttl_s: float = 120.0, wait_s: float = 0.0,
-         poll_s: float = 0.5) -> Iterator[Lease]:
+def hold(
+    store: ObjectStore, key: str, run_id: str, ttl_s: float = 120.0, wait_s: float = 0.0, poll_s: float = 0.5
+) -> Iterator[Lease]:
     """Hold the lease on ``key`` for the block (nested holds by the same run share one lease)."""
     with _HELD_LOCK:
         held = _HELD.get((store.uri, key))

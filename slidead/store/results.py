@@ -20,46 +20,100 @@ import pyarrow as pa
 
 from slidead.errors import DatabaseBusyError
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"   # package data: slidead/sql (links to ./sql in a checkout)
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"  # package data: slidead/sql (links to ./sql in a checkout)
 SCHEMA_FILE = SQL_DIR / "schema.sql"
 
-CLIP_COLUMNS = ("clip_id", "uri", "night", "split", "machine_type", "machine_id", "label",
-                "sample_rate", "channels", "duration_s", "note")
+CLIP_COLUMNS = (
+    "clip_id",
+    "uri",
+    "night",
+    "split",
+    "machine_type",
+    "machine_id",
+    "label",
+    "sample_rate",
+    "channels",
+    "duration_s",
+    "note",
+)
 REJECTED_COLUMNS = ("uri", "night", "machine_type", "machine_id", "reason", "detail", "clip_id", "run_id")
-SCORE_COLUMNS = ("clip_id", "model_name", "model_version", "family", "night", "machine_type",
-                 "machine_id", "score", "threshold", "is_anomaly", "peak_time_s",
-                 "peak_freq_lo_hz", "peak_freq_hi_hz", "run_id", "explanation")
-RUN_COLUMNS = ("run_id", "flow", "night", "machine_type", "family", "model_name", "model_version",
-               "status", "n_clips", "n_scored", "n_skipped", "n_rejected", "n_flagged",
-               "started_at", "finished_at", "seconds", "detail")
-MODEL_VERSION_COLUMNS = ("model_name", "version", "family", "machine_type", "mlflow_run_id",
-                         "feature_hash", "mean_auc", "mean_pauc", "champion_auc", "champion_pauc",
-                         "promoted", "decision", "thresholds", "baseline")
+SCORE_COLUMNS = (
+    "clip_id",
+    "model_name",
+    "model_version",
+    "family",
+    "night",
+    "machine_type",
+    "machine_id",
+    "score",
+    "threshold",
+    "is_anomaly",
+    "peak_time_s",
+    "peak_freq_lo_hz",
+    "peak_freq_hi_hz",
+    "run_id",
+    "explanation",
+)
+RUN_COLUMNS = (
+    "run_id",
+    "flow",
+    "night",
+    "machine_type",
+    "family",
+    "model_name",
+    "model_version",
+    "status",
+    "n_clips",
+    "n_scored",
+    "n_skipped",
+    "n_rejected",
+    "n_flagged",
+    "started_at",
+    "finished_at",
+    "seconds",
+    "detail",
+)
+MODEL_VERSION_COLUMNS = (
+    "model_name",
+    "version",
+    "family",
+    "machine_type",
+    "mlflow_run_id",
+    "feature_hash",
+    "mean_auc",
+    "mean_pauc",
+    "champion_auc",
+    "champion_pauc",
+    "promoted",
+    "decision",
+    "thresholds",
+    "baseline",
+)
 
 # Insert statements are fixed strings chosen from this table, never built from input.
 _INSERT = {
     "clips": "INSERT INTO clips (clip_id, uri, night, split, machine_type, machine_id, label, "
-             "sample_rate, channels, duration_s, note) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-             "ON CONFLICT DO NOTHING",
+    "sample_rate, channels, duration_s, note) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT DO NOTHING",
     "rejected": "INSERT INTO rejected (uri, night, machine_type, machine_id, reason, detail, clip_id, "
-                "run_id) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+    "run_id) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
     "model_versions": "INSERT OR REPLACE INTO model_versions (model_name, version, family, machine_type, "
-                      "mlflow_run_id, feature_hash, mean_auc, mean_pauc, champion_auc, champion_pauc, "
-                      "promoted, decision, thresholds, baseline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    "mlflow_run_id, feature_hash, mean_auc, mean_pauc, champion_auc, champion_pauc, "
+    "promoted, decision, thresholds, baseline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     "runs": "INSERT OR REPLACE INTO runs (run_id, flow, night, machine_type, family, model_name, "
-            "model_version, status, n_clips, n_scored, n_skipped, n_rejected, n_flagged, started_at, "
-            "finished_at, seconds, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    "model_version, status, n_clips, n_scored, n_skipped, n_rejected, n_flagged, started_at, "
+    "finished_at, seconds, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 }
 
 # the same inserts from a registered Arrow table named "batch" (fixed strings, no input in them)
 _BULK = {
     "clips": "INSERT INTO clips (clip_id, uri, night, split, machine_type, machine_id, label, sample_rate, "
-             "channels, duration_s, note) SELECT clip_id, uri, CAST(night AS DATE), split, machine_type, "
-             "machine_id, label, CAST(sample_rate AS INTEGER), CAST(channels AS INTEGER), "
-             "CAST(duration_s AS DOUBLE), note FROM batch ON CONFLICT DO NOTHING",
+    "channels, duration_s, note) SELECT clip_id, uri, CAST(night AS DATE), split, machine_type, "
+    "machine_id, label, CAST(sample_rate AS INTEGER), CAST(channels AS INTEGER), "
+    "CAST(duration_s AS DOUBLE), note FROM batch ON CONFLICT DO NOTHING",
     "rejected": "INSERT INTO rejected (uri, night, machine_type, machine_id, reason, detail, clip_id, run_id) "
-                "SELECT uri, CAST(night AS DATE), machine_type, machine_id, reason, detail, clip_id, run_id "
-                "FROM batch ON CONFLICT DO NOTHING",
+    "SELECT uri, CAST(night AS DATE), machine_type, machine_id, reason, detail, clip_id, run_id "
+    "FROM batch ON CONFLICT DO NOTHING",
 }
 
 
@@ -154,8 +208,12 @@ class ResultsDB:
     def record_run(self, row: dict) -> None:
         self._insert_rows("runs", RUN_COLUMNS, [row])
 
-    def load_scores(self, tables: Iterable[pa.Table], clips: Iterable[dict] | pa.Table = (),
-                    rejected: Iterable[dict] | pa.Table = ()) -> int:
+    def load_scores(
+        self,
+        tables: Iterable[pa.Table],
+        clips: Iterable[dict] | pa.Table = (),
+        rejected: Iterable[dict] | pa.Table = (),
+    ) -> int:
         """Load shard results (Arrow tables with SCORE_COLUMNS), their clips and their rejected
         inputs (Arrow tables with CLIP_COLUMNS / REJECTED_COLUMNS, or rows as dicts) in one
         transaction: all of it or, on any failure, none of it.
@@ -214,7 +272,9 @@ class ResultsDB:
         with self.connect() as con:
             return {r[0] for r in con.execute("SELECT uri FROM rejected").fetchall()}
 
-    def query(self, sql: str, params: dict | list | None = None, read_only: bool = True) -> tuple[list[str], list[tuple]]:
+    def query(
+        self, sql: str, params: dict | list | None = None, read_only: bool = True
+    ) -> tuple[list[str], list[tuple]]:
         """Run one read query; returns (column names, rows)."""
         with self.connect(read_only=read_only) as con:
             cur = con.execute(sql, params) if params else con.execute(sql)
@@ -229,7 +289,9 @@ def httpfs_extension_path() -> str:
     spec = importlib.util.find_spec("duckdb_extension_httpfs")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("duckdb-extension-httpfs is not installed")
-    path = Path(spec.submodule_search_locations[0]) / "extensions" / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
+    path = (
+        Path(spec.submodule_search_locations[0]) / "extensions" / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
+    )
     if not path.exists():
         raise FileNotFoundError(f"no httpfs extension for DuckDB {duckdb.__version__} at {path}")
     return str(path)

@@ -31,8 +31,15 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 class S3ObjectStore:
-    def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None,
-                 connect_timeout: float = 5.0, read_timeout: float = 60.0, attempts: int = RETRY_ATTEMPTS):
+    def __init__(
+        self,
+        uri: str,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        attempts: int = RETRY_ATTEMPTS,
+    ):
         import boto3
         from botocore.config import Config
 
@@ -45,9 +52,12 @@ class S3ObjectStore:
         self.endpoint_url = endpoint_url
         self._session = boto3.session.Session(region_name=region)
         self.region = self._session.region_name or "us-east-1"
-        config = Config(retries={"total_max_attempts": attempts, "mode": "standard"},
-                        connect_timeout=connect_timeout, read_timeout=read_timeout,
-                        max_pool_connections=32)
+        config = Config(
+            retries={"total_max_attempts": attempts, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=32,
+        )
         self.client = self._session.client("s3", endpoint_url=endpoint_url, region_name=self.region, config=config)
 
     def _key(self, key: str) -> str:
@@ -72,12 +82,14 @@ class S3ObjectStore:
 
     def _message(self, op: str, key: str, why: str) -> str:
         where = self.uri_for(key) if key else self.uri
-        return redact(f"S3 {op} {where} at {self.endpoint_url or 'AWS'} failed after {self.attempts} "
-                      f"attempt(s): {why}")
+        return redact(f"S3 {op} {where} at {self.endpoint_url or 'AWS'} failed after {self.attempts} attempt(s): {why}")
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        full = self._key(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "") if prefix else (
-            f"{self.prefix}/" if self.prefix else "")
+        full = (
+            self._key(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "")
+            if prefix
+            else (f"{self.prefix}/" if self.prefix else "")
+        )
         strip = len(self.prefix) + 1 if self.prefix else 0
         with self._call("list", prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
@@ -137,8 +149,12 @@ class S3ObjectStore:
         import pyarrow.fs as pafs
 
         creds = self._session.get_credentials()
-        kwargs = {"region": self.region, "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=self.attempts),
-                  "connect_timeout": self.connect_timeout, "request_timeout": self.read_timeout}
+        kwargs = {
+            "region": self.region,
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=self.attempts),
+            "connect_timeout": self.connect_timeout,
+            "request_timeout": self.read_timeout,
+        }
         if creds is not None:
             frozen = creds.get_frozen_credentials()
             kwargs.update(access_key=frozen.access_key, secret_key=frozen.secret_key)

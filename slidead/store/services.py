@@ -36,8 +36,15 @@ class Services:
         else:
             fstore = store.feature_store()
         artifact_root = s.artifact_root if s.tracking_uri.startswith("sqlite:") else None
-        return cls(store, fstore, ResultsDB(s.duckdb_path), s.tracking_uri, artifact_root, device=s.device,
-                   alarms=s.alarm_config)
+        return cls(
+            store,
+            fstore,
+            ResultsDB(s.duckdb_path),
+            s.tracking_uri,
+            artifact_root,
+            device=s.device,
+            alarms=s.alarm_config,
+        )
 
     @property
     def tracker(self):

@@ -96,16 +96,24 @@ class Tracker:
 
     # -- logging -------------------------------------------------------------------------
 
-    def log_training(self, cfg: RunConfig, model: torch.nn.Module, history: dict, thresholds: dict,
-                     report: dict, data: dict, figures: dict | None = None,
-                     extra_metrics: dict | None = None) -> tuple[str, int]:
+    def log_training(
+        self,
+        cfg: RunConfig,
+        model: torch.nn.Module,
+        history: dict,
+        thresholds: dict,
+        report: dict,
+        data: dict,
+        figures: dict | None = None,
+        extra_metrics: dict | None = None,
+    ) -> tuple[str, int]:
         """One MLflow run with everything about this training; returns (run_id, version)."""
         mlflow = self.mlflow
         name = model_name(cfg.machine_type, cfg.family)
-        with mlflow.start_run(experiment_id=self.experiment_id(cfg.machine_type),
-                              run_name=f"{cfg.family}-{cfg.features.hash}") as run:
-            mlflow.set_tags({"family": cfg.family, "machine_type": cfg.machine_type,
-                             "feature_hash": cfg.features.hash})
+        with mlflow.start_run(
+            experiment_id=self.experiment_id(cfg.machine_type), run_name=f"{cfg.family}-{cfg.features.hash}"
+        ) as run:
+            mlflow.set_tags({"family": cfg.family, "machine_type": cfg.machine_type, "feature_hash": cfg.features.hash})
             mlflow.log_params(cfg.flat())
             mlflow.log_params({f"data.{k}": v for k, v in data.items() if not isinstance(v, (list, dict))})
             for key, values in history.items():
@@ -129,8 +137,12 @@ class Tracker:
                     signature = infer_signature(example.numpy(), model(example).numpy())
                 with contextlib.redirect_stderr(io.StringIO()):  # registry prints "Created version ..."
                     info = mlflow.pytorch.log_model(
-                        model, name="model", serialization_format="pickle", signature=signature,
-                        pip_requirements=PIP_REQUIREMENTS, extra_files=[str(f) for f in files],
+                        model,
+                        name="model",
+                        serialization_format="pickle",
+                        signature=signature,
+                        pip_requirements=PIP_REQUIREMENTS,
+                        extra_files=[str(f) for f in files],
                         registered_model_name=name,
                     )
             version = int(info.registered_model_version)
@@ -160,8 +172,9 @@ class Tracker:
                 return None
             raise
 
-    def decide(self, name: str, auc: float, pauc: float, champion_figures: tuple[float, float] | None,
-               tolerance: float = 0.0) -> Decision:
+    def decide(
+        self, name: str, auc: float, pauc: float, champion_figures: tuple[float, float] | None, tolerance: float = 0.0
+    ) -> Decision:
         """Promote unless the new version's mean AUC or pAUC is worse than the champion's by more
         than ``tolerance``. ``champion_figures`` are the champion's (auc, pauc) on the same
         evaluation set; when None, the figures stored on the champion version are used."""
@@ -173,8 +186,10 @@ class Tracker:
         c_auc, c_pauc = champion_figures
         ok = auc >= c_auc - tolerance and pauc >= c_pauc - tolerance
         verdict = "not worse than" if ok else "worse than"
-        reason = (f"mean AUC {auc:.4f} / pAUC {pauc:.4f} {verdict} champion v{champ.version} "
-                  f"({c_auc:.4f} / {c_pauc:.4f}, tolerance {tolerance})")
+        reason = (
+            f"mean AUC {auc:.4f} / pAUC {pauc:.4f} {verdict} champion v{champ.version} "
+            f"({c_auc:.4f} / {c_pauc:.4f}, tolerance {tolerance})"
+        )
         return Decision(ok, reason, int(champ.version), c_auc, c_pauc)
 
     def set_champion(self, name: str, version: int) -> None:
@@ -189,13 +204,19 @@ class Tracker:
         else:
             mv = self.client.get_model_version(name, str(version))
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(self.mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{mv.version}", dst_path=tmp, tracking_uri=self.uri))
+            local = Path(
+                self.mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{mv.version}", dst_path=tmp, tracking_uri=self.uri
+                )
+            )
             files = {p.name: p for p in local.rglob("*") if p.is_file()}
             missing = {"state_dict.pt", "run_config.json", "thresholds.json"} - set(files)
             if missing:
-                raise NoChampionError(name) if version is None else FileNotFoundError(
-                    f"{name} v{mv.version} lacks {sorted(missing)}")
+                raise (
+                    NoChampionError(name)
+                    if version is None
+                    else FileNotFoundError(f"{name} v{mv.version} lacks {sorted(missing)}")
+                )
             cfg = RunConfig.from_dict(json.loads(files["run_config.json"].read_text()))
             thresholds = json.loads(files["thresholds.json"].read_text())
             model = cfg.build_model()
@@ -220,8 +241,13 @@ def _quote(name: str) -> str:
 
 def _write_model_files(tmp: Path, cfg: RunConfig, model: torch.nn.Module, thresholds: dict) -> list[Path]:
     sd = tmp / "state_dict.pt"
-    torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v  # extra state: plain values
-                for k, v in model.state_dict().items()}, sd)
+    torch.save(
+        {
+            k: v.detach().cpu() if isinstance(v, torch.Tensor) else v  # extra state: plain values
+            for k, v in model.state_dict().items()
+        },
+        sd,
+    )
     rc = tmp / "run_config.json"
     rc.write_text(cfg.to_json())
     th = tmp / "thresholds.json"

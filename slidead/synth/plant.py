@@ -80,8 +80,9 @@ def _jobs(spec: PlantSpec):
                 yield f"{split}/{base}/{i:04d}.wav", split, mid, i, fault
 
 
-def generate_plant(put: Callable[[str, bytes], None], spec: PlantSpec,
-                   progress: Callable[[int, int], None] | None = None) -> dict:
+def generate_plant(
+    put: Callable[[str, bytes], None], spec: PlantSpec, progress: Callable[[int, int], None] | None = None
+) -> dict:
     """Write train/, eval/ and drops/ WAVs through ``put(key, data)``; return counts and truth.
 
     Returns ``{"train", "eval_normal", "eval_anomaly", "drops", "total": clip counts,
@@ -92,8 +93,7 @@ def generate_plant(put: Callable[[str, bytes], None], spec: PlantSpec,
     _check_spec(spec)
     jobs = list(_jobs(spec))
     builds = {mid: machine_build(spec.machine_type, mid, spec.seed) for mid in spec.machine_ids}
-    summary = {"train": 0, "eval_normal": 0, "eval_anomaly": 0, "drops": 0, "total": len(jobs),
-               "night_truth": {}}
+    summary = {"train": 0, "eval_normal": 0, "eval_anomaly": 0, "drops": 0, "total": len(jobs), "night_truth": {}}
     for done, (key, split, mid, i, fault) in enumerate(jobs, 1):
         rng = _seed_rng(spec.seed, split, mid, i)
         if fault is None:

@@ -73,14 +73,28 @@ def machine_build(machine_type: str, machine_id: str, seed: int = 0) -> MachineB
     decay = r.uniform(0.15, 0.5)
     harm = tuple(float(np.exp(-k * decay) * r.uniform(0.3, 1.0)) for k in range(8))
     lo = r.uniform(200, 700)
-    res = tuple((float(np.exp(r.uniform(np.log(300), np.log(5000)))), float(r.uniform(4, 15)),
-                 float(r.uniform(0.5, 2.0))) for _ in range(3))
+    res = tuple(
+        (float(np.exp(r.uniform(np.log(300), np.log(5000)))), float(r.uniform(4, 15)), float(r.uniform(0.5, 2.0)))
+        for _ in range(3)
+    )
     return MachineBuild(
-        machine_type, machine_id, int(seed), float(r.uniform(22, 48)), harm,
-        float(r.uniform(4.0, 9.0)), int(r.integers(14, 40)), float(r.uniform(3.0, 5.5)),
-        float(r.uniform(2500, 6000)), (float(lo), float(min(lo * r.uniform(4, 10), 7000))),
-        float(r.uniform(0.8, 2.0)), res, float(r.uniform(0.9, 2.0)), float(r.uniform(0.3, 1.0)),
-        float(r.uniform(0.08, 0.25)), float(r.uniform(1800, 4500)), float(r.uniform(1500, 5000)),
+        machine_type,
+        machine_id,
+        int(seed),
+        float(r.uniform(22, 48)),
+        harm,
+        float(r.uniform(4.0, 9.0)),
+        int(r.integers(14, 40)),
+        float(r.uniform(3.0, 5.5)),
+        float(r.uniform(2500, 6000)),
+        (float(lo), float(min(lo * r.uniform(4, 10), 7000))),
+        float(r.uniform(0.8, 2.0)),
+        res,
+        float(r.uniform(0.9, 2.0)),
+        float(r.uniform(0.3, 1.0)),
+        float(r.uniform(0.08, 0.25)),
+        float(r.uniform(1800, 4500)),
+        float(r.uniform(1500, 5000)),
         50.0 if _seed_rng(int(seed), "mains").random() < 0.5 else 60.0,  # one plant, one grid
         float(10 ** (r.uniform(-33, -27) / 20)),
     )
@@ -130,8 +144,10 @@ def _speed(build: MachineBuild, rng, n: int) -> np.ndarray:
     direction = rng.choice([-1.0, 1.0])
     while sum(lengths) < n_ctrl:
         values += [direction * rng.uniform(0.75, 1.0), 0.0]
-        lengths += [int(build.stroke_s * rng.uniform(0.7, 1.3) * _CTRL),
-                    int(build.dwell_s * rng.uniform(0.5, 1.5) * _CTRL)]
+        lengths += [
+            int(build.stroke_s * rng.uniform(0.7, 1.3) * _CTRL),
+            int(build.dwell_s * rng.uniform(0.5, 1.5) * _CTRL),
+        ]
         direction = -direction
     ramp = np.hanning(max(3, int(build.ramp_s * _CTRL)))
     target = np.repeat(values, lengths)[:n_ctrl]
@@ -174,8 +190,7 @@ def _background(build: MachineBuild, rng, n: int) -> np.ndarray:
     return col + hum_env * hum + 3 * boom
 
 
-def _fault(build: MachineBuild, rng, kind: str, s: np.ndarray, shaft: np.ndarray,
-           phase: np.ndarray) -> np.ndarray:
+def _fault(build: MachineBuild, rng, kind: str, s: np.ndarray, shaft: np.ndarray, phase: np.ndarray) -> np.ndarray:
     n, v = len(s), np.abs(s)
     t = np.arange(n, dtype=np.float32) / _FS
     if kind == "rail_clicks":  # damaged spots on the rail, struck each time the carriage passes
@@ -202,8 +217,8 @@ def _fault(build: MachineBuild, rng, kind: str, s: np.ndarray, shaft: np.ndarray
         for _ in range(rng.integers(2, 6)):
             a = int(rng.integers(0, n))
             m = min(int(rng.uniform(0.3, 1.2) * _FS), n - a)
-            env[a:a + m] = np.maximum(env[a:a + m], np.hanning(m))
-            glide[a:a + m] = np.linspace(0, rng.uniform(-0.15, 0.15), m)
+            env[a : a + m] = np.maximum(env[a : a + m], np.hanning(m))
+            glide[a : a + m] = np.linspace(0, rng.uniform(-0.15, 0.15), m)
         f = build.squeal_hz * rng.uniform(0.9, 1.1) * (1 + glide) * (0.9 + 0.1 * v)
         f *= 1 + 0.004 * np.sin(2 * np.pi * rng.uniform(4, 8) * t)
         ph = _wrap(np.cumsum(f), 2 * np.pi / _FS)
@@ -239,14 +254,21 @@ def _clip(build, rng, fault, severity, snr_db, duration_s) -> np.ndarray:
     return np.clip(mix, -1.0, 1.0).astype(np.float32)
 
 
-def normal_clip(build: MachineBuild, rng: np.random.Generator, snr_db: float | None = None,
-                duration_s: float = 10.0) -> np.ndarray:
+def normal_clip(
+    build: MachineBuild, rng: np.random.Generator, snr_db: float | None = None, duration_s: float = 10.0
+) -> np.ndarray:
     """One normal clip, ``(round(duration_s * 16000),)`` float32; SNR drawn from SNRS_DB if None."""
     return _clip(build, rng, None, 0.0, snr_db, duration_s)
 
 
-def anomalous_clip(build: MachineBuild, rng: np.random.Generator, fault: str, severity: float,
-                   snr_db: float | None = None, duration_s: float = 10.0) -> np.ndarray:
+def anomalous_clip(
+    build: MachineBuild,
+    rng: np.random.Generator,
+    fault: str,
+    severity: float,
+    snr_db: float | None = None,
+    duration_s: float = 10.0,
+) -> np.ndarray:
     """Like :func:`normal_clip` with ``fault`` mixed in at ``severity`` in (0, 1]."""
     if fault not in FAULTS:
         raise ValueError(f"unknown fault {fault!r}: expected one of {FAULTS}")

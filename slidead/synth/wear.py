@@ -16,8 +16,13 @@ from slidead.synth.plant import PlantSpec, _check_spec
 from slidead.synth.sounds import FAULTS, _seed_rng, anomalous_clip, machine_build, normal_clip, wav_bytes
 
 
-def wear_nights(put: Callable[[str, bytes], None], spec: PlantSpec, worn: str, severities: Sequence[float],
-                fault: str = "bearing_tone") -> dict[str, float]:
+def wear_nights(
+    put: Callable[[str, bytes], None],
+    spec: PlantSpec,
+    worn: str,
+    severities: Sequence[float],
+    fault: str = "bearing_tone",
+) -> dict[str, float]:
     """Write the nights; return ``{drops key: severity}`` (0.0 for normal clips)."""
     _check_spec(spec)
     if worn not in spec.machine_ids:

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import torch
 
-ROWS = [("ae", None), ("vae", None), ("idclf", None), ("ae", "mahalanobis"), ("vae", "mahalanobis"),
-        ("idclf", "logit")]
+ROWS = [("ae", None), ("vae", None), ("idclf", None), ("ae", "mahalanobis"), ("vae", "mahalanobis"), ("idclf", "logit")]
 
 
 def main(argv=None) -> int:
@@ -55,9 +54,12 @@ def main(argv=None) -> int:
     svc = Services.from_settings(settings)
     spec = PlantSpec(machine_type="slider", n_train=a.n_train, nights=(), seed=a.seed)
     generate_plant(svc.store.put, spec)
-    print(f"plant: IDs {', '.join(spec.machine_ids)}, {spec.n_train} training clips, {spec.n_eval_normal} normal + "
-          f"{spec.n_eval_anomaly} anomalous evaluation clips per ID, seed {spec.seed}; at most {a.epochs} epochs, "
-          f"patience 10, torch threads {a.threads}", file=sys.stderr)
+    print(
+        f"plant: IDs {', '.join(spec.machine_ids)}, {spec.n_train} training clips, {spec.n_eval_normal} normal + "
+        f"{spec.n_eval_anomaly} anomalous evaluation clips per ID, seed {spec.seed}; at most {a.epochs} epochs, "
+        f"patience 10, torch threads {a.threads}",
+        file=sys.stderr,
+    )
     results = {}
     for family, metric in ROWS:
         cfg = RunConfig.default(family, "slider", metric=metric, epochs=a.epochs, device="cpu")
@@ -68,11 +70,15 @@ def main(argv=None) -> int:
         if metric is None:
             steps.register(svc, out, data.rows(cfg.features, "eval"))
         results[label] = out.report
-        print(f"{label}: {out.epochs_run} epochs (best {out.best_epoch}), {time.perf_counter() - t0:.0f} s, "
-              f"mean AUC {out.report['mean']['auc']:.3f}", file=sys.stderr)
+        print(
+            f"{label}: {out.epochs_run} epochs (best {out.best_epoch}), {time.perf_counter() - t0:.0f} s, "
+            f"mean AUC {out.report['mean']['auc']:.3f}",
+            file=sys.stderr,
+        )
     for method in ("tail", "rank"):
-        results[f"fused {method} (ae + vae + idclf)"] = evaluate_fused(svc, "slider", ("ae", "vae", "idclf"),
-                                                                      method=method)
+        results[f"fused {method} (ae + vae + idclf)"] = evaluate_fused(
+            svc, "slider", ("ae", "vae", "idclf"), method=method
+        )
     ids = sorted({m for r in results.values() for m in r["per_id"]})
     print("| model (score) | " + " | ".join(f"id {m} AUC / pAUC" for m in ids) + " | mean AUC / pAUC |")
     print("| --- " * (len(ids) + 2) + "|")

@@ -54,6 +54,7 @@ def make_clips(n: int, seed: int = 0, ids=("00", "02", "04")) -> list[tuple[str,
 
 # -- 1. features ---------------------------------------------------------------------------
 
+
 def bench_features(clips: list[bytes]) -> None:
     import torch
 
@@ -71,7 +72,7 @@ def bench_features(clips: list[bytes]) -> None:
 
     def ours_batched(clips=clips, batch=64):
         for s in range(0, len(clips), batch):
-            audio = np.stack([decode(b).audio for b in clips[s:s + batch]])
+            audio = np.stack([decode(b).audio for b in clips[s : s + batch]])
             windows(lm.tensor(audio), cfg.frames)
 
     def ours_threads(clips=clips, workers=os.cpu_count() or 2):
@@ -95,17 +96,21 @@ def bench_features(clips: list[bytes]) -> None:
             n = log_mel.shape[1] - 5 + 1
             v = np.zeros((n, 640), np.float32)
             for t in range(5):
-                v[:, 128 * t:128 * (t + 1)] = log_mel[:, t:t + n].T
+                v[:, 128 * t : 128 * (t + 1)] = log_mel[:, t : t + n].T
 
     try:
         import librosa  # noqa: F401
+
         has_ref = True
     except ImportError:
         has_ref = False
     times = {}
-    for name, fn in (("reference: librosa, one file at a time", reference if has_ref else None),
-                     ("slidead, one clip at a time", ours_per_clip), ("slidead, batches of 64", ours_batched),
-                     ("slidead, a clip per core (thread pool)", ours_threads)):
+    for name, fn in (
+        ("reference: librosa, one file at a time", reference if has_ref else None),
+        ("slidead, one clip at a time", ours_per_clip),
+        ("slidead, batches of 64", ours_batched),
+        ("slidead, a clip per core (thread pool)", ours_threads),
+    ):
         if fn is None:
             line(name, "librosa missing")
             continue
@@ -125,18 +130,27 @@ def bench_features(clips: list[bytes]) -> None:
     best = min(t for k, t in times.items() if k.startswith("slidead")) / len(clips)
     line("STFT per clip, MFLOP", f"{stft / 1e6:8.1f}")
     line("mel projection per clip, MFLOP (dense / sparse)", f"{mel_dense / 1e6:6.1f} / {mel_sparse / 1e6:.1f}")
-    line("slidead best time per clip, ms", f"{best * 1e3:8.2f}",
-         f"= {(stft + mel_sparse) / best / 1e9:.1f} GFLOP/s useful on {os.cpu_count()} cores")
+    line(
+        "slidead best time per clip, ms",
+        f"{best * 1e3:8.2f}",
+        f"= {(stft + mel_sparse) / best / 1e9:.1f} GFLOP/s useful on {os.cpu_count()} cores",
+    )
 
 
 # -- 2. end to end -------------------------------------------------------------------------
+
 
 def _score_child(home: str, store: str, endpoint: str | None, family: str, q) -> None:
     from slidead.settings import Settings
     from slidead.shell.commands import run_score
 
-    settings = Settings(home=Path(home), store=store, s3_endpoint=endpoint,
-                        mlflow_uri=f"sqlite:///{home}/../mlflow.db", duckdb=f"{home}/slidead.duckdb")
+    settings = Settings(
+        home=Path(home),
+        store=store,
+        s3_endpoint=endpoint,
+        mlflow_uri=f"sqlite:///{home}/../mlflow.db",
+        duckdb=f"{home}/slidead.duckdb",
+    )
     t0 = time.perf_counter()
     out = run_score(settings, NIGHT, family, use_prefect=False)
     q.put((time.perf_counter() - t0, out["n_scored"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
@@ -172,8 +186,10 @@ def bench_end_to_end(n_clips: int, work: Path) -> None:
     from slidead.store.services import Services
     from slidead.synth.plant import PlantSpec, generate_plant
 
-    print(f"\n2. End-to-end nightly scoring, {n_clips} clips: WAV in the store -> rows in DuckDB "
-          "(each run in a fresh process with an empty feature store)")
+    print(
+        f"\n2. End-to-end nightly scoring, {n_clips} clips: WAV in the store -> rows in DuckDB "
+        "(each run in a fresh process with an empty feature store)"
+    )
     base = work / "base"
     settings = Settings(home=base)
     svc = Services.from_settings(settings)
@@ -211,13 +227,17 @@ def bench_end_to_end(n_clips: int, work: Path) -> None:
                 secs, n, rss = _timed_child(str(home), store, endpoint, fam)
                 assert n == n_clips, (n, n_clips)
                 rate = n / secs
-                line(f"slidead {fam}, {where} store", f"{rate:8.1f} clips/s",
-                     f"{rate / ref:5.2f}x reference, peak RSS {rss:,.0f} MiB")
+                line(
+                    f"slidead {fam}, {where} store",
+                    f"{rate:8.1f} clips/s",
+                    f"{rate / ref:5.2f}x reference, peak RSS {rss:,.0f} MiB",
+                )
     finally:
         server.stop()
 
 
 # -- 3. training ---------------------------------------------------------------------------
+
 
 def bench_training(device: str) -> None:
     import torch
@@ -238,8 +258,11 @@ def bench_training(device: str) -> None:
         r = fit(build(fam), x, val, TrainConfig(epochs=2, patience=5, device=device))
         per_epoch = r.seconds / r.epochs_run * n_full / len(x)
         line(f"reference: DataLoader loop over stored windows, {fam}", f"{ref:8.1f} s/epoch")
-        line(f"slidead {fam} (measured on {len(x):,} windows, scaled)", f"{per_epoch:8.1f} s/epoch",
-             f"{ref / per_epoch:5.2f}x reference; 100 epochs = {per_epoch * 100 / 60:.1f} min")
+        line(
+            f"slidead {fam} (measured on {len(x):,} windows, scaled)",
+            f"{per_epoch:8.1f} s/epoch",
+            f"{ref / per_epoch:5.2f}x reference; 100 epochs = {per_epoch * 100 / 60:.1f} min",
+        )
         if device != "cpu":
             torch.cuda.empty_cache()
 
@@ -271,6 +294,7 @@ def reference_epoch(family: str, x: np.ndarray, device: str) -> float:
 
 # -- 4. scaling ----------------------------------------------------------------------------
 
+
 def bench_scaling(n_clips: int, work: Path) -> None:
     """The score flow on a local Dask cluster of 1 and 2 worker processes (same night, fresh stores)."""
     from slidead.settings import Settings
@@ -281,8 +305,9 @@ def bench_scaling(n_clips: int, work: Path) -> None:
     print(f"\n4. Scaling: the score flow, {n_clips} clips, AE, shards of 64, on a local Dask cluster")
     base = work / "base"
     settings = Settings(home=base)
-    generate_plant(Services.from_settings(settings).store.put,
-                   PlantSpec(n_train=6, n_eval_normal=3, n_eval_anomaly=3, nights=()))
+    generate_plant(
+        Services.from_settings(settings).store.put, PlantSpec(n_train=6, n_eval_normal=3, n_eval_anomaly=3, nights=())
+    )
     run_retrain(settings, "ae", "slider", epochs=1, use_prefect=False)
     clips = make_clips(n_clips, seed=4)
     os.environ["SLIDEAD_MLFLOW_URI"] = settings.tracking_uri
@@ -306,6 +331,7 @@ def bench_scaling(n_clips: int, work: Path) -> None:
 
 
 # -- 5. memory -----------------------------------------------------------------------------
+
 
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -336,16 +362,26 @@ def write_plant(root: Path, per_id: dict[str, dict], procs: int = 2) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(procs, mp_context=mp.get_context("spawn")) as pool:
-        return sum(pool.map(_plant_part, [str(root)] * len(per_id),
-                            [dict(kw, machine_ids=(mid,)) for mid, kw in per_id.items()]))
+        return sum(
+            pool.map(
+                _plant_part, [str(root)] * len(per_id), [dict(kw, machine_ids=(mid,)) for mid, kw in per_id.items()]
+            )
+        )
 
 
 def _night_spec(n: int, ids=("00", "02", "04")) -> dict[str, dict]:
     out = {}
     for k, mid in enumerate(ids):
         m = n // len(ids) + (1 if k < n % len(ids) else 0)
-        out[mid] = dict(n_train=0, n_eval_normal=0, n_eval_anomaly=0, nights=(NIGHT,),
-                        night_normal=m - m // 10, night_anomaly=m // 10, seed=5)
+        out[mid] = dict(
+            n_train=0,
+            n_eval_normal=0,
+            n_eval_anomaly=0,
+            nights=(NIGHT,),
+            night_normal=m - m // 10,
+            night_anomaly=m // 10,
+            seed=5,
+        )
     return out
 
 
@@ -361,8 +397,16 @@ def _train_child(home: str, mode: str, family: str, q) -> None:
     before = _rss_mib()
     t0 = time.perf_counter()
     out = steps.train_and_evaluate(cfg, data.rows(cfg.features, "train"), data.rows(cfg.features, "eval"))
-    q.put((before, _rss_mib(), time.perf_counter() - t0, out.history["val_loss"][-1],
-           out.data["n_train_clips"] + out.data["n_val_clips"], out.data["train_streamed"]))
+    q.put(
+        (
+            before,
+            _rss_mib(),
+            time.perf_counter() - t0,
+            out.history["val_loss"][-1],
+            out.data["n_train_clips"] + out.data["n_val_clips"],
+            out.data["train_streamed"],
+        )
+    )
 
 
 def _ingest_child(home: str, family: str, q) -> None:
@@ -390,14 +434,18 @@ def bench_memory(n_night: int, n_train: int, work: Path, family: str = "vae") ->
     # (a) a night of n_night clips and one of 1,000 (its first clips), scored end to end by an AE champion
     base = work / "base"
     settings = Settings(home=base)
-    generate_plant(Services.from_settings(settings).store.put,
-                   PlantSpec(n_train=6, n_eval_normal=3, n_eval_anomaly=3, nights=()))
+    generate_plant(
+        Services.from_settings(settings).store.put, PlantSpec(n_train=6, n_eval_normal=3, n_eval_anomaly=3, nights=())
+    )
     run_retrain(settings, "ae", "slider", epochs=1, use_prefect=False)
     big = work / f"night-{n_night}" / "store"
     t0 = time.perf_counter()
     write_plant(big, _night_spec(n_night))
-    print(f"  wrote {n_night} synthetic clips in {time.perf_counter() - t0:.0f} s "
-          f"({sum(f.stat().st_size for f in big.rglob('*.wav')) / 2**30:.2f} GiB)", flush=True)
+    print(
+        f"  wrote {n_night} synthetic clips in {time.perf_counter() - t0:.0f} s "
+        f"({sum(f.stat().st_size for f in big.rglob('*.wav')) / 2**30:.2f} GiB)",
+        flush=True,
+    )
     small_n = min(1000, n_night)
     small = work / f"reference-night-{small_n}" / "store"
     per_id = _night_spec(small_n)
@@ -416,12 +464,19 @@ def bench_memory(n_night: int, n_train: int, work: Path, family: str = "vae") ->
         assert scored == n, (scored, n)
         rss[n] = peak
         ratio = "reference" if n == small_n else f"{peak / rss[small_n]:4.2f}x the {small_n}-clip night"
-        line(f"score a {n:,}-clip night end to end, AE, local store", f"{peak:8,.0f} MiB peak",
-             f"{n / secs:6.1f} clips/s, {secs:5.0f} s; {ratio}")
+        line(
+            f"score a {n:,}-clip night end to end, AE, local store",
+            f"{peak:8,.0f} MiB peak",
+            f"{n / secs:6.1f} clips/s, {secs:5.0f} s; {ratio}",
+        )
     # (b) training on n_train clips: in memory against streamed from the feature store
     home = work / "train"
-    per_id = {mid: dict(n_train=n_train // 3 + (1 if k < n_train % 3 else 0), n_eval_normal=10,
-                        n_eval_anomaly=10, nights=(), seed=6) for k, mid in enumerate(("00", "02", "04"))}
+    per_id = {
+        mid: dict(
+            n_train=n_train // 3 + (1 if k < n_train % 3 else 0), n_eval_normal=10, n_eval_anomaly=10, nights=(), seed=6
+        )
+        for k, mid in enumerate(("00", "02", "04"))
+    }
     write_plant(home / "store", per_id)
     n_ing = _in_child(_ingest_child, str(home), family)
     print(f"  training set: {n_ing} clips, features ingested beforehand (each run reuses them)", flush=True)
@@ -431,8 +486,11 @@ def bench_memory(n_night: int, n_train: int, work: Path, family: str = "vae") ->
         assert streamed == (mode == "parquet") and n_clips == n_ing
         ref = ref or peak - before
         ratio = "reference" if mode == "memory" else f"{(peak - before) / ref:4.2f}x memory's growth"
-        line(f"train {family}, {n_clips:,} clips, 1 epoch, {mode}", f"{peak:8,.0f} MiB peak",
-             f"+{peak - before:,.0f} MiB over ingest ({before:,.0f}); {secs:4.0f} s, val loss {val:.2f}; {ratio}")
+        line(
+            f"train {family}, {n_clips:,} clips, 1 epoch, {mode}",
+            f"{peak:8,.0f} MiB peak",
+            f"+{peak - before:,.0f} MiB over ingest ({before:,.0f}); {secs:4.0f} s, val loss {val:.2f}; {ratio}",
+        )
 
 
 def main() -> None:

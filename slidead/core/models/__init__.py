@@ -31,5 +31,22 @@ def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["AE", "AEConfig", "VAE", "VAEConfig", "IDClf", "IDClfConfig", "SelectiveMahalanobis", "Detector", "Family",
-           "build", "families", "family", "family_of", "for_family", "model_config", "n_parameters", "register"]
+__all__ = [
+    "AE",
+    "AEConfig",
+    "VAE",
+    "VAEConfig",
+    "IDClf",
+    "IDClfConfig",
+    "SelectiveMahalanobis",
+    "Detector",
+    "Family",
+    "build",
+    "families",
+    "family",
+    "family_of",
+    "for_family",
+    "model_config",
+    "n_parameters",
+    "register",
+]

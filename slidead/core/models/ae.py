@@ -32,13 +32,18 @@ class AE(nn.Module):
         self.config = config
         d, h, z = config.input_dim, config.hidden, config.bottleneck
         self.encoder = nn.Sequential(
-            nn.Linear(d, h), nn.ReLU(),
-            nn.Linear(h, h), nn.ReLU(),
-            nn.Linear(h, z), nn.ReLU(),
+            nn.Linear(d, h),
+            nn.ReLU(),
+            nn.Linear(h, h),
+            nn.ReLU(),
+            nn.Linear(h, z),
+            nn.ReLU(),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(z, h), nn.ReLU(),
-            nn.Linear(h, h), nn.ReLU(),
+            nn.Linear(z, h),
+            nn.ReLU(),
+            nn.Linear(h, h),
+            nn.ReLU(),
             nn.Linear(h, d),
         )
 
@@ -57,6 +62,14 @@ class AE(nn.Module):
         return err, torch.zeros(x.shape[0], device=x.device)
 
 
-FAMILY = register(Family(
-    "ae", AE, AEConfig, features={"n_mels": 64}, batch_size=128, metrics=("mse", "mahalanobis"),
-    description="the seed's autoencoder"))
+FAMILY = register(
+    Family(
+        "ae",
+        AE,
+        AEConfig,
+        features={"n_mels": 64},
+        batch_size=128,
+        metrics=("mse", "mahalanobis"),
+        description="the seed's autoencoder",
+    )
+)

@@ -31,11 +31,11 @@ from slidead.core.models.registry import Family, register
 @dataclass(frozen=True)
 class IDClfConfig:
     n_mels: int = 64
-    frames: int = 32                          # patch length in frames (1 s at 16 kHz, hop 512)
+    frames: int = 32  # patch length in frames (1 s at 16 kHz, hop 512)
     channels: tuple[int, ...] = (16, 32, 64)  # one conv block each
-    patch_hop: int = 8                        # frames between patches, in training and scoring
+    patch_hop: int = 8  # frames between patches, in training and scoring
     dropout: float = 0.2
-    classes: tuple[str, ...] = ()             # machine IDs, index = output unit; set at training
+    classes: tuple[str, ...] = ()  # machine IDs, index = output unit; set at training
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -44,8 +44,10 @@ class IDClfConfig:
         if not self.channels or min(self.channels) < 1:
             raise ValueError(f"channels={self.channels!r}: give one or more positive widths")
         if self.n_mels % 2**pools or self.frames < 2**pools:
-            raise ValueError(f"n_mels={self.n_mels!r} must be divisible by {2**pools} and frames={self.frames!r} "
-                             f"at least {2**pools} for {len(self.channels)} conv blocks")
+            raise ValueError(
+                f"n_mels={self.n_mels!r} must be divisible by {2**pools} and frames={self.frames!r} "
+                f"at least {2**pools} for {len(self.channels)} conv blocks"
+            )
         if self.patch_hop < 1:
             raise ValueError(f"patch_hop={self.patch_hop!r} must be >= 1")
         if len(set(self.classes)) != len(self.classes):
@@ -157,7 +159,7 @@ class IDClf(nn.Module):
         else:
             per_window = self.id_logit_scores(self(flat).float(), cls)
         per_window = per_window.float().reshape(b, -1)
-        peak = per_window.argmax(dim=1)                              # the highest-scoring patch
+        peak = per_window.argmax(dim=1)  # the highest-scoring patch
         # each frame gets the highest score of the patches covering it
         n_frames = (w.shape[1] - 1) * hop + frames
         t_prof = torch.full((b, n_frames), float("-inf"), device=flat.device)
@@ -179,7 +181,18 @@ def _patch_shape(features) -> dict:
     return {"n_mels": features.n_mels, "frames": features.frames}
 
 
-FAMILY = register(Family(
-    "idclf", IDClf, IDClfConfig, features={"n_mels": 64, "frames": 32}, batch_size=128,
-    metrics=("mahalanobis", "logit"), shape=_patch_shape, reconstructs=False, learns_ids=True,
-    window_hop=lambda config: config.patch_hop, description="a machine-ID classifier"))
+FAMILY = register(
+    Family(
+        "idclf",
+        IDClf,
+        IDClfConfig,
+        features={"n_mels": 64, "frames": 32},
+        batch_size=128,
+        metrics=("mahalanobis", "logit"),
+        shape=_patch_shape,
+        reconstructs=False,
+        learns_ids=True,
+        window_hop=lambda config: config.patch_hop,
+        description="a machine-ID classifier",
+    )
+)

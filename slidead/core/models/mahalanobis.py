@@ -72,8 +72,11 @@ class SelectiveMahalanobis(nn.Module):
             v, row = v.detach().double().cpu(), row.detach().long().cpu()
             if n is None:
                 d = v.shape[1]
-                n, s, ss = torch.zeros(k + 1, dtype=torch.float64), torch.zeros(k + 1, d, dtype=torch.float64), \
-                    torch.zeros(k + 1, d, d, dtype=torch.float64)
+                n, s, ss = (
+                    torch.zeros(k + 1, dtype=torch.float64),
+                    torch.zeros(k + 1, d, dtype=torch.float64),
+                    torch.zeros(k + 1, d, d, dtype=torch.float64),
+                )
             for j in [j for j in row.unique().tolist() if 0 <= j < k] + [k]:
                 part = v if j == k else v[row == j]
                 n[j] += part.shape[0]

@@ -46,14 +46,14 @@ def _input_dim(features: FeatureConfig) -> dict:
 class Family:
     name: str
     network: type[nn.Module]
-    config: type                               # the network's frozen config dataclass
-    features: Mapping[str, Any]                # FeatureConfig fields that differ from the defaults
-    batch_size: int                            # training batch (the seed's: AE 128, VAE 512)
-    metrics: tuple[str, ...]                   # score metrics it supports, the default first
-    shape: Callable[[FeatureConfig], dict] = _input_dim   # model config fields the features fix
-    reconstructs: bool = True                  # has window_errors; else score_windows
-    learns_ids: bool = False                   # trains on (window, machine-ID index) pairs
-    window_hop: Callable[[Any], int] = lambda config: 1   # every n-th window, in training and scoring
+    config: type  # the network's frozen config dataclass
+    features: Mapping[str, Any]  # FeatureConfig fields that differ from the defaults
+    batch_size: int  # training batch (the seed's: AE 128, VAE 512)
+    metrics: tuple[str, ...]  # score metrics it supports, the default first
+    shape: Callable[[FeatureConfig], dict] = _input_dim  # model config fields the features fix
+    reconstructs: bool = True  # has window_errors; else score_windows
+    learns_ids: bool = False  # trains on (window, machine-ID index) pairs
+    window_hop: Callable[[Any], int] = lambda config: 1  # every n-th window, in training and scoring
     description: str = field(default="", compare=False)
 
     def hop(self, model: nn.Module) -> int:
@@ -73,8 +73,10 @@ class Family:
         want = self.shape(features)
         got = {k: getattr(model_config, k) for k in want}
         if got != want:
-            raise ValueError(f"{self.name}: model config {got} does not match the features' {want} "
-                             f"({features.n_mels} mels x {features.frames} frames)")
+            raise ValueError(
+                f"{self.name}: model config {got} does not match the features' {want} "
+                f"({features.n_mels} mels x {features.frames} frames)"
+            )
 
     def build(self, config=None) -> nn.Module:
         """A fresh network; ``config`` is its dataclass or a dict of its fields (default: defaults)."""
@@ -86,8 +88,15 @@ class Family:
 
 
 _FAMILIES: dict[str, Family] = {}
-UNNAMED = Family("", nn.Module, dict, features={}, batch_size=128, metrics=("mse", "mahalanobis"),
-                 description="a reconstruction network that names no family (not registered)")
+UNNAMED = Family(
+    "",
+    nn.Module,
+    dict,
+    features={},
+    batch_size=128,
+    metrics=("mse", "mahalanobis"),
+    description="a reconstruction network that names no family (not registered)",
+)
 
 
 def register(family: Family) -> Family:

@@ -76,6 +76,14 @@ class VAE(nn.Module):
         return (recon - x) ** 2, extra
 
 
-FAMILY = register(Family(
-    "vae", VAE, VAEConfig, features={"n_mels": 128}, batch_size=512, metrics=("mse", "mahalanobis"),
-    description="the seed's variational autoencoder"))
+FAMILY = register(
+    Family(
+        "vae",
+        VAE,
+        VAEConfig,
+        features={"n_mels": 128},
+        batch_size=512,
+        metrics=("mse", "mahalanobis"),
+        description="the seed's variational autoencoder",
+    )
+)
