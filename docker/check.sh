@@ -74,6 +74,8 @@ teardown() {
   fi
   if [ $rc -ne 0 ]; then
     say "FAILED: ${REASON:-exit status $rc}"
+  elif [ "${PASSED:-0}" = 1 ]; then
+    say "total wall time $(( $(date +%s) - T_START )) s (images, stack, night, teardown)"
   fi
   exit $rc
 }
@@ -88,8 +90,8 @@ docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null |
 command -v debootstrap >/dev/null || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || fail "missing ${need[*]} and not root to install them"
-  step apt-install "apt-get could not install ${need[*]}" \
-    env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u)
+  apt_install() { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"; }
+  step apt-install "apt-get could not install ${need[*]}" apt_install $(printf '%s\n' "${need[@]}" | sort -u)
 fi
 if docker compose version >/dev/null 2>&1; then COMPOSE="docker compose"; else COMPOSE=docker-compose; fi
 
@@ -118,7 +120,8 @@ elif have_or_pull python:3.11-slim; then
   SLIDEAD_BASE=python:3.11-slim
 else
   SLIDEAD_BASE=slidead-base:bookworm
-  step base "the local Debian base image could not be made" docker/local-base.sh "$SLIDEAD_BASE"
+  docker image inspect "$SLIDEAD_BASE" >/dev/null 2>&1 \
+    || step base "the local Debian base image could not be made" docker/local-base.sh "$SLIDEAD_BASE"
 fi
 if [ -z "${SLIDEAD_GPU_BASE:-}" ]; then
   if have_or_pull nvidia/cuda:13.0.0-runtime-ubuntu24.04; then SLIDEAD_GPU_BASE=nvidia/cuda:13.0.0-runtime-ubuntu24.04
@@ -155,6 +158,8 @@ for i in slidead-cpu slidead-gpu; do
 done
 step smoke-cpu "slidead-cpu cannot import torch/torchaudio or run slidead" \
   docker run --rm --network host slidead-cpu sh -c 'id -un && python -c "import torch, torchaudio, slidead; print(torch.__version__, torchaudio.__version__)" && slidead --help >/dev/null'
+step smoke-gpu "slidead-gpu cannot import torch/torchaudio and slidead (on the CPU)" \
+  docker run --rm --network host slidead-gpu python -c "import torch, torchaudio, slidead, flows.score; print(torch.__version__)"
 
 # -- 4. the stack -----------------------------------------------------------------------
 wait_http() {  # url seconds
@@ -169,6 +174,11 @@ while time.time() - t0 < limit:
 sys.exit(f"{url} did not answer within {limit:.0f} s")
 EOF
 }
+step stack-clean "a previous check's stack could not be removed" compose down -v --remove-orphans
+for port in 4200 5000 9000; do
+  python3 -c "import socket, sys; s = socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $port)) != 0)" \
+    && fail "something already listens on 127.0.0.1:$port, which the stack needs"
+done
 step stack-up "the stack did not start" compose up -d --no-build prefect minio mlflow
 stack_ready() {
   wait_http http://127.0.0.1:9000/ 60 && wait_http http://127.0.0.1:4200/api/health 180 \
@@ -237,8 +247,8 @@ step report "slidead report failed on the results volume" compose run --rm --no-
 
 # -- figures ----------------------------------------------------------------------------
 say "PASSED. Figures (this host: $(nproc) cores):"
-printf '  %-34s %s\n' \
-  "base image ($SLIDEAD_BASE)" "$(size "$SLIDEAD_BASE")${FIG[base]:+, made in ${FIG[base]} s}" \
+printf '  %-44s %s\n' \
+  "base image $SLIDEAD_BASE" "$(size "$SLIDEAD_BASE")${FIG[base]:+, made in ${FIG[base]} s}" \
   "build slidead-cpu" "${FIG[build-cpu]} s, $(size slidead-cpu) (user $(user_of slidead-cpu))" \
   "build slidead-gpu (base $SLIDEAD_GPU_BASE)" "${FIG[build-gpu]} s, $(size slidead-gpu) (user $(user_of slidead-gpu))" \
   "build slidead-stack" "${FIG[build-stack]} s, $(size slidead-stack)" \
@@ -247,5 +257,5 @@ printf '  %-34s %s\n' \
   "retrain/vae, $EPOCHS epochs" "${FIG[retrain]} s wall (flow run itself: $RETRAIN_RUN_S)" \
   "night $NIGHT: $N_UPLOADED clips uploaded" "${FIG[upload-night]} s" \
   "night $NIGHT: score/nightly-cpu --watch" "${FIG[night]} s wall (flow run itself: $NIGHT_RUN_S)"
-sed 's/^/  /' "$LOGS/duckdb.log"; sed 's/^/  /' "$LOGS/champion.log"
-say "total wall time $(( $(date +%s) - T_START )) s"
+grep -v -e '^Creating' -e '^$' "$LOGS/duckdb.log" "$LOGS/champion.log" | sed 's/^[^:]*:/  /'
+PASSED=1
