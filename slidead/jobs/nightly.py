@@ -104,6 +104,23 @@ class NightResult:
     seconds: float = 0.0
     shards: list[tuple[str, str, int, str]] = field(default_factory=list)  # (night, model, version, shard)
     alarms: list = field(default_factory=list)  # machine alarms this run raised (slidead.core.alarms.Alarm)
+    engine: str = "process"  # where the shards were scored (the runner's name)
+
+    def summary(self) -> dict:
+        """What the command line prints with ``--json`` and the score flow returns."""
+        return {
+            "night": self.night,
+            "run_id": self.run_id,
+            "models": self.models,
+            "n_clips": self.n_clips,
+            "n_scored": self.n_scored,
+            "n_skipped": self.n_skipped,
+            "n_rejected": self.n_rejected,
+            "n_flagged": self.n_flagged,
+            "shards_resumed": self.n_shards_resumed,
+            "engine": self.engine,
+            "alarms": [a.detail for a in self.alarms],
+        }
 
 
 def shard_store(svc: Services) -> ShardStore:
