@@ -11,7 +11,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from slidead.core.config import RunConfig
 from slidead.jobs import retrain as job
 from slidead.progress import Progress
 from slidead.progress import epochs as epoch_progress
@@ -41,6 +40,7 @@ def retrain(
     patience: int | None = None,
     metric: str | None = None,
     stream: str = "auto",
+    thresholds: str = "validation",
 ) -> dict:
     """Train ``family`` on ``train/<machine_type>/``, evaluate on ``eval/`` (and the plant clips
     operators labelled), register, gate promotion. ``metric``: the score metric (ae/vae ``mse``
@@ -48,11 +48,16 @@ def retrain(
     ``auto`` (stream the training clips from the Parquet feature store when they exceed the
     memory budget), ``memory`` or ``parquet``."""
     settings = Settings()
-    cfg = RunConfig.default(
+    cfg = job.run_config(
         family,
         machine_type,
         metric,
-        **job.train_overrides(device or settings.device, epochs=epochs, patience=patience, stream=stream, seed=seed),
+        settings.threshold_quantile(),
+        device=device or settings.device,
+        epochs=epochs,
+        patience=patience,
+        stream=stream,
+        seed=seed,
     )
     res = job.retrain(
         Services.from_settings(settings),

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     drift_warmup_nights: int = 3
     drift_slack: float = 0.5
     drift_limit: float = 5.0
+    false_alarms_per_week: float | None = None  # per machine: sets the clip threshold's quantile
+    clips_per_night: int = 20  # per machine, for false_alarms_per_week
+    commission_nights: int = 3  # first nights of a machine that `slidead commission` fits its threshold on
     timezone: str = "UTC"  # of the 02:00 nightly schedule and of "the night before"
 
     @field_validator("family")
@@ -67,6 +70,16 @@ class Settings(BaseSettings):
         from slidead.core.alarms import AlarmConfig
 
         return AlarmConfig(self.alarm_k, self.alarm_n, self.drift_warmup_nights, self.drift_slack, self.drift_limit)
+
+    def threshold_quantile(self) -> float:
+        """The quantile of the normal scores a threshold sits at: 0.9 (the DCASE baselines'),
+        or what SLIDEAD_FALSE_ALARMS_PER_WEEK asks for with the k-of-n alarm and
+        SLIDEAD_CLIPS_PER_NIGHT (see README: alarms per week into a clip rate)."""
+        if self.false_alarms_per_week is None:
+            return 0.9
+        from slidead.core.alarms import clip_rate_for
+
+        return 1.0 - clip_rate_for(self.false_alarms_per_week, 7 * self.clips_per_night, self.alarm_k, self.alarm_n)
 
     @property
     def home_dir(self) -> Path:

@@ -169,3 +169,19 @@ SELECT a.night AS raised_night, a.kind, a.machine_type, a.machine_id, a.model_na
 FROM alarms a LEFT JOIN clips c USING (clip_id)
 WHERE a.cleared_night IS NULL
 ORDER BY a.night DESC, a.kind, a.machine_type, a.machine_id;
+
+-- Every threshold change a person or commissioning made, with why (never silent).
+CREATE TABLE IF NOT EXISTS threshold_changes (
+    model_name     VARCHAR NOT NULL,
+    version        INTEGER NOT NULL,     -- the new model version that carries the threshold
+    from_version   INTEGER NOT NULL,     -- the version whose threshold it replaced
+    machine_id     VARCHAR NOT NULL,
+    old_threshold  DOUBLE,
+    new_threshold  DOUBLE NOT NULL,
+    n_scores       INTEGER NOT NULL,     -- plant scores of that machine it rests on
+    nights         VARCHAR,              -- the nights those scores come from
+    n_false_alarms INTEGER,              -- clips operators labelled false_alarm among them
+    reason         VARCHAR NOT NULL,
+    changed_at     TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (model_name, version, machine_id)
+);

@@ -244,3 +244,31 @@ def test_database_computation_equals_the_python_one(tmp_path):
         for k in a.__dict__:
             va, vb = getattr(a, k), getattr(b, k)
             assert va == pytest.approx(vb) if isinstance(vb, float) else va == vb, k
+
+
+# --- a plant's false-alarm budget, per machine and week, as a clip rate -----------------------
+
+
+def test_onset_probability_matches_a_simulated_healthy_machine():
+    from slidead.core.alarms import onset_probability
+
+    rng = np.random.default_rng(11)
+    for p, k, n in ((0.1, 5, 10), (0.2, 3, 5)):
+        flags = rng.random(4_000_000) < p
+        fired = np.convolve(flags, np.ones(n, dtype=int), "valid") >= k
+        onsets = np.mean(fired[1:] & ~fired[:-1])
+        assert onsets == pytest.approx(onset_probability(p, k, n), rel=0.06)
+
+
+def test_false_alarms_per_week_set_the_threshold_quantile():
+    from slidead.core.alarms import clip_rate_for, onset_probability
+    from slidead.settings import Settings
+
+    p = clip_rate_for(0.5, 7 * 20, 5, 10)
+    assert 7 * 20 * onset_probability(p, 5, 10) == pytest.approx(0.5, rel=1e-6)
+    assert clip_rate_for(0.1, 140, 5, 10) < p < clip_rate_for(1.0, 140, 5, 10)
+    assert Settings().threshold_quantile() == 0.9
+    s = Settings(false_alarms_per_week=0.5, clips_per_night=20, alarm_k=5, alarm_n=10)
+    assert s.threshold_quantile() == pytest.approx(1 - p)
+    with pytest.raises(ValueError, match="more than k=5 of n=10"):
+        clip_rate_for(1000, 140, 5, 10)

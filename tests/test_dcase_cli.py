@@ -38,7 +38,7 @@ def test_import_train_evaluate_json(tmp_path, monkeypatch, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["model_version"] == 1 and set(out["per_id"]) == {"00", "04"}
     for row in out["per_id"].values():
-        assert set(row) == {"auc", "pauc", "precision", "recall", "f1", "accuracy"}
+        assert set(row) == {"auc", "pauc", "precision", "recall", "f1", "accuracy", "false_alarm_rate"}
     assert main(["evaluate", "--family", "ae", "--machine-type", "slider", "--json"]) == 2
     assert "no champion" in capsys.readouterr().err
 
@@ -55,6 +55,6 @@ def test_idclf_and_fused_through_the_cli(tmp_path, monkeypatch, capsys):
         out = json.loads(capsys.readouterr().out)
         assert out["family"] == family and set(out["per_id"]) == {"00", "04"}
         for row in out["per_id"].values():
-            assert set(row) == {"auc", "pauc", "precision", "recall", "f1", "accuracy"}
+            assert set(row) == {"auc", "pauc", "precision", "recall", "f1", "accuracy", "false_alarm_rate"}
         assert set(out["mean"]) == {"auc", "pauc"}
     assert out["members"] == {"ae": 1, "idclf": 1} and out["model_version"] is None

@@ -87,7 +87,7 @@ def test_idclf_registers_and_evaluates_like_the_seed_families(plant, capsys, mon
     assert main(["evaluate", "--family", "idclf", "--machine-type", "slider", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["family"] == "idclf" and got["model_version"] == 1 and set(got["per_id"]) == {"00", "02"}
-    assert set(got["per_id"]["00"]) == {"auc", "pauc", "precision", "recall", "f1", "accuracy"}
+    assert set(got["per_id"]["00"]) == {"auc", "pauc", "precision", "recall", "f1", "accuracy", "false_alarm_rate"}
     assert got["mean"]["auc"] == pytest.approx(out["report"]["mean"]["auc"])
     assert main(["models", "--machine-type", "slider"]) == 0
     assert "slidead-slider-idclf" in capsys.readouterr().out
@@ -102,7 +102,7 @@ def test_evaluate_fused_json(plant, capsys, monkeypatch):
     assert out["members"] == {"ae": 1, "vae": 1, "idclf": 1}
     assert set(out["per_id"]) == {"00", "02"}
     for row in out["per_id"].values():
-        assert set(row) == {"auc", "pauc", "precision", "recall", "f1", "accuracy"}
+        assert set(row) == {"auc", "pauc", "precision", "recall", "f1", "accuracy", "false_alarm_rate"}
         assert 0 <= row["auc"] <= 1 and 0 <= row["pauc"] <= 1
     assert out["mean"]["auc"] == pytest.approx(np.mean([r["auc"] for r in out["per_id"].values()]))
     assert main(["evaluate", "--family", "fused", "--machine-type", "slider"]) == 0

@@ -73,12 +73,14 @@ def test_at_threshold_hand_computed():
     s = [0.1, 0.6, 0.4, 0.7, 0.9]
     # flagged (score > 0.5): clips 1, 3, 4 -> tp 2, fp 1, fn 1, tn 1
     m = at_threshold(y, s, 0.5)
-    assert m == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "accuracy": 3 / 5})
+    assert m == pytest.approx(
+        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "accuracy": 3 / 5, "false_alarm_rate": 1 / 2}
+    )
     # strictly greater: a score equal to the threshold is not flagged
     m = at_threshold(y, s, 0.9)
-    assert m == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "accuracy": 0.4}
+    assert m == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "accuracy": 0.4, "false_alarm_rate": 0.0}
     m = at_threshold(y, s, 0.0)
-    assert m == pytest.approx({"precision": 0.6, "recall": 1.0, "f1": 0.75, "accuracy": 0.6})
+    assert m == pytest.approx({"precision": 0.6, "recall": 1.0, "f1": 0.75, "accuracy": 0.6, "false_alarm_rate": 1.0})
 
 
 def test_evaluate_per_id_and_mean():
@@ -98,16 +100,18 @@ def test_evaluate_per_id_and_mean():
             "recall": 1.0,
             "f1": 1.0,
             "accuracy": 1.0,
+            "false_alarm_rate": 0.0,
         }
     )
     assert p["02"]["auc"] == pytest.approx(0.75) and "precision" not in p["02"]  # no threshold for 02
-    assert p["04"] == {"n_normal": 2, "n_anomaly": 0}  # one class: counts only
+    # normals only: counts, and what the threshold costs them (0.2 > 0.15)
+    assert p["04"] == {"n_normal": 2, "n_anomaly": 0, "false_alarm_rate": 0.5}
     assert out["mean"]["auc"] == pytest.approx(0.875)
     assert out["mean"]["pauc"] == pytest.approx(
         (1.0 + roc_auc_score([0, 1, 0, 1], [0.5, 0.4, 0.3, 0.6], max_fpr=0.1)) / 2
     )
-    assert out["mean"]["precision"] == 1.0
-    assert set(out["mean"]) == {"auc", "pauc", "precision", "recall", "f1", "accuracy"}
+    assert out["mean"]["precision"] == 1.0 and out["mean"]["false_alarm_rate"] == pytest.approx(0.25)
+    assert set(out["mean"]) == {"auc", "pauc", "precision", "recall", "f1", "accuracy", "false_alarm_rate"}
 
 
 def test_evaluate_with_no_scorable_id_has_empty_mean():

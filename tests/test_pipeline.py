@@ -148,7 +148,7 @@ def test_evaluate_json(plant, capsys, monkeypatch):
     out = json.loads(capsys.readouterr().out)
     assert out["family"] == "ae" and out["machine_type"] == "slider" and out["model_version"] == 1
     assert set(out["per_id"]) == {"00", "02"}
-    assert set(out["per_id"]["00"]) == {"auc", "pauc", "precision", "recall", "f1", "accuracy"}
+    assert set(out["per_id"]["00"]) == {"auc", "pauc", "precision", "recall", "f1", "accuracy", "false_alarm_rate"}
     assert set(out["mean"]) == {"auc", "pauc"}
     assert out["mean"]["auc"] == pytest.approx(np.mean([r["auc"] for r in out["per_id"].values()]))
 

@@ -132,6 +132,7 @@ def test_flow_parameters_hold_no_credentials():
         "patience",
         "metric",
         "stream",
+        "thresholds",
     }
     for fl in (score, retrain):
         names = set(inspect.signature(fl.fn).parameters)

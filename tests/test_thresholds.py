@@ -86,3 +86,43 @@ def test_negative_scores_take_the_empirical_quantile():
     s = np.linspace(-3.0, 1.0, 41)  # e.g. the ID classifier's log((1 - p) / p)
     fit = gamma_threshold(s, 0.9)
     assert fit["method"] == "empirical" and fit["threshold"] == pytest.approx(np.quantile(s, 0.9))
+
+
+# --- what a threshold promises, and how sure that promise is -----------------------------------
+
+from slidead.core.thresholds import MIN_RELIABLE, false_alarm_interval, too_few  # noqa: E402
+from slidead.core.train import TrainConfig  # noqa: E402
+
+
+def test_false_alarm_interval_matches_the_order_statistic_by_simulation():
+    rng = np.random.default_rng(5)
+    for n in (5, 45):
+        expected, lo, hi = false_alarm_interval(n, 0.9)
+        # the realised false-alarm rate of an empirical 0.9-quantile threshold over n normal scores
+        r = int(np.ceil(0.9 * n))
+        fa = np.array([1 - np.sort(rng.random(n))[r - 1] for _ in range(20000)])  # uniform scores
+        assert expected == pytest.approx(fa.mean(), abs=0.005)
+        assert lo == pytest.approx(np.quantile(fa, 0.05), abs=0.01)
+        assert hi == pytest.approx(np.quantile(fa, 0.95), abs=0.01)
+    assert false_alarm_interval(5, 0.9)[2] > 0.4 > 0.2 > false_alarm_interval(45, 0.9)[2]
+
+
+def test_fitted_thresholds_carry_their_promise_and_too_few_scores_are_named():
+    rng = np.random.default_rng(2)
+    t = fit_thresholds({"00": rng.gamma(3.0, size=4), "02": rng.gamma(3.0, size=60)}, 0.9)
+    for mid, n in (("00", 4), ("02", 60)):
+        fit = t["per_id"][mid]
+        assert fit["n"] == n and fit["fa_low"] < fit["fa_expected"] < fit["fa_high"]
+        assert (fit["fa_expected"], fit["fa_low"], fit["fa_high"]) == pytest.approx(false_alarm_interval(n, 0.9))
+    warnings = too_few(t)
+    assert len(warnings) == 1 and "machine 00 rests on 4 normal scores" in warnings[0] and "target 10%" in warnings[0]
+    assert 4 < MIN_RELIABLE <= 60
+    json.dumps(t)  # stored with the version as thresholds.json
+
+
+def test_threshold_scheme_is_checked():
+    assert TrainConfig().threshold_scheme == "validation" and TrainConfig().threshold_folds == 2
+    with pytest.raises(ValueError, match="threshold_scheme"):
+        TrainConfig(threshold_scheme="gamma")
+    with pytest.raises(ValueError, match="threshold_folds"):
+        TrainConfig(threshold_folds=1)

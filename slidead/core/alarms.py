@@ -321,3 +321,36 @@ def evaluate(records: Sequence[ClipRecord], config: AlarmConfig) -> tuple[list[M
     """Both kinds: (machine nights with their drift statistic, every alarm, raised or cleared)."""
     nights, drift_alarms = drift(records, config)
     return nights, flagged_alarms(records, config) + drift_alarms
+
+
+def onset_probability(p: float, k: int, n: int) -> float:
+    """The chance that a given clip of a healthy machine raises a ``flagged`` alarm: its window
+    of the last ``n`` clips reaches ``k`` flagged just then. With clips flagged independently at
+    rate ``p``, that is the n - 1 clips both windows share holding exactly k - 1 flags, the new
+    clip flagged and the one that left the window not: C(n-1, k-1) p^(k-1) (1-p)^(n-k) * p * (1-p)."""
+    from math import comb
+
+    if not 1 <= k <= n:
+        raise ValueError(f"alarm k={k!r} must be in 1..n (n={n!r})")
+    if k == 1 and n == 1:
+        return p * (1 - p)
+    return comb(n - 1, k - 1) * p ** (k - 1) * (1 - p) ** (n - k) * p * (1 - p)
+
+
+def clip_rate_for(alarms_per_week: float, clips_per_week: float, k: int, n: int) -> float:
+    """The per-clip false-alarm rate at which a healthy machine raises ``alarms_per_week``
+    ``flagged`` alarms on average, ``clips_per_week`` clips a week, alarm at ``k`` of ``n``
+    (solved by bisection: the onset probability rises with p up to well past any sensible rate)."""
+    if alarms_per_week <= 0 or clips_per_week <= 0:
+        raise ValueError("alarms_per_week and clips_per_week must be > 0")
+    target = alarms_per_week / clips_per_week
+    lo, hi = 0.0, (k - 1) / (n - 1) if n > 1 and k > 1 else 0.5  # the onset chance peaks near p = (k-1)/(n-1)
+    if onset_probability(hi, k, n) < target:
+        raise ValueError(
+            f"{alarms_per_week} alarms a week from {clips_per_week:g} clips is more than k={k} of "
+            f"n={n} can raise at any clip false-alarm rate"
+        )
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if onset_probability(mid, k, n) < target else (lo, mid)
+    return (lo + hi) / 2

@@ -66,8 +66,12 @@ def _partial_area(y, s, max_fpr: float) -> float:
     return float(np.trapezoid(y_interp, x))
 
 
+AT_THRESHOLD_KEYS = ("auc", "pauc", "precision", "recall", "f1", "accuracy", "false_alarm_rate")
+
+
 def at_threshold(y, s, threshold: float) -> dict[str, float]:
-    """Precision, recall, F1 and accuracy when ``score > threshold`` is flagged."""
+    """Precision, recall, F1, accuracy and the false-alarm rate (flagged normals / normals) when
+    ``score > threshold`` is flagged."""
     y = np.asarray(y).astype(int).ravel()
     pred = np.asarray(s, dtype=np.float64).ravel() > threshold
     tp = int(np.sum(pred & (y == 1)))
@@ -77,15 +81,22 @@ def at_threshold(y, s, threshold: float) -> dict[str, float]:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "accuracy": (tp + tn) / max(y.size, 1)}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "accuracy": (tp + tn) / max(y.size, 1),
+        "false_alarm_rate": fp / (fp + tn) if fp + tn else 0.0,
+    }
 
 
 def evaluate(machine_ids, labels, scores, thresholds: dict[str, float]) -> dict:
     """Per machine ID metrics and their mean.
 
-    Returns ``{"per_id": {id: {auc, pauc, precision, recall, f1, accuracy, n_normal,
-    n_anomaly}}, "mean": {auc, pauc, precision, recall, f1, accuracy}}``. IDs without both
-    classes are reported with counts only and left out of the mean.
+    Returns ``{"per_id": {id: {auc, pauc, precision, recall, f1, accuracy, false_alarm_rate,
+    n_normal, n_anomaly}}, "mean": {the same but the counts}}``. IDs without both classes
+    are reported with counts only (and, for normals with a threshold, their false-alarm rate)
+    and left out of the mean of the other metrics.
     """
     ids = np.asarray(machine_ids).astype(str)
     labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
@@ -98,8 +109,10 @@ def evaluate(machine_ids, labels, scores, thresholds: dict[str, float]) -> dict:
             row.update(auc=auc(y, s), pauc=pauc(y, s))
             if mid in thresholds:
                 row.update(at_threshold(y, s, thresholds[mid]))
+        elif row["n_normal"] and mid in thresholds:  # normals only: what the threshold costs them
+            row["false_alarm_rate"] = float(np.mean(s[y == 0] > thresholds[mid]))
         per_id[str(mid)] = row
-    keys = ("auc", "pauc", "precision", "recall", "f1", "accuracy")
+    keys = AT_THRESHOLD_KEYS
     mean = {
         k: float(np.mean([r[k] for r in per_id.values() if k in r]))
         for k in keys

@@ -15,6 +15,25 @@ from __future__ import annotations
 import numpy as np
 
 MIN_FIT = 3
+MIN_RELIABLE = 20  # fewer normal scores than this: the false-alarm rate is too uncertain to promise
+SCHEMES = ("oof", "validation")  # out-of-fold scores of every training clip, or the validation split's
+
+
+def false_alarm_interval(n: int, quantile: float, level: float = 0.9) -> tuple[float, float, float]:
+    """What a threshold at the ``quantile`` of ``n`` normal scores promises: the false-alarm rate
+    a later normal clip of the same machine meets, as (expected, low, high) at ``level``.
+
+    With the threshold at the r-th smallest of n exchangeable normal scores (r = ceil(q n)), the
+    chance that a new normal score exceeds it is Beta(n - r + 1, r) distributed: 5 scores at
+    q = 0.9 promise 10% but may give anything from 1% to 45%; 45 scores, 5% to 19%."""
+    from scipy import stats
+
+    if n < 1:
+        return 1.0 - quantile, 0.0, 1.0
+    r = min(max(int(np.ceil(quantile * n)), 1), n)
+    a, b = n - r + 1, r
+    lo, hi = stats.beta.ppf([(1 - level) / 2, (1 + level) / 2], a, b)
+    return float(a / (a + b)), float(lo), float(hi)
 
 
 def gamma_threshold(scores, quantile: float = 0.9) -> dict:
@@ -52,12 +71,31 @@ def _empirical(s: np.ndarray, quantile: float) -> dict:
 
 
 def fit_thresholds(scores_by_id: dict[str, np.ndarray], quantile: float = 0.9, source: str = "validation") -> dict:
+    """Per machine ID: the threshold (gamma fit, or empirical), and the false-alarm rate it
+    promises with its 90% interval from the number of normal scores it rests on (``fa_*``)."""
     per_id = {}
     for mid, s in sorted(scores_by_id.items()):
         fit = gamma_threshold(s, quantile)
         fit["source"] = source
+        fit["fa_expected"], fit["fa_low"], fit["fa_high"] = false_alarm_interval(fit["n"], quantile)
         per_id[mid] = fit
     return {"quantile": quantile, "per_id": per_id}
+
+
+def too_few(thresholds: dict) -> list[str]:
+    """One sentence per machine ID whose threshold rests on too few normal scores."""
+    out = []
+    q = thresholds.get("quantile", 0.9)
+    for mid, fit in sorted(thresholds.get("per_id", {}).items()):
+        n = int(fit.get("n", 0))
+        if n < MIN_RELIABLE:
+            lo, hi = fit.get("fa_low"), fit.get("fa_high")
+            spread = f"anywhere from {lo:.0%} to {hi:.0%}" if lo is not None else "far from it"
+            out.append(
+                f"the threshold of machine {mid} rests on {n} normal scores: its false-alarm rate "
+                f"(target {1 - q:.0%}) may be {spread}; give it more training clips"
+            )
+    return out
 
 
 def threshold_map(thresholds: dict) -> dict[str, float]:

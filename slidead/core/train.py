@@ -48,6 +48,9 @@ class TrainConfig:
     stream: str = "auto"  # memory | parquet | auto (parquet above memory_budget_mb)
     memory_budget_mb: int = 1024  # auto: the training frames' size above which training streams
     buffer_clips: int = 512  # parquet: clips the shuffle buffer holds at most
+    threshold_scheme: str = "validation"  # validation: the validation split's clips (the seed's); oof: every
+    # training clip scored by a fold model that did not train on it (see README: conservative here)
+    threshold_folds: int = 2  # oof: folds (each fold model trains on the other folds)
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -64,6 +67,10 @@ class TrainConfig:
             raise ValueError(f"memory_budget_mb={self.memory_budget_mb!r} must be >= 0")
         if self.buffer_clips < 1:
             raise ValueError(f"buffer_clips={self.buffer_clips!r} must be >= 1")
+        if self.threshold_scheme not in ("oof", "validation"):
+            raise ValueError(f"threshold_scheme={self.threshold_scheme!r}: expected 'oof' or 'validation'")
+        if self.threshold_folds < 2:
+            raise ValueError(f"threshold_folds={self.threshold_folds!r} must be >= 2")
         resolve_device(self.device, check=False)
 
     def batch_for(self, family: str) -> int:

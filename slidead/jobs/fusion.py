@@ -250,10 +250,7 @@ def evaluate_fused(
     thresholds = fused_thresholds(normal, quantile, method, fits)
     keep = np.isfinite(fused)
     report = metrics.evaluate(np.asarray(ids)[keep], np.asarray(labels)[keep], fused[keep], threshold_map(thresholds))
-    per_id = {
-        mid: {k: r[k] for k in ("auc", "pauc", "precision", "recall", "f1", "accuracy") if k in r}
-        for mid, r in report["per_id"].items()
-    }
+    per_id = {mid: {k: r[k] for k in metrics.AT_THRESHOLD_KEYS if k in r} for mid, r in report["per_id"].items()}
     return {
         "family": "fused",
         "machine_type": machine_type,

@@ -19,7 +19,7 @@ from slidead.core.config import RunConfig
 from slidead.core.features import FeatureConfig, windows
 from slidead.core.models import family_of
 from slidead.core.score import fit_normal_statistics, score_logmels
-from slidead.core.thresholds import MIN_FIT, fit_thresholds, threshold_map
+from slidead.core.thresholds import MIN_FIT, fit_thresholds, threshold_map, too_few
 from slidead.core.train import FrameWindows, fit, resolve_device, split_clips
 from slidead.errors import NotEnoughDataError
 from slidead.jobs.ingest import IngestResult, ingest, list_refs
@@ -208,7 +208,27 @@ def train_and_evaluate(
     else:
         val_scores, train_scores = scores_of(va), scores_of(tr)
     by_id, sources = {}, {}
+    oof = cfg.train.threshold_scheme == "oof"
+    if oof and streaming:
+        log(
+            "thresholds: training clips streamed from the store, so the validation split's scores set them "
+            "(out-of-fold scores need the clips in memory)"
+        )
+        oof = False
+    if oof:
+        k = cfg.train.threshold_folds
+        log(
+            f"thresholds: out-of-fold scores of all {len(tr) + len(va)} training clips ({k} fold models, "
+            f"{max(1, result.best_epoch)} epochs each)"
+        )
+        held_out = _fold_scores(cfg, tr + va, classes, row_of, max(1, result.best_epoch), device)
+        id_of = {r.clip_id: r.machine_id for r in tr + va}
+        for cid, s in held_out.items():
+            by_id.setdefault(id_of[cid], {})[cid] = s
+            sources[id_of[cid]] = "oof"
     for mid in classes:
+        if mid in by_id and len(by_id[mid]) >= MIN_FIT:
+            continue
         held = {r.clip_id: float(s) for r, s in zip(va, val_scores) if r.machine_id == mid}
         if len(held) >= MIN_FIT:
             by_id[mid], sources[mid] = held, "validation"
@@ -220,6 +240,8 @@ def train_and_evaluate(
         part = fit_thresholds({mid: np.array(list(s.values()))}, cfg.threshold_quantile, sources[mid])
         thresholds["per_id"].update(part["per_id"])
     thresholds["normal_scores"] = by_id
+    for warning in too_few(thresholds):
+        log(f"warning: {warning}")
     # the normal error per mel band of each ID: explanations say where a clip departs from it
     thresholds["band_error"] = {mid: (band_sum[mid] / band_n[mid]).round(6).tolist() for mid in band_sum}
     baseline = {
@@ -251,6 +273,63 @@ def train_and_evaluate(
         baseline,
         data,
     )
+
+
+def _fold_scores(
+    cfg: RunConfig, rows: list[FeatureRow], classes: list[str], row_of: dict[str, int], epochs: int, device
+) -> dict[str, float]:
+    """Each clip's score by a model that did not train on it: the clips of every machine ID are
+    dealt into ``cfg.train.threshold_folds`` folds; each fold model trains on the other folds as
+    many optimiser steps as the main model took to its best epoch (``epochs``), with the
+    family's own statistics, and scores its fold."""
+    k = cfg.train.threshold_folds
+    ids = np.array([r.machine_id for r in rows])
+    fold = np.zeros(len(rows), dtype=int)
+    rng = np.random.default_rng(cfg.train.seed + 7919)
+    for mid in classes:
+        idx = rng.permutation(np.flatnonzero(ids == mid))
+        fold[idx] = np.arange(idx.size) % k
+    out: dict[str, float] = {}
+    n_main = len(rows) - int(split_clips(ids, cfg.train.val_fraction, cfg.train.seed).sum())
+    for f in range(k):
+        held = [r for r, g in zip(rows, fold) if g == f]
+        rest = [r for r, g in zip(rows, fold) if g != f]
+        if not held or len(rest) < 2:
+            continue
+        val = split_clips([r.machine_id for r in rest], cfg.train.val_fraction, cfg.train.seed + f + 1)
+        # as many optimiser steps as the main model took to its best epoch, on fewer clips
+        n_fold = max(1, int((~val).sum()))
+        fold_epochs = max(1, int(np.ceil(epochs * n_main / n_fold)))
+        model = _fit_model(
+            cfg.with_train(epochs=fold_epochs, patience=fold_epochs),
+            [r for r, v in zip(rest, val) if not v],
+            [r for r, v in zip(rest, val) if v],
+            classes,
+            row_of,
+            device,
+        )
+        sc = score_logmels(
+            model, [r.logmel for r in held], cfg.features, cfg.score, device, [r.machine_id for r in held]
+        )
+        out.update(zip((r.clip_id for r in held), (float(s) for s in sc.score)))
+    return out
+
+
+def _fit_model(
+    cfg: RunConfig, tr: list[FeatureRow], va: list[FeatureRow], classes: list[str], row_of: dict[str, int], device
+) -> torch.nn.Module:
+    """A model of ``cfg`` trained on ``tr`` (early stopping on ``va``), with its scoring statistics."""
+    torch.manual_seed(cfg.train.seed)
+    model = cfg.build_model()
+    fam = family_of(model)
+    frames, stride = cfg.features.frames, fam.hop(model)
+    tr_rows, va_rows = [row_of[r.machine_id] for r in tr], [row_of[r.machine_id] for r in va]
+    x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if fam.learns_ids else None, stride)
+    x_val = FrameWindows([r.logmel for r in va], frames, va_rows if fam.learns_ids else None, stride)
+    fit(model, x_train, x_val, cfg.train)
+    if fam.learns_ids or cfg.score.metric == "mahalanobis":
+        fit_normal_statistics(model, x_train.with_labels(tr_rows), classes, cfg.score, device)
+    return model
 
 
 def evaluate(model, cfg: RunConfig, eval_rows: list[FeatureRow], thresholds: dict, device="cpu") -> tuple[dict, dict]:
@@ -410,6 +489,11 @@ def retrain(
     return RetrainResult(cfg.family, cfg.machine_type, version, run_id, decision, outcome)
 
 
-def train_overrides(device: str, **values) -> dict:
-    """TrainConfig overrides from a command's options: ``device`` and every value that was given."""
-    return {"device": device, **{k: v for k, v in values.items() if v is not None}}
+def run_config(family: str, machine_type: str, metric: str | None, quantile: float = 0.9, **train) -> RunConfig:
+    """The family's default config for a command's options: the score ``metric`` (None: the
+    family's), the thresholds' ``quantile``, and TrainConfig values (those given as None are
+    left at their defaults)."""
+    from dataclasses import replace
+
+    cfg = RunConfig.default(family, machine_type, metric, **{k: v for k, v in train.items() if v is not None})
+    return replace(cfg, threshold_quantile=quantile)

@@ -105,6 +105,7 @@ def cmd_train(a, settings: Settings) -> int:
         not a.no_prefect,
         a.stream,
         a.metric,
+        a.thresholds,
     )
     print(format_metrics({f"{a.family} v{out['model_version']}": out["report"]}))
     say(f"{'promoted to champion' if out['promoted'] else 'not promoted'}: {out['decision']}")
@@ -154,6 +155,24 @@ def cmd_label(a, settings: Settings) -> int:
     return 0
 
 
+def cmd_commission(a, settings: Settings) -> int:
+    from slidead.jobs.commission import commission
+
+    family = a.family or settings.family
+    ids = [m.strip() for m in a.ids.split(",")] if a.ids else None
+    res = commission(services(settings), a.machine_type, family, ids, a.nights or settings.commission_nights, say)
+    if a.json:
+        print(json.dumps(res.summary(), default=str))
+    else:
+        for c in res.changes:
+            old = "none" if c["old_threshold"] is None else f"{c['old_threshold']:.4g}"
+            print(
+                f"{res.model_name} id {c['machine_id']}: threshold {old} -> {c['new_threshold']:.4g} "
+                f"({c['n_scores']} plant scores) in v{res.version}"
+            )
+    return 0
+
+
 def cmd_report(a, settings: Settings) -> int:
     from slidead.shell.report import format_table, run_report
 
@@ -179,6 +198,9 @@ def cmd_models(a, settings: Settings) -> int:
                     int(v.version),
                     v.tags.get("mean_auc", ""),
                     v.tags.get("mean_pauc", ""),
+                    v.tags.get("false_alarm_rate", ""),
+                    v.tags.get("recall", ""),
+                    v.tags.get("threshold_min_n", ""),
                     "champion" if champ is not None and champ.version == v.version else "",
                     v.run_id,
                 )
@@ -187,8 +209,8 @@ def cmd_models(a, settings: Settings) -> int:
 
     print(
         format_table(
-            ["model", "version", "mean_auc", "mean_pauc", "alias", "mlflow_run_id"],
-            [(n, v, _num(a_), _num(p), al, r) for n, v, a_, p, al, r in rows],
+            ["model", "version", "mean_auc", "mean_pauc", "false_alarms", "recall", "thr_n", "alias", "mlflow_run_id"],
+            [(n, v, _num(a_), _num(p), _num(fa), _num(rc), tn, al, r) for n, v, a_, p, fa, rc, tn, al, r in rows],
         )
     )
     return 0
@@ -285,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how clips are scored: ae/vae mse (the seed's, default) or mahalanobis (selective Mahalanobis "
         "distance of the reconstruction errors); idclf mahalanobis (default) or logit",
     )
+    t.add_argument(
+        "--thresholds",
+        choices=["validation", "oof"],
+        default=None,
+        help="what the thresholds are fitted on: the validation split's scores (default, the seed's) or "
+        "out-of-fold scores of every training clip (two fold models more to train)",
+    )
     t.add_argument("--no-prefect", action="store_true")
 
     e = add("evaluate", cmd_evaluate, "AUC/pAUC per machine ID of the champion (or --version) on eval/")
@@ -323,6 +352,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lb.add_argument("--note", default=None, help="free text kept with the verdict")
     lb.add_argument("--by", default=None, help="who gave the verdict (default: the login name)")
+
+    cm = add(
+        "commission",
+        cmd_commission,
+        "re-fit machines' thresholds from their own first nights and false_alarm labels; "
+        "registers a new version (the same weights) and records every change",
+    )
+    cm.add_argument("--machine-type", default="slider")
+    cm.add_argument("--family", type=family_name, default=None, help=FAMILY_HELP + "; default: SLIDEAD_FAMILY (vae)")
+    cm.add_argument("--ids", default=None, help="machine IDs, comma-separated (default: every machine it scored)")
+    cm.add_argument(
+        "--nights",
+        type=int,
+        default=None,
+        help="first nights of each machine to fit on (default SLIDEAD_COMMISSION_NIGHTS, 3)",
+    )
+    cm.add_argument("--json", action="store_true")
 
     r = add("report", cmd_report, "print the reporting queries in sql/ as tables")
     r.add_argument("--night", default=None, help="YYYY-MM-DD (default: the latest scored night)")

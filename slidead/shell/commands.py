@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+from slidead.core.metrics import AT_THRESHOLD_KEYS
 from slidead.errors import NotEnoughDataError
 from slidead.settings import Settings
 
@@ -44,6 +45,7 @@ def run_retrain(
     use_prefect=True,
     stream=None,
     metric=None,
+    thresholds=None,
 ) -> dict:
     if use_prefect:
         prefect_env(settings)
@@ -52,6 +54,8 @@ def run_retrain(
         extra = {} if stream is None else {"stream": stream}
         if metric is not None:
             extra["metric"] = metric
+        if thresholds is not None:
+            extra["thresholds"] = thresholds
         return retrain(
             family=family,
             machine_type=machine_type,
@@ -61,17 +65,22 @@ def run_retrain(
             patience=patience,
             **extra,
         )
-    from slidead.core.config import RunConfig
     from slidead.jobs import retrain as job
     from slidead.progress import Progress
     from slidead.progress import epochs as epoch_progress
 
-    cfg = RunConfig.default(
+    cfg = job.run_config(
         family,
         machine_type,
         metric,
-        **job.train_overrides(device or settings.device, epochs=epochs, patience=patience, stream=stream),
+        settings.threshold_quantile(),
+        device=device or settings.device,
+        epochs=epochs,
+        threshold_scheme=thresholds,
+        patience=patience,
+        stream=stream,
     )
+
     res = job.retrain(services(settings), cfg, tolerance, say, Progress("ingest", say), epoch_progress(family, say))
     return res.summary()
 
@@ -91,10 +100,7 @@ def evaluate_version(settings: Settings, family: str, machine_type: str, version
     add_plant_clips(svc, machine_type, [loaded.config.features], res, say)
     rows = [res.features[loaded.config.features.hash][c] for c in sorted(res.features[loaded.config.features.hash])]
     report, _ = job.evaluate(loaded.model, loaded.config, rows, loaded.thresholds)
-    per_id = {
-        mid: {k: r[k] for k in ("auc", "pauc", "precision", "recall", "f1", "accuracy") if k in r}
-        for mid, r in report["per_id"].items()
-    }
+    per_id = {mid: {k: r[k] for k in AT_THRESHOLD_KEYS if k in r} for mid, r in report["per_id"].items()}
     return {
         "family": family,
         "machine_type": machine_type,

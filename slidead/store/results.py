@@ -91,7 +91,25 @@ MODEL_VERSION_COLUMNS = (
 )
 
 # Insert statements are fixed strings chosen from this table, never built from input.
+THRESHOLD_CHANGE_COLUMNS = (
+    "model_name",
+    "version",
+    "from_version",
+    "machine_id",
+    "old_threshold",
+    "new_threshold",
+    "n_scores",
+    "nights",
+    "n_false_alarms",
+    "reason",
+)
+
 _INSERT = {
+    "threshold_changes": "INSERT INTO threshold_changes ("
+    + ", ".join(THRESHOLD_CHANGE_COLUMNS)
+    + ") VALUES ("
+    + ",".join("?" * len(THRESHOLD_CHANGE_COLUMNS))
+    + ") ON CONFLICT DO NOTHING",
     "clips": "INSERT INTO clips (clip_id, uri, night, split, machine_type, machine_id, label, "
     "sample_rate, channels, duration_s, note) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT DO NOTHING",
@@ -204,6 +222,9 @@ class ResultsDB:
 
     def record_model_version(self, row: dict) -> None:
         self._insert_rows("model_versions", MODEL_VERSION_COLUMNS, [row])
+
+    def record_threshold_changes(self, rows: list[dict]) -> int:
+        return self._insert_rows("threshold_changes", THRESHOLD_CHANGE_COLUMNS, rows)
 
     def record_run(self, row: dict) -> None:
         self._insert_rows("runs", RUN_COLUMNS, [row])

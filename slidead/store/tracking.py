@@ -149,7 +149,27 @@ class Tracker:
             self.client.set_model_version_tag(name, str(version), "mean_auc", str(report["mean"].get("auc")))
             self.client.set_model_version_tag(name, str(version), "mean_pauc", str(report["mean"].get("pauc")))
             self.client.set_model_version_tag(name, str(version), "feature_hash", cfg.features.hash)
+            for key, value in version_facts(cfg, thresholds, report).items():
+                self.client.set_model_version_tag(name, str(version), key, value)
             return run.info.run_id, version
+
+    def register_thresholds(self, loaded: LoadedModel, thresholds: dict, reason: str) -> tuple[str, int]:
+        """A new version of ``loaded.name``: ``loaded``'s weights and config with ``thresholds``
+        (its evaluation carried over), tagged with ``reason`` and made the champion. Returns
+        (run_id, version)."""
+        try:
+            report = self.mlflow.artifacts.load_dict(f"runs:/{loaded.run_id}/evaluation.json")
+        except Exception:  # noqa: BLE001 - an older run without it: the version still registers
+            report = {"per_id": {}, "mean": {}}
+        run_id, version = self.log_training(
+            loaded.config, loaded.model, {}, thresholds, report, {"thresholds_from_version": loaded.version}, None, None
+        )
+        for key, value in (("thresholds_from_version", str(loaded.version)), ("threshold_change", reason[:5000])):
+            self.client.set_model_version_tag(loaded.name, str(version), key, value)
+        self.client.set_tag(run_id, "threshold_change", reason[:5000])
+        self.set_champion(loaded.name, version)
+        self.log_decision(run_id, Decision(True, reason[:500], loaded.version, None, None))
+        return run_id, version
 
     def log_decision(self, run_id: str, decision: Decision) -> None:
         self.client.set_tag(run_id, "promotion", "promoted" if decision.promoted else "kept champion")
@@ -253,6 +273,25 @@ def _write_model_files(tmp: Path, cfg: RunConfig, model: torch.nn.Module, thresh
     th = tmp / "thresholds.json"
     th.write_text(json.dumps(thresholds, indent=2, sort_keys=True))
     return [sd, rc, th]
+
+
+def version_facts(cfg, thresholds: dict, report: dict) -> dict[str, str]:
+    """What a version's registry page says of its flags: the false-alarm rate and recall at its
+    thresholds on the evaluation set, what the thresholds promise and how many normal scores
+    they rest on."""
+    mean = report.get("mean", {})
+    fits = thresholds.get("per_id", {}).values()
+    facts = {
+        "threshold_scheme": cfg.train.threshold_scheme,
+        "threshold_quantile": str(thresholds.get("quantile")),
+        "threshold_min_n": str(min((int(f.get("n", 0)) for f in fits), default=0)),
+        "false_alarm_rate": str(mean.get("false_alarm_rate", "")),
+        "recall": str(mean.get("recall", "")),
+    }
+    highs = [f["fa_high"] for f in fits if f.get("fa_high") is not None]
+    if highs:
+        facts["false_alarm_promise"] = f"{1 - float(thresholds.get('quantile', 0.9)):.0%} (90%: up to {max(highs):.0%})"
+    return facts
 
 
 def flat_metrics(report: dict) -> dict[str, float]:

@@ -11,7 +11,15 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from slidead.synth.sounds import FAULTS, _seed_rng, anomalous_clip, machine_build, normal_clip, wav_bytes
+from slidead.synth.sounds import (
+    FAULTS,
+    _seed_rng,
+    anomalous_clip,
+    machine_build,
+    normal_clip,
+    session_conditions,
+    wav_bytes,
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,7 @@ class PlantSpec:
     night_anomaly: int = 2  # per ID per night (random fault)
     seed: int = 0
     severity: tuple[float, float] = (0.3, 1.0)  # range of anomalous clips' severities
+    sessions: int = 1  # > 1: clip i of every split is recorded in session i % sessions (speed, load, SNR, mic)
 
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -40,6 +49,8 @@ def _check_spec(spec: PlantSpec) -> None:
         if not isinstance(mid, str) or not _NAME.fullmatch(mid):
             raise ValueError(f"bad machine ID {mid!r}: use letters, digits, _ or -")
     counts = ("n_train", "n_eval_normal", "n_eval_anomaly", "night_normal", "night_anomaly")
+    if not isinstance(spec.sessions, int) or isinstance(spec.sessions, bool) or spec.sessions < 1:
+        raise ValueError(f"sessions={spec.sessions!r} must be an int >= 1")
     for name in counts + ("seed",):
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -96,10 +107,11 @@ def generate_plant(
     summary = {"train": 0, "eval_normal": 0, "eval_anomaly": 0, "drops": 0, "total": len(jobs), "night_truth": {}}
     for done, (key, split, mid, i, fault) in enumerate(jobs, 1):
         rng = _seed_rng(spec.seed, split, mid, i)
+        sess = session_conditions(builds[mid], i % spec.sessions) if spec.sessions > 1 else None
         if fault is None:
-            audio = normal_clip(builds[mid], rng)
+            audio = normal_clip(builds[mid], rng, session=sess)
         else:
-            audio = anomalous_clip(builds[mid], rng, fault, float(rng.uniform(*spec.severity)))
+            audio = anomalous_clip(builds[mid], rng, fault, float(rng.uniform(*spec.severity)), session=sess)
         put(key, wav_bytes(audio))
         if split.startswith("drops/"):
             summary["drops"] += 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
 
 import numpy as np
@@ -58,6 +58,30 @@ class MachineBuild:
     click_hz: float
     mains_hz: float
     level: float  # typical clip RMS
+
+
+@dataclass(frozen=True)
+class Session:
+    """Recording conditions that hold for a whole session and change between sessions: a
+    machine's normal sound varies more between sessions than within one."""
+
+    speed: float = 1.0  # carriage speed scale: motor, belt and gear tones move with it
+    load: float = 1.0  # friction gain scale
+    snr_db: float = 0.0  # shift of the background's SNR
+    gain_db: float = 0.0  # microphone gain (after the clip's loudness)
+    tilt: float = 0.0  # microphone response, -1 dull .. +1 bright (first-order)
+
+
+def session_conditions(build: "MachineBuild", index: int) -> Session:
+    """The conditions of recording session ``index`` of a machine (deterministic)."""
+    r = _seed_rng(build.seed, "session", build.machine_type, build.machine_id, int(index))
+    return Session(
+        float(np.exp(r.normal(0, 0.05))),
+        float(np.exp(r.normal(0, 0.35))),
+        float(r.normal(0, 3.0)),
+        float(r.normal(0, 4.0)),
+        float(r.uniform(-0.7, 0.7)),
+    )
 
 
 def _seed_rng(*parts) -> np.random.Generator:
@@ -232,12 +256,14 @@ def _fault(build: MachineBuild, rng, kind: str, s: np.ndarray, shaft: np.ndarray
     raise ValueError(f"unknown fault {kind!r}: expected one of {FAULTS}")
 
 
-def _clip(build, rng, fault, severity, snr_db, duration_s) -> np.ndarray:
+def _clip(build, rng, fault, severity, snr_db, duration_s, sess: Session | None = None) -> np.ndarray:
     if not duration_s >= 0.1:
         raise ValueError(f"duration_s={duration_s!r} must be >= 0.1 s")
     if snr_db is not None and not np.isfinite(snr_db):
         raise ValueError(f"snr_db={snr_db!r} must be a finite number of dB or None")
     n = int(round(duration_s * _FS))
+    if sess is not None:
+        build = replace(build, shaft_hz=build.shaft_hz * sess.speed, friction_gain=build.friction_gain * sess.load)
     s = _speed(build, rng, n)
     shaft = np.abs(s) * (build.shaft_hz * rng.normal(1.0, 0.01)) * (1 + 0.004 * _slow(rng, n, 0.5))
     phase = np.cumsum(shaft) * (2 * np.pi / _FS)
@@ -249,16 +275,26 @@ def _clip(build, rng, fault, severity, snr_db, duration_s) -> np.ndarray:
         sig = sig + np.tanh(extra * (1 / cap)) * cap
     snr = float(rng.choice(SNRS_DB)) if snr_db is None else float(snr_db)
     bg = _background(build, rng, n)
+    if sess is not None:
+        snr += sess.snr_db
     mix = sig * (1 / _rms(sig)) + bg * (10 ** (-snr / 20) / _rms(bg))
-    mix *= build.level * 10 ** (rng.normal(0, 1.0) / 20) / _rms(mix)  # same loudness either way
+    if sess is not None and sess.tilt:
+        mix = lfilter([1.0, -0.6 * sess.tilt], [1.0], mix)  # > 0 brighter, < 0 duller
+    gain = 0.0 if sess is None else sess.gain_db
+    mix *= build.level * 10 ** ((rng.normal(0, 1.0) + gain) / 20) / _rms(mix)  # same loudness either way
     return np.clip(mix, -1.0, 1.0).astype(np.float32)
 
 
 def normal_clip(
-    build: MachineBuild, rng: np.random.Generator, snr_db: float | None = None, duration_s: float = 10.0
+    build: MachineBuild,
+    rng: np.random.Generator,
+    snr_db: float | None = None,
+    duration_s: float = 10.0,
+    session: Session | None = None,
 ) -> np.ndarray:
-    """One normal clip, ``(round(duration_s * 16000),)`` float32; SNR drawn from SNRS_DB if None."""
-    return _clip(build, rng, None, 0.0, snr_db, duration_s)
+    """One normal clip, ``(round(duration_s * 16000),)`` float32; SNR drawn from SNRS_DB if None;
+    recorded under ``session``'s conditions when given."""
+    return _clip(build, rng, None, 0.0, snr_db, duration_s, session)
 
 
 def anomalous_clip(
@@ -268,13 +304,14 @@ def anomalous_clip(
     severity: float,
     snr_db: float | None = None,
     duration_s: float = 10.0,
+    session: Session | None = None,
 ) -> np.ndarray:
     """Like :func:`normal_clip` with ``fault`` mixed in at ``severity`` in (0, 1]."""
     if fault not in FAULTS:
         raise ValueError(f"unknown fault {fault!r}: expected one of {FAULTS}")
     if not 0.0 < severity <= 1.0:
         raise ValueError(f"severity={severity!r} must be in (0, 1]")
-    return _clip(build, rng, fault, float(severity), snr_db, duration_s)
+    return _clip(build, rng, fault, float(severity), snr_db, duration_s, session)
 
 
 def wav_bytes(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
