@@ -58,6 +58,7 @@ def retrain(
         patience=patience,
         stream=stream,
         seed=seed,
+        threshold_scheme=thresholds,
     )
     res = job.retrain(
         Services.from_settings(settings),

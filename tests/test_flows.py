@@ -71,7 +71,12 @@ def test_retrain_flow_takes_metric_and_stream(harness, tmp_path, monkeypatch):
     settings, svc, _ = make_plant(tmp_path, nights=())
     from flows.retrain import retrain
 
-    out = retrain(family="ae", machine_type="slider", epochs=2, metric="mahalanobis", stream="parquet")
+    out = retrain(
+        family="ae", machine_type="slider", epochs=2, metric="mahalanobis", stream="parquet", thresholds="oof"
+    )
     loaded = svc.tracker.load("slidead-slider-ae", out["model_version"])
     assert loaded.config.score.metric == "mahalanobis" and loaded.config.train.stream == "parquet"
+    # out-of-fold thresholds need the clips in memory: streamed, the validation split sets them
+    assert loaded.config.train.threshold_scheme == "oof"
+    assert {f["source"] for f in loaded.thresholds["per_id"].values()} <= {"validation", "validation+train"}
     assert loaded.model.mahalanobis.ids == ("00", "02")  # fitted per machine ID, not just present

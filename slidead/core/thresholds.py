@@ -88,7 +88,13 @@ def too_few(thresholds: dict) -> list[str]:
     q = thresholds.get("quantile", 0.9)
     for mid, fit in sorted(thresholds.get("per_id", {}).items()):
         n = int(fit.get("n", 0))
-        if n < MIN_RELIABLE:
+        if fit.get("source") == "validation+train":
+            out.append(
+                f"the threshold of machine {mid} rests on scores of clips the model trained on (too few "
+                f"were held out): expect more false alarms than its target {1 - q:.0%}; give it more "
+                "training clips or train with --thresholds oof"
+            )
+        elif n < MIN_RELIABLE:
             lo, hi = fit.get("fa_low"), fit.get("fa_high")
             spread = f"anywhere from {lo:.0%} to {hi:.0%}" if lo is not None else "far from it"
             out.append(
