@@ -29,6 +29,18 @@ def as_tasks(name, fn, *args, **kwargs):
     return task(fn, name=name, retries=RETRIES.get(name, 0), retry_delay_seconds=10, cache_policy=NONE)(*args, **kwargs)
 
 
+def steps_for(runner):
+    """How the night's steps run: each a task, but for a Dask runner the score step runs in the
+    flow itself, since its fan-out is a subflow of one task per shard (with their own retries)."""
+
+    def run(name, fn, *args, **kwargs):
+        if name == "score" and runner is not None:
+            return fn(*args, **kwargs)
+        return as_tasks(name, fn, *args, **kwargs)
+
+    return run
+
+
 def log(msg: str) -> None:
     get_run_logger().info(msg)
 
@@ -87,6 +99,7 @@ def score(
     settings = Settings()
     svc = Services.from_settings(settings)
     night = night or night_before(timezone or settings.timezone)
+    runner = shard_runner(settings)
     res = nightly.run_night(
         svc,
         night,
@@ -96,8 +109,8 @@ def score(
         run_id=_run_id(),
         progress=Progress("score", log),
         log=log,
-        runner=shard_runner(settings),
-        steps=as_tasks,
+        runner=runner,
+        steps=steps_for(runner),
     )
     publish(svc, res)
     return res.summary()
