@@ -10,7 +10,12 @@ from __future__ import annotations
 import shutil
 import sys
 
+from slidead.progress import Progress
 from slidead.settings import Settings
+from slidead.shell.commands import run_retrain, run_score
+from slidead.shell.report import format_metrics, format_table
+from slidead.store.services import Services
+from slidead.synth.plant import PlantSpec, generate_plant
 
 DEMO_NIGHT = "2026-11-23"
 MACHINE_TYPE = "slider"
@@ -21,12 +26,6 @@ def say(msg: str) -> None:
 
 
 def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool = True, fresh: bool = False) -> int:
-    from slidead.progress import Progress
-    from slidead.shell.commands import format_metrics, run_retrain, run_score
-    from slidead.shell.report import format_table
-    from slidead.store.services import Services
-    from slidead.synth.plant import PlantSpec, generate_plant
-
     home = settings.home_dir
     if fresh and home.exists():
         for name in ("store", "mlflow.db", "mlartifacts", "slidead.duckdb", "prefect"):
