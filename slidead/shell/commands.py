@@ -26,6 +26,9 @@ def prefect_env(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # the temporary local API migrates a new database on its first start: on a loaded 2-core
+    # machine that took longer than Prefect's 20 s default, and a fresh clone's demo failed
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def services(settings: Settings):
