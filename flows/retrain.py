@@ -7,22 +7,17 @@ runs; this flow makes its steps Prefect tasks (with retries) and publishes a sum
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NONE
 
+from flows.tasks import as_tasks
 from slidead.jobs import retrain as job
 from slidead.progress import Progress
 from slidead.progress import epochs as epoch_progress
 from slidead.settings import Settings
 from slidead.store.services import Services
 
-RETRIES = {"ingest": 2, "train": 0, "register": 1}
-
-
-def as_tasks(name, fn, *args, **kwargs):
-    """Run one step of a library recipe as a Prefect task named after it."""
-    return task(fn, name=name, retries=RETRIES.get(name, 0), retry_delay_seconds=5, cache_policy=NONE)(*args, **kwargs)
+STEPS = as_tasks({"ingest": 2, "train": 0, "register": 1}, delay_s=5)
 
 
 def log(msg: str) -> None:
@@ -49,11 +44,11 @@ def retrain(
     memory budget), ``memory`` or ``parquet``."""
     settings = Settings()
     cfg = job.run_config(
+        settings,
         family,
         machine_type,
         metric,
-        settings.threshold_quantile(),
-        device=device or settings.device,
+        device,
         epochs=epochs,
         patience=patience,
         stream=stream,
@@ -67,7 +62,7 @@ def retrain(
         log,
         Progress("ingest", log),
         epoch_progress(family, log),
-        steps=as_tasks,
+        steps=STEPS,
     )
     mean = res.outcome.report.get("mean", {})
     create_markdown_artifact(

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from flows.tasks import as_tasks
 from slidead.jobs import nightly
 from slidead.layout import night_before
 from slidead.progress import Progress
@@ -21,12 +22,7 @@ from slidead.settings import Settings
 from slidead.store.services import Services
 
 # retries per step of the recipe: a missing champion needs a retrain, not another try
-RETRIES = {"plan": 0, "score": 2, "load": 3}
-
-
-def as_tasks(name, fn, *args, **kwargs):
-    """Run one step of a library recipe as a Prefect task named after it."""
-    return task(fn, name=name, retries=RETRIES.get(name, 0), retry_delay_seconds=10, cache_policy=NONE)(*args, **kwargs)
+TASKS = as_tasks({"plan": 0, "score": 2, "load": 3}, delay_s=10)
 
 
 def steps_for(runner):
@@ -36,7 +32,7 @@ def steps_for(runner):
     def run(name, fn, *args, **kwargs):
         if name == "score" and runner is not None:
             return fn(*args, **kwargs)
-        return as_tasks(name, fn, *args, **kwargs)
+        return TASKS(name, fn, *args, **kwargs)
 
     return run
 

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +38,7 @@ from slidead.errors import NightBusyError, StoreError, redact
 from slidead.jobs.champions import champions
 from slidead.jobs.ingest import ingest, list_refs
 from slidead.jobs.night_lock import night_lock
+from slidead.jobs.steps import Steps, inline
 from slidead.layout import check_night, parse_key
 from slidead.store import alarms as alarm_store
 from slidead.store.objects import Lease
@@ -47,15 +48,6 @@ from slidead.store.shards import ShardStore, shard_id
 from slidead.store.tracking import LoadedModel, model_name
 
 Log = Callable[[str], None]
-T = TypeVar("T")
-
-
-def inline(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """The default way a recipe runs a step: call it. (A flow passes one that runs it as a task.)"""
-    return fn(*args, **kwargs)
-
-
-Steps = Callable[..., Any]  # (name, fn, *args, **kwargs) -> fn's result, e.g. :func:`inline`
 
 _SCORE_SCHEMA = pa.schema(
     [

@@ -24,17 +24,13 @@ from slidead.core.train import FrameWindows, fit, resolve_device, split_clips
 from slidead.errors import NotEnoughDataError
 from slidead.jobs.ingest import IngestResult, ingest, list_refs
 from slidead.jobs.labels import add_plant_clips
+from slidead.jobs.steps import Steps, inline
 from slidead.jobs.stream import StoredClips, StreamWindows, stored_rows
 from slidead.store.features import FeatureRow, partition
 from slidead.store.services import Services
 from slidead.store.tracking import Decision, model_name
 
 Log = Callable[[str], None]
-
-
-def inline(name: str, fn, *args, **kwargs):
-    """The default way a recipe runs a step: call it. (A flow passes one that runs it as a task.)"""
-    return fn(*args, **kwargs)
 
 
 def _quiet(_msg: str) -> None:
@@ -477,7 +473,7 @@ def retrain(
     log: Log = _quiet,
     ingest_progress: Callable[[int, int], None] | None = None,
     epoch_progress: Callable[[int, int, float, float], None] | None = None,
-    steps=inline,
+    steps: Steps = inline,
 ) -> RetrainResult:
     """The whole retrain: ingest ``train/`` and ``eval/`` of ``cfg.machine_type`` (plus the plant
     clips operators labelled), train and evaluate ``cfg``, register the version in MLflow and
@@ -489,11 +485,15 @@ def retrain(
     return RetrainResult(cfg.family, cfg.machine_type, version, run_id, decision, outcome)
 
 
-def run_config(family: str, machine_type: str, metric: str | None, quantile: float = 0.9, **train) -> RunConfig:
+def run_config(
+    settings, family: str, machine_type: str, metric: str | None = None, device: str | None = None, **train
+) -> RunConfig:
     """The family's default config for a command's options: the score ``metric`` (None: the
-    family's), the thresholds' ``quantile``, and TrainConfig values (those given as None are
-    left at their defaults)."""
+    family's), the device (None: the settings'), the thresholds' quantile from the settings
+    (:meth:`~slidead.settings.Settings.threshold_quantile`), and TrainConfig values (those given
+    as None are left at their defaults)."""
     from dataclasses import replace
 
-    cfg = RunConfig.default(family, machine_type, metric, **{k: v for k, v in train.items() if v is not None})
-    return replace(cfg, threshold_quantile=quantile)
+    train = {k: v for k, v in train.items() if v is not None}
+    cfg = RunConfig.default(family, machine_type, metric, device=device or settings.device, **train)
+    return replace(cfg, threshold_quantile=settings.threshold_quantile())

@@ -73,15 +73,15 @@ def run_retrain(
     from slidead.progress import epochs as epoch_progress
 
     cfg = job.run_config(
+        settings,
         family,
         machine_type,
         metric,
-        settings.threshold_quantile(),
-        device=device or settings.device,
+        device,
         epochs=epochs,
-        threshold_scheme=thresholds,
         patience=patience,
         stream=stream,
+        threshold_scheme=thresholds,
     )
 
     res = job.retrain(services(settings), cfg, tolerance, say, Progress("ingest", say), epoch_progress(family, say))

@@ -1,0 +1,20 @@
+"""How a recipe runs its steps: ``steps(name, fn, *args, **kwargs)`` returns ``fn``'s result.
+
+The library's recipes (:func:`slidead.jobs.nightly.run_night`, :func:`slidead.jobs.retrain.retrain`)
+call each step through ``steps``; :func:`inline` calls it, and the Prefect flows pass one that
+runs it as a task with retries (``flows/tasks.py``). The recipe is the same either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+Steps = Callable[..., Any]
+
+
+def inline(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run step ``name``: call it."""
+    return fn(*args, **kwargs)
