@@ -26,6 +26,17 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 @dataclass(frozen=True)
+class ObjectInfo:
+    """A listed object: its key, its size in bytes and a tag that changes when its bytes are
+    replaced (the ETag on S3; size and mtime in nanoseconds in a local folder). Stores that
+    cannot say leave size and tag None."""
+
+    key: str
+    size: int | None = None
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
 class ClipRef:
     key: str
     split: str

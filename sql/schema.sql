@@ -28,6 +28,32 @@ CREATE TABLE IF NOT EXISTS rejected (
     rejected_at   TIMESTAMP DEFAULT current_timestamp
 );
 
+-- The night's ledger: one row per object listed under drops/<night>/ (an arrival) and what became
+-- of it. fate: 'scored' (its bytes were first seen here and scored), 'duplicate' (bytes seen
+-- before: duplicate_of says where; not scored again) or 'rejected' (reason, detail). Every
+-- arrival has exactly one fate, so arrivals = scored + duplicates + rejected. A re-run adds
+-- nothing; a key that later holds different bytes is a new version of the arrival (kept).
+CREATE TABLE IF NOT EXISTS drops (
+    night              DATE NOT NULL,
+    uri                VARCHAR NOT NULL,
+    version            INTEGER NOT NULL,     -- 1; 2, 3, ... when the same key later holds other bytes
+    machine_type       VARCHAR,              -- as parsed from the key; NULL when it breaks the layout
+    machine_id         VARCHAR,
+    size_bytes         BIGINT,
+    etag               VARCHAR,              -- the object's ETag (S3), or size-mtime_ns (local folder)
+    clip_id            VARCHAR,              -- SHA-256 of the bytes, when they were read
+    fate               VARCHAR NOT NULL CHECK (fate IN ('scored', 'duplicate', 'rejected')),
+    reason             VARCHAR,              -- rejected: the reason slug, as in rejected
+    detail             VARCHAR,
+    duplicate_of       VARCHAR,              -- duplicate: the uri where these bytes were first seen
+    duplicate_of_night DATE,                 -- its night (NULL for a training or evaluation clip)
+    duplicate_of_split VARCHAR,              -- 'drop' | 'train' | 'eval'
+    note               VARCHAR,              -- e.g. 'bytes equal an evaluation clip: ...'
+    run_id             VARCHAR,
+    first_seen_at      TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (night, uri, version)
+);
+
 CREATE TABLE IF NOT EXISTS scores (
     clip_id         VARCHAR NOT NULL,
     model_name      VARCHAR NOT NULL,    -- slidead-<machine_type>-<family>
@@ -109,26 +135,39 @@ SELECT s.night, s.machine_type, s.machine_id, s.clip_id, c.uri,
 FROM scores s LEFT JOIN clips c USING (clip_id) LEFT JOIN labels l USING (clip_id)
 WHERE s.is_anomaly;
 
+-- Per night, machine and model: the night's arrivals and their fates (from the ledger, drops),
+-- and the model's flags and scores. arrivals = scored + duplicates + rejected on every row.
 CREATE OR REPLACE VIEW nightly_summary AS
 WITH sc AS (
     SELECT night, machine_type, machine_id, model_name, model_version,
-           count(*) AS n_scored,
+           count(*) AS n_model_scored,
            count(*) FILTER (WHERE is_anomaly) AS n_flagged,
            median(score) AS median_score,
            max(score) AS max_score
-    FROM scores GROUP BY ALL
-), rj AS (
-    SELECT night, machine_type, machine_id, count(*) AS n_rejected
-    FROM rejected WHERE night IS NOT NULL GROUP BY ALL
+    FROM scores WHERE night IS NOT NULL GROUP BY ALL
+), ar AS (
+    SELECT night, machine_type, machine_id,
+           count(*) AS n_arrivals,
+           count(*) FILTER (WHERE fate = 'scored') AS n_scored,
+           count(*) FILTER (WHERE fate = 'duplicate') AS n_duplicates,
+           count(*) FILTER (WHERE fate = 'rejected') AS n_rejected
+    FROM drops GROUP BY ALL
 )
-SELECT sc.night, sc.machine_type, sc.machine_id, sc.model_name, sc.model_version,
-       sc.n_scored, sc.n_flagged,
-       round(sc.n_flagged / sc.n_scored, 4) AS anomaly_rate,
-       sc.median_score, sc.max_score,
-       coalesce(rj.n_rejected, 0) AS n_rejected
-FROM sc LEFT JOIN rj
-  ON rj.night = sc.night AND rj.machine_type = sc.machine_type AND rj.machine_id = sc.machine_id
-WHERE sc.night IS NOT NULL;
+SELECT coalesce(sc.night, ar.night) AS night,
+       coalesce(sc.machine_type, ar.machine_type) AS machine_type,
+       coalesce(sc.machine_id, ar.machine_id) AS machine_id,
+       sc.model_name, sc.model_version,
+       coalesce(ar.n_arrivals, sc.n_model_scored) AS n_arrivals,
+       coalesce(ar.n_scored, sc.n_model_scored) AS n_scored,
+       coalesce(ar.n_duplicates, 0) AS n_duplicates,
+       coalesce(ar.n_rejected, 0) AS n_rejected,
+       coalesce(sc.n_flagged, 0) AS n_flagged,
+       round(sc.n_flagged / sc.n_model_scored, 4) AS anomaly_rate,
+       sc.median_score, sc.max_score
+FROM sc FULL OUTER JOIN ar
+  ON ar.night = sc.night
+ AND ar.machine_type IS NOT DISTINCT FROM sc.machine_type
+ AND ar.machine_id IS NOT DISTINCT FROM sc.machine_id;
 
 -- Machine-level alarms (slidead.alarms), recomputed from scores after every night's load.
 CREATE TABLE IF NOT EXISTS machine_nights (

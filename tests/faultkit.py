@@ -5,8 +5,9 @@
 - :func:`services`: Services on a given store with its own DuckDB file and that registry.
 - :func:`clip`: short WAV bytes of seeded noise (1 s: 28 context windows, fast to score).
 - :func:`ledger`: the end-state check every fault test ends with: each object under the night's
-  drop folder is scored exactly once by the champion or rejected with a reason and a detail,
-  and no table holds a duplicate row.
+  drop folder has one current row in the night's ledger (``drops``) whose fate is scored
+  (exactly once by the champion), duplicate (naming where its bytes were first seen) or
+  rejected (with a reason and a detail), and no table holds a duplicate row.
 - :class:`FlakyProxy`: an HTTP proxy on 127.0.0.1 that answers the first N (or every Nth)
   request with 503 SlowDown or another 5xx and forwards the rest to an S3 server.
 """
@@ -145,38 +146,58 @@ _DUPLICATES = {
     "scores": "SELECT count(*) - count(DISTINCT (clip_id, model_name, model_version)) FROM scores",
     "clips": "SELECT count(*) - count(DISTINCT clip_id) FROM clips",
     "rejected": "SELECT count(*) - count(DISTINCT uri) FROM rejected",
+    "drops": "SELECT count(*) - count(DISTINCT (night, uri, version)) FROM drops",
 }
 
 
 def ledger(svc: Services, night: str = NIGHT, model: str = MODEL, keys=None) -> dict:
     """Check that nothing is lost and nothing is doubled; returns where each key ended.
 
-    Every key under ``drops/<night>/`` (or ``keys``) must be scored by ``model`` exactly once (by
-    the SHA-256 of its bytes) or be in ``rejected`` with a reason and a detail; ``scores``,
-    ``clips`` and ``rejected`` hold no duplicate keys."""
+    Every key under ``drops/<night>/`` (or ``keys``) must have exactly one current arrival row in
+    the night's ledger (``drops``, latest version) whose fate is ``scored`` (its bytes, by SHA-256,
+    scored by ``model`` exactly once), ``duplicate`` (it names where the bytes were first seen)
+    or ``rejected`` (with a reason and a detail); ``scores``, ``clips``, ``rejected`` and
+    ``drops`` hold no duplicate keys, and the ledger lists no object that is not there."""
+    whole_night = keys is None
     keys = list(svc.store.list(f"drops/{night}/")) if keys is None else list(keys)
     with svc.db.connect(read_only=True) as con:
         scored = dict(
             con.execute("SELECT clip_id, count(*) FROM scores WHERE model_name = ? GROUP BY 1", [model]).fetchall()
         )
-        rejected = {u: (r, d) for u, r, d in con.execute("SELECT uri, reason, detail FROM rejected").fetchall()}
+        arrivals: dict[str, list] = {}
+        for uri, fate, reason, detail, clip_id, dup in con.execute(
+            "SELECT uri, fate, reason, detail, clip_id, duplicate_of FROM drops WHERE night = ?::DATE "
+            "ORDER BY uri, version DESC",
+            [night],
+        ).fetchall():
+            arrivals.setdefault(uri, []).append((fate, reason, detail, clip_id, dup))
         dups = {t: con.execute(sql).fetchone()[0] for t, sql in _DUPLICATES.items()}
     out: dict[str, tuple] = {}
     lost = []
     for key in keys:
         uri = svc.store.uri_for(key)
-        if uri in rejected:
-            reason, detail = rejected[uri]
+        if uri not in arrivals:
+            lost.append((key, "no arrival row"))
+            continue
+        fate, reason, detail, clip_id, dup = arrivals[uri][0]  # the current version
+        if fate == "rejected":
             assert reason and detail, f"{key}: rejected without a reason and detail"
             out[key] = ("rejected", reason, detail)
             continue
         cid = hashlib.sha256(svc.store.get(key)).hexdigest()
-        if scored.get(cid) == 1:
+        assert clip_id == cid, f"{key}: the ledger's clip_id is not the SHA-256 of its bytes"
+        if fate == "duplicate":
+            assert dup and dup != uri, f"{key}: a duplicate that names no first arrival"
+            out[key] = ("duplicate", dup)
+        elif scored.get(cid) == 1:
             out[key] = ("scored", cid)
         else:
-            lost.append((key, scored.get(cid, 0)))
-    assert not lost, f"lost or doubled clips (key, times scored): {lost}"
-    assert dups == {"scores": 0, "clips": 0, "rejected": 0}, f"duplicate rows: {dups}"
+            lost.append((key, f"scored {scored.get(cid, 0)} times"))
+    assert not lost, f"lost or doubled clips (key, why): {lost}"
+    if whole_night:
+        extra = set(arrivals) - {svc.store.uri_for(k) for k in keys}
+        assert not extra, f"ledger rows for objects that are not there: {extra}"
+    assert dups == {"scores": 0, "clips": 0, "rejected": 0, "drops": 0}, f"duplicate rows: {dups}"
     return out
 
 

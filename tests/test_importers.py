@@ -176,7 +176,14 @@ def test_upload_night(tmp_path):
     assert res["uploaded"] == 2
     assert store.get("drops/2024-03-01/slider/id_00/a.wav") == a
     assert store.get("drops/2024-03-01/slider/id_03/b.WAV") == b
-    why = {p.split("night/")[1]: w for p, w in res["skipped"]}
+    # the odd files go up too, as a gateway would write them: the night's ledger rejects them
+    assert res["skipped"] == []
+    why = {p.split("night/")[1]: w for p, w, _ in res["odd"]}
+    assert {k for _, _, k in res["odd"]} == {
+        f"drops/2024-03-01/{r}"
+        for r in ("slider/id_00/readme.txt", "slider/c.wav", "slider/machine_1/d.wav", "bad type/id_00/e.wav")
+    }
+    assert store.get("drops/2024-03-01/slider/c.wav") == _clip(2)
     assert why["slider/id_00/readme.txt"] == "not a .wav file"
     assert why["slider/c.wav"] == why["slider/machine_1/d.wav"] == "expected <machine_type>/id_<NN>/<name>.wav"
     assert "machine_type" in why["bad type/id_00/e.wav"]

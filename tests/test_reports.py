@@ -221,12 +221,13 @@ def test_cli_nightly_summary(db_path):
     f = SQL_DIR / "nightly_summary.sql"
     for night in (None, LATEST):
         lines = _cli(db_path, f, night).splitlines()
-        assert lines[0].startswith("night,machine_type,machine_id,model,scored,flagged")
-        assert f"{LATEST},{MT},id_02,{MODEL}:1,4,1,0.25," in "\n".join(lines)
-        assert f"{LATEST},{MT},id_04,NULL,0,0,NULL,NULL,NULL,1" in lines
+        assert lines[0].startswith("night,machine_type,machine_id,model,arrivals,scored,duplicates,rejected,flagged")
+        # no ledger rows in this database (made row by row): arrivals = scored + rejected
+        assert f"{LATEST},{MT},id_02,{MODEL}:1,6,4,0,2,1,0.25," in "\n".join(lines)
+        assert f"{LATEST},{MT},id_04,NULL,1,0,0,1,0,NULL,NULL,NULL" in lines
         assert len(lines) == 1 + 5
     out = _cli(db_path, f, "2026-11-22")
-    assert f"2026-11-22,{MT},id_00,{MODEL}:1,2,0,0.0," in out
+    assert f"2026-11-22,{MT},id_00,{MODEL}:1,3,2,0,1,0,0.0," in out
     assert LATEST not in out
 
 

@@ -225,12 +225,16 @@ def _tables(n):
         "scores": pa.table({"clip_id": [f"c{i}" for i in range(n)], "score": [float(i) for i in range(n)]}),
         "clips": pa.table({"clip_id": [f"c{i}" for i in range(n)], "uri": [f"u{i}" for i in range(n)]}),
         "rejected": pa.table({"uri": pa.array([], pa.string()), "reason": pa.array([], pa.string())}),
+        "arrivals": pa.table({"uri": [f"u{i}" for i in range(n)], "clip_id": [f"c{i}" for i in range(n)]}),
     }
 
 
 def test_shard_id_is_order_independent():
     assert shard_id(["b", "a"]) == shard_id(["a", "b"])
     assert shard_id(["a"]) != shard_id(["a", "b"]) and len(shard_id(["a"])) == 16
+    # an object replaced by new bytes (a new tag) is a new shard; no tags: the keys alone
+    assert shard_id(["a", "b"], ["1", "2"]) != shard_id(["a", "b"], ["1", "3"])
+    assert shard_id(["a", "b"], [None, None]) == shard_id(["a", "b"])
 
 
 def test_shard_store_write_read_done(tmp_path):

@@ -36,6 +36,7 @@ class AudioConfig:
     min_rate: int = 8000  # below this, resampling up would invent the spectrum: reject
     min_samples: int = 2048  # one context window of 5 frames at hop 512
     max_seconds: float = 600.0  # guards against absurd files
+    max_bytes: int = 64 * 2**20  # larger objects are judged from their first HEAD_BYTES, never read whole
 
     def __post_init__(self):
         if self.target_rate <= 0 or self.min_rate <= 0:
@@ -159,6 +160,48 @@ def _data_chunk(data: bytes) -> tuple[int, int, int] | None:
             block_align = int.from_bytes(data[pos + 20 : pos + 22], "little")
         elif cid == b"data":
             return pos, size, block_align
+        pos += 8 + size + (size & 1)
+    return None
+
+
+HEAD_BYTES = 64 * 1024  # what is read of an object over max_bytes: the RIFF header is in it
+
+
+def oversized(head: bytes, size: int, config: AudioConfig = AudioConfig()) -> AudioError:
+    """Why an object of ``size`` bytes, over ``config.max_bytes``, is rejected, judged from its
+    first bytes (``head``) alone: ``too_long`` when its header says it lasts longer than
+    ``max_seconds``, else ``too_large``. Its samples are never read."""
+    mb = size / 1e6
+    limit = f"the {config.max_bytes / 1e6:.0f} MB limit (SLIDEAD_MAX_CLIP_MB)"
+    fmt = _fmt(head)
+    if head[:4] not in (b"RIFF", b"RIFX", b"RF64") or head[8:12] != b"WAVE":
+        return AudioError("not_wav", f"no RIFF/WAVE header (starts with {head[:12]!r}); {mb:.0f} MB, over {limit}")
+    if fmt is None:
+        return AudioError("too_large", f"{mb:.0f} MB is over {limit}; its header names no format")
+    channels, rate, block_align = fmt
+    chunk = _data_chunk(head)
+    payload = size - (chunk[0] + 8 if chunk else 44)
+    seconds = payload / (block_align * rate) if block_align > 0 and rate > 0 else None
+    what = f"{channels} channel(s) at {rate} Hz, {mb:.0f} MB"
+    if seconds is not None and seconds > config.max_seconds:
+        return AudioError(
+            "too_long",
+            f"{seconds:.0f} s ({what}) is over the {config.max_seconds:.0f} s limit; judged from the header, not read",
+        )
+    return AudioError("too_large", f"{what} is over {limit}; judged from the header, not read")
+
+
+def _fmt(data: bytes) -> tuple[int, int, int] | None:
+    """(channels, sample rate, block align) from a plain RIFF file's ``fmt `` chunk, or None."""
+    if data[:4] != b"RIFF":
+        return None
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if cid == b"fmt " and pos + 24 <= len(data):
+            channels = int.from_bytes(data[pos + 10 : pos + 12], "little")
+            rate = int.from_bytes(data[pos + 12 : pos + 16], "little")
+            return channels, rate, int.from_bytes(data[pos + 20 : pos + 22], "little")
         pos += 8 + size + (size & 1)
     return None
 

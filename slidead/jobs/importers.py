@@ -18,7 +18,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from slidead.layout import check_name, check_night
+from slidead.errors import LayoutError
+from slidead.layout import check_name, check_night, safe_key
 from slidead.store.objects import ObjectStore
 
 _DCASE = re.compile(r"^(normal|anomaly)_id_(\d{2,})_(\w+)\.wav$", re.IGNORECASE)
@@ -97,25 +98,41 @@ def import_mimii(store: ObjectStore, src: str | Path, night: str | None = None, 
 
 
 def upload_night(store: ObjectStore, src: str | Path, night: str, progress=None) -> dict:
-    """Drop a folder of ``<type>/id_<NN>/*.wav`` as the given night."""
+    """Drop a folder of ``<type>/id_<NN>/*.wav`` as the given night.
+
+    Files that do not fit the layout (not ``.wav``, no ``id_<NN>`` folder, a bad type name) are
+    uploaded too, under the same relative path, as a gateway writing to the bucket would: the
+    night lists them in its ledger (``drops``) as rejected ``bad_key``, so both ways in agree.
+    Returned as ``odd`` (path, why, key); ``skipped`` holds only paths no key can name."""
     check_night(night)
     src = Path(src)
     if not src.is_dir():
         raise ValueError(f"{src}: not a folder")
-    items, skipped = [], []
+    items, odd, skipped = [], [], []
     for f in sorted(src.rglob("*")):
         if not f.is_file():
             continue
         rel = f.relative_to(src).parts
+        why = None
         if f.suffix.lower() != ".wav":
-            skipped.append((str(f), "not a .wav file"))
+            why = "not a .wav file"
         elif len(rel) != 3 or not _ID_DIR.match(rel[1]):
-            skipped.append((str(f), "expected <machine_type>/id_<NN>/<name>.wav"))
+            why = "expected <machine_type>/id_<NN>/<name>.wav"
         else:
             try:
                 check_name("machine_type", rel[0])
             except ValueError as e:
-                skipped.append((str(f), str(e)))
-                continue
-            items.append((f, f"drops/{night}/{rel[0]}/{rel[1]}/{rel[2]}"))
-    return {"uploaded": len(items), "skipped": skipped, "keys": _upload(store, items, progress)}
+                why = str(e)
+        key = f"drops/{night}/{'/'.join(rel)}"
+        if why is None:
+            items.append((f, key))
+            continue
+        try:
+            safe_key(key)
+        except LayoutError as e:
+            skipped.append((str(f), f"{why}; not uploaded: {e}"))
+            continue
+        odd.append((str(f), why, key))
+    keys = _upload(store, items, progress)
+    _upload(store, [(Path(p), k) for p, _, k in odd])
+    return {"uploaded": len(items), "keys": keys, "odd": odd, "skipped": skipped}

@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 import soundfile as sf
 import torch
 
-from slidead.core.audio import AudioConfig, decode
+from slidead.core.audio import HEAD_BYTES, AudioConfig, decode, oversized
 from slidead.core.features import FeatureConfig, LogMel
 from slidead.errors import AudioError, LayoutError, StoreError
-from slidead.layout import ClipRef, parse_key, prefix
+from slidead.layout import ClipRef, ObjectInfo, parse_key, prefix
 from slidead.store.features import FeatureRow, FeatureStore, partition
-from slidead.store.objects import ObjectStore
+from slidead.store.objects import ObjectStore, list_info
 
 FLUSH_CLIPS = 256  # new feature rows written to the store at a time (one Parquet file)
 MALLOC_ARENAS = 2  # glibc malloc arenas for the process (see cap_malloc_arenas)
@@ -71,22 +71,46 @@ class IngestResult:
     rejected: list[dict] = field(default_factory=list)  # rows for the rejected table
     features: dict[str, dict[str, FeatureRow]] = field(default_factory=dict)  # config hash -> clip_id -> row
     refs: dict[str, ClipRef] = field(default_factory=dict)  # clip_id -> where it was
+    arrivals: list[dict] = field(default_factory=list)  # one per ref: what arrived, its bytes' clip_id or why rejected
     n_reused: int = 0
     n_skipped: int = 0
     n_duplicates: int = 0
 
 
 def list_refs(
-    store: ObjectStore, split: str, machine_type: str | None = None, night: str | None = None
+    store: ObjectStore,
+    split: str,
+    machine_type: str | None = None,
+    night: str | None = None,
+    infos: dict[str, ObjectInfo] | None = None,
 ) -> tuple[list[ClipRef], list[dict]]:
-    """Clips under a split's prefix, and a rejected row for each key that breaks the layout."""
+    """Clips under a split's prefix, and a rejected row for each key that breaks the layout.
+    ``infos``, when given, receives each listed key's size and tag (from the same listing)."""
     refs, rejected = [], []
-    for key in store.list(prefix(split, machine_type, night)):
+    for info in list_info(store, prefix(split, machine_type, night)):
+        if infos is not None:
+            infos[info.key] = info
         try:
-            refs.append(parse_key(key))
+            refs.append(parse_key(info.key))
         except LayoutError as e:
-            rejected.append({"uri": store.uri_for(key), "night": night, "reason": "bad_key", "detail": str(e)})
+            rejected.append({"uri": store.uri_for(info.key), "night": night, "reason": "bad_key", "detail": str(e)})
     return refs, rejected
+
+
+def arrival(uri: str, night, machine_type, machine_id, info: ObjectInfo | None, size=None, **fate) -> dict:
+    """A row of the night's ledger (the ``drops`` table) before its fate is decided at load:
+    ``fate`` holds ``clip_id`` (the bytes' SHA-256) or ``reason``/``detail`` (rejected)."""
+    return {
+        "night": night,
+        "uri": uri,
+        "machine_type": machine_type,
+        "machine_id": machine_id,
+        "size_bytes": info.size if info is not None and info.size is not None else size,
+        "etag": info.tag if info is not None else None,
+        "clip_id": fate.get("clip_id"),
+        "reason": fate.get("reason"),
+        "detail": fate.get("detail"),
+    }
 
 
 def _rejected(store, ref: ClipRef, reason: str, detail: str, clip_id=None) -> dict:
@@ -128,6 +152,7 @@ def ingest(
     workers: int = 4,
     device: str = "cpu",
     keep_features: bool = True,
+    infos: dict[str, ObjectInfo] | None = None,
 ) -> IngestResult:
     cap_malloc_arenas()
     configs = list(configs)
@@ -139,6 +164,19 @@ def ingest(
     for r in refs:
         groups[(partition(r.split, r.night), r.machine_type)].append(r)
     done, total = 0, len(refs)
+    sizes: dict[str, int] = {}  # bytes read, for stores whose listing has no sizes
+
+    def arrived(ref: ClipRef, **fate) -> None:
+        uri = store.uri_for(ref.key)
+        res.arrivals.append(
+            arrival(
+                uri, ref.night, ref.machine_type, ref.machine_id, (infos or {}).get(ref.key), sizes.get(ref.key), **fate
+            )
+        )
+
+    def reject(ref: ClipRef, reason: str, detail: str, clip_id=None) -> None:
+        res.rejected.append(_rejected(store, ref, reason, detail, clip_id))
+        arrived(ref, clip_id=clip_id, reason=reason, detail=detail)
 
     def features_of(ref: ClipRef, clip_id: str, data: bytes):
         """Decode once per audio config, compute every feature config: (facts, rows). The audio
@@ -153,11 +191,26 @@ def ingest(
 
     def work(ref: ClipRef, have: dict[str, set[str]]):
         """In a worker thread: read, hash, and (unless skippable) decode and compute features.
-        Returns (ref, clip_id, data-if-skippable, facts-or-None, rows-or-None, error-or-None)."""
+        Returns (ref, clip_id, data-if-skippable, facts-or-None, rows-or-None, error-or-None).
+        An object the listing says is over ``max_bytes`` is judged from its first bytes and
+        never read whole (clip_id None, an AudioError)."""
+        info = (infos or {}).get(ref.key)
         try:
+            if info is not None and info.size is not None and info.size > audio_config.max_bytes:
+                return (
+                    ref,
+                    None,
+                    None,
+                    None,
+                    None,
+                    oversized(store.get_head(ref.key, HEAD_BYTES), info.size, audio_config),
+                )
             data = store.get(ref.key)
         except Exception as e:  # noqa: BLE001 - any read failure is reported per clip
             return ref, None, None, None, None, e
+        sizes[ref.key] = len(data)
+        if len(data) > audio_config.max_bytes:  # a store that could not say its size
+            return ref, None, None, None, None, oversized(data[:HEAD_BYTES], len(data), audio_config)
         clip_id = hashlib.sha256(data).hexdigest()
         if clip_id in skip_ids or all(clip_id in have[c.hash] for c in configs):
             return ref, clip_id, data, None, None, None
@@ -184,20 +237,26 @@ def ingest(
                     if isinstance(err, StoreError):
                         raise err
                     if clip_id is None:
-                        reason = "bad_key" if isinstance(err, LayoutError) else "unreadable_object"
-                        res.rejected.append(_rejected(store, ref, reason, f"{type(err).__name__}: {err}"))
+                        if isinstance(err, AudioError):
+                            reject(ref, err.reason, err.detail)
+                        else:
+                            reason = "bad_key" if isinstance(err, LayoutError) else "unreadable_object"
+                            reject(ref, reason, f"{type(err).__name__}: {err}")
                         continue
                     if clip_id in res.refs:
                         res.n_duplicates += 1
+                        arrived(ref, clip_id=clip_id)
                         continue
                     if clip_id in skip_ids:
                         res.n_skipped += 1
+                        arrived(ref, clip_id=clip_id)
                         continue
                     if facts is None and err is None:  # features already in the store
                         info = _header(data)
                         if info is not None:
                             res.refs[clip_id] = ref
                             res.clips.append(_clip_row(store, ref, clip_id, *info, None))
+                            arrived(ref, clip_id=clip_id)
                             cached_ids[clip_id] = ref.machine_id
                             res.n_reused += 1
                             continue
@@ -206,15 +265,14 @@ def ingest(
                         except Exception as e:  # noqa: BLE001
                             err = e
                     if isinstance(err, AudioError):
-                        res.rejected.append(_rejected(store, ref, err.reason, err.detail, clip_id))
+                        reject(ref, err.reason, err.detail, clip_id)
                         continue
                     if err is not None:  # an unforeseen file must not stop the night
-                        res.rejected.append(
-                            _rejected(store, ref, "decode_failed", f"{type(err).__name__}: {err}"[:500], clip_id)
-                        )
+                        reject(ref, "decode_failed", f"{type(err).__name__}: {err}"[:500], clip_id)
                         continue
                     res.refs[clip_id] = ref
                     res.clips.append(_clip_row(store, ref, clip_id, *facts))
+                    arrived(ref, clip_id=clip_id)
                     for c in configs:
                         if keep_features:
                             res.features[c.hash][clip_id] = rows[c.hash]

@@ -36,13 +36,13 @@ from slidead.core.thresholds import threshold_for
 from slidead.core.train import resolve_device
 from slidead.errors import NightBusyError, StoreError, redact
 from slidead.jobs.champions import champions
-from slidead.jobs.ingest import ingest, list_refs
+from slidead.jobs.ingest import arrival, ingest, list_refs
 from slidead.jobs.night_lock import night_lock
 from slidead.jobs.steps import Steps, inline
-from slidead.layout import check_night, parse_key
+from slidead.layout import ObjectInfo, check_night, parse_key
 from slidead.store import alarms as alarm_store
 from slidead.store.objects import Lease
-from slidead.store.results import CLIP_COLUMNS, REJECTED_COLUMNS
+from slidead.store.results import ARRIVAL_COLUMNS, CLIP_COLUMNS, REJECTED_COLUMNS
 from slidead.store.services import Services
 from slidead.store.shards import ShardStore, shard_id
 from slidead.store.tracking import LoadedModel, model_name
@@ -75,6 +75,7 @@ _CLIP_SCHEMA = pa.schema(
     ]
 )
 _REJ_SCHEMA = pa.schema([(c, pa.string()) for c in REJECTED_COLUMNS])
+_ARRIVAL_SCHEMA = pa.schema([(c, pa.int64() if c == "size_bytes" else pa.string()) for c in ARRIVAL_COLUMNS])
 
 
 def _quiet(_msg: str) -> None:
@@ -87,11 +88,16 @@ class NightResult:
     run_id: str
     family: str | None = None
     models: dict[str, int] = field(default_factory=dict)  # model name -> version used
-    n_clips: int = 0
-    n_scored: int = 0
+    n_clips: int = 0  # objects listed under the night's drop folder
+    n_scored: int = 0  # new score rows this run loaded
     n_skipped: int = 0
     n_rejected: int = 0
     n_flagged: int = 0
+    # the night's ledger after the load (every arrival, every run so far): arrivals = scored +
+    # duplicates + rejected, per machine in ``ledger`` ({"slider/00": {"arrivals": .., ...}})
+    n_arrivals: int = 0
+    n_duplicates: int = 0
+    ledger: dict[str, dict[str, int]] = field(default_factory=dict)
     n_shards_resumed: int = 0
     seconds: float = 0.0
     shards: list[tuple[str, str, int, str]] = field(default_factory=list)  # (night, model, version, shard)
@@ -109,6 +115,9 @@ class NightResult:
             "n_skipped": self.n_skipped,
             "n_rejected": self.n_rejected,
             "n_flagged": self.n_flagged,
+            "n_arrivals": self.n_arrivals,
+            "n_duplicates": self.n_duplicates,
+            "ledger": self.ledger,
             "shards_resumed": self.n_shards_resumed,
             "engine": self.engine,
             "alarms": [a.detail for a in self.alarms],
@@ -154,6 +163,7 @@ class ShardJob:
     keys: tuple[str, ...]
     shard: str
     run_id: str
+    infos: tuple[ObjectInfo, ...] = ()  # each key's size and tag, from the night's one listing
 
 
 @dataclass
@@ -185,7 +195,8 @@ def plan_night(
     if shard_size < 1:
         raise ValueError(f"shard_size={shard_size!r} must be >= 1")
     res = NightResult(night, run_id, family)
-    refs_all, bad_all = list_refs(svc.store, "drop", machine_type, night)
+    infos: dict[str, ObjectInfo] = {}
+    refs_all, bad_all = list_refs(svc.store, "drop", machine_type, night, infos)
     types = [machine_type] if machine_type else sorted({r.machine_type for r in refs_all})
     res.n_clips = len(refs_all) + len(bad_all)
     if not refs_all and not bad_all:
@@ -194,7 +205,8 @@ def plan_night(
     models.update(champions(svc, family, [t for t in types if model_name(t, family) not in models]))
     shards = shard_store(svc)
     if bad_all:  # keys that break the layout have no machine type to score with: report them once
-        _write_rejected_only(shards, night, run_id, bad_all, res)
+        by_uri = {svc.store.uri_for(k): i for k, i in infos.items()}
+        _write_rejected_only(shards, night, run_id, bad_all, res, by_uri)
     jobs, already = [], {}
     for mtype in types:
         name = model_name(mtype, family)
@@ -208,12 +220,13 @@ def plan_night(
         )
         for start in range(0, len(refs), shard_size):
             keys = tuple(r.key for r in refs[start : start + shard_size])
-            sid = shard_id(list(keys))
+            job_infos = tuple(infos.get(k, ObjectInfo(k)) for k in keys)
+            sid = shard_id(list(keys), [i.tag for i in job_infos])
             res.shards.append((night, name, loaded.version, sid))
             if shards.done(night, name, loaded.version, sid) and shards.read(night, name, loaded.version, sid):
                 res.n_shards_resumed += 1
             else:
-                jobs.append(ShardJob(night, name, loaded.version, keys, sid, run_id))
+                jobs.append(ShardJob(night, name, loaded.version, keys, sid, run_id, job_infos))
     return NightPlan(res, jobs, models, already)
 
 
@@ -273,7 +286,8 @@ def run_shard(svc: Services, job: ShardJob, loaded: LoadedModel, already: frozen
     """Score one shard and write its results to the store; returns how many clips it skipped."""
     res = NightResult(job.night, job.run_id)
     device = device or resolve_device(svc.device)
-    tables = _score_shard(svc, loaded, [parse_key(k) for k in job.keys], already, job.run_id, device, res)
+    infos = {i.key: i for i in job.infos}
+    tables = _score_shard(svc, loaded, [parse_key(k) for k in job.keys], already, job.run_id, device, res, infos)
     shard_store(svc).write(job.night, job.model_name, job.model_version, job.shard, tables)
     return res.n_skipped
 
@@ -293,9 +307,13 @@ def run_shard_on_worker(settings, job: ShardJob, already: frozenset) -> int:
     return run_shard(svc, job, loaded, already)
 
 
-def _score_shard(svc, loaded: LoadedModel, refs, already, run_id, device, res: NightResult) -> dict[str, pa.Table]:
+def _score_shard(
+    svc, loaded: LoadedModel, refs, already, run_id, device, res: NightResult, infos=None
+) -> dict[str, pa.Table]:
     cfg = loaded.config
-    ing = ingest(svc.store, svc.features, refs, [cfg.features], svc.audio, skip_ids=already, device=str(device))
+    ing = ingest(
+        svc.store, svc.features, refs, [cfg.features], svc.audio, skip_ids=already, device=str(device), infos=infos
+    )
     res.n_skipped += ing.n_skipped
     rows = ing.features[cfg.features.hash]
     ids = [c["clip_id"] for c in ing.clips if c["clip_id"] in rows]
@@ -348,19 +366,39 @@ def _score_shard(svc, loaded: LoadedModel, refs, already, run_id, device, res: N
         schema=_SCORE_SCHEMA,
     )
     rejected = [dict(r, run_id=run_id) for r in ing.rejected]
-    return {"scores": scores, "clips": _table(ing.clips, _CLIP_SCHEMA), "rejected": _table(rejected, _REJ_SCHEMA)}
+    arrivals = [dict(a, run_id=run_id) for a in ing.arrivals]
+    return {
+        "scores": scores,
+        "clips": _table(ing.clips, _CLIP_SCHEMA),
+        "rejected": _table(rejected, _REJ_SCHEMA),
+        "arrivals": _table(arrivals, _ARRIVAL_SCHEMA),
+    }
 
 
-def _write_rejected_only(shards: ShardStore, night, run_id, bad, res: NightResult) -> None:
+def _write_rejected_only(shards: ShardStore, night, run_id, bad, res: NightResult, by_uri=None) -> None:
+    """The keys that break the layout (no machine type to score with), as one shard: their
+    rejected rows and their arrivals. ``by_uri``: the listing's ObjectInfo per uri."""
     rows = [dict(r, run_id=run_id) for r in bad]
-    sid = shard_id([r["uri"] for r in bad])
+    arrivals = [
+        dict(
+            arrival(r["uri"], night, None, None, (by_uri or {}).get(r["uri"]), reason=r["reason"], detail=r["detail"]),
+            run_id=run_id,
+        )
+        for r in bad
+    ]
+    sid = shard_id([r["uri"] for r in bad], [a["etag"] for a in arrivals])
     empty = _SCORE_SCHEMA.empty_table()
     shards.write(
         night,
         "_layout",
         0,
         sid,
-        {"scores": empty, "clips": _table([], _CLIP_SCHEMA), "rejected": _table(rows, _REJ_SCHEMA)},
+        {
+            "scores": empty,
+            "clips": _table([], _CLIP_SCHEMA),
+            "rejected": _table(rows, _REJ_SCHEMA),
+            "arrivals": _table(arrivals, _ARRIVAL_SCHEMA),
+        },
     )
     res.shards.append((night, "_layout", 0, sid))
 
@@ -387,7 +425,7 @@ def load_night(svc: Services, res: NightResult, log: Log = _quiet) -> NightResul
 
 def _load_night(svc: Services, res: NightResult, log: Log) -> NightResult:
     shards = shard_store(svc)
-    scores, clips, rejected = [], [], []
+    scores, clips, rejected, arrivals = [], [], [], []
     prior: dict[tuple[str, int], set[str]] = {}
     for night, name, version, sid in res.shards:
         t = shards.read(night, name, version, sid)
@@ -400,10 +438,15 @@ def _load_night(svc: Services, res: NightResult, log: Log) -> NightResult:
         scores.append(t["scores"])
         clips.append(t["clips"])
         rejected.append(t["rejected"])
+        arrivals.append(t["arrivals"])
     clip_table = pa.concat_tables(clips, promote_options="permissive") if clips else ()
     rejected_table = pa.concat_tables(rejected, promote_options="permissive") if rejected else ()
-    new = svc.db.load_scores(scores, clip_table, rejected_table)
+    arrival_table = pa.concat_tables(arrivals, promote_options="permissive") if arrivals else ()
+    new = svc.db.load_scores(scores, clip_table, rejected_table, arrival_table)
     res.n_scored = new
+    res.ledger = svc.db.night_ledger_counts(res.night)
+    res.n_arrivals = sum(m["arrivals"] for m in res.ledger.values())
+    res.n_duplicates = sum(m["duplicates"] for m in res.ledger.values())
     res.n_rejected = len(set(rejected_table.column("uri").to_pylist())) if rejected else 0
     cols, rows = svc.db.query(
         "SELECT count(*) FROM anomalies WHERE night = ?::DATE AND list_contains(?, model_name || ':' || model_version)",
@@ -412,7 +455,9 @@ def _load_night(svc: Services, res: NightResult, log: Log) -> NightResult:
     res.n_flagged = int(rows[0][0])
     log(
         f"{res.night}: {new} new scores loaded, {res.n_skipped} already scored, "
-        f"{res.n_rejected} rejected, {res.n_flagged} flagged in the night"
+        f"{res.n_rejected} rejected, {res.n_flagged} flagged in the night; ledger: {res.n_arrivals} arrivals, "
+        f"{res.n_arrivals - res.n_duplicates - sum(m['rejected'] for m in res.ledger.values())} scored, "
+        f"{res.n_duplicates} duplicates, {sum(m['rejected'] for m in res.ledger.values())} rejected"
     )
     # machine alarms follow from every night's scores: recomputed after each load, so a re-run
     # or a late night gives the same alarms (see slidead.core.alarms)

@@ -87,9 +87,15 @@ def cmd_upload_night(a, settings: Settings) -> int:
 
     svc = services(settings)
     out = upload_night(svc.store, a.src, a.night, Progress("upload", say))
+    for path, why, _ in out["odd"]:
+        say(f"uploaded {path} as it is, for the night to reject (bad_key): {why}")
     for path, why in out["skipped"]:
         say(f"skipped {path}: {why}")
-    say(f"uploaded {out['uploaded']} clips as night {a.night}")
+    odd = f", and {len(out['odd'])} files that do not fit the layout" if out["odd"] else ""
+    say(
+        f"uploaded {out['uploaded']} clips{odd} as night {a.night}; every file is listed in the night's ledger "
+        "(the drops table) when the night is scored, as a file written to the bucket directly would be"
+    )
     return 0
 
 
@@ -258,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name, fn, help_):
         sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
         sp.set_defaults(fn=fn)
+        sp.add_argument(
+            "--debug",
+            action="store_true",
+            help="print the traceback of an error on the terminal too (also SLIDEAD_DEBUG=1); it is always "
+            "written to $SLIDEAD_HOME/logs/",
+        )
         return sp
 
     d = add("demo", cmd_demo, "generate a small synthetic plant, train AE and VAE, score a night, report")
@@ -391,9 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. An error reaches the terminal as one sentence (what, why, what to do) and
+    a non-zero exit: 2 for a domain error or bad input, 1 for anything unforeseen. Its traceback
+    goes to ``$SLIDEAD_HOME/logs/<command>-<time>.log``, and to the terminal only with
+    ``--debug`` or ``SLIDEAD_DEBUG=1``."""
     args = build_parser().parse_args(argv)
     from slidead.errors import SlideadError
 
+    debug = getattr(args, "debug", False) or os.environ.get("SLIDEAD_DEBUG", "") not in ("", "0")
+    settings = None
     try:
         settings = Settings()
         t0 = time.perf_counter()
@@ -401,9 +419,80 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("demo", "train", "score"):
             say(f"done in {time.perf_counter() - t0:.0f} s")
         return rc
-    except (SlideadError, ValueError, FileNotFoundError) as e:
-        say(f"slidead {args.command}: error: {e}")
-        return 2
+    except KeyboardInterrupt:
+        say(f"slidead {args.command}: interrupted; what was written so far is kept, and a re-run carries on")
+        return 130
+    except Exception as e:  # noqa: BLE001 - every error ends here, as one sentence
+        expected = isinstance(e, (SlideadError, ValueError, FileNotFoundError, PermissionError))
+        log = _save_traceback(settings, args.command)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        what = "error" if expected else f"unexpected error ({type(e).__name__})"
+        say(f"slidead {args.command}: {what}: {error_sentence(e, settings, args)}")
+        if log and not debug:
+            say(f"the traceback is in {log} (--debug prints it here)")
+        return 2 if expected else 1
+
+
+def error_sentence(e: BaseException, settings: Settings | None = None, args=None) -> str:
+    """``e`` as one line: pydantic's settings errors as ``field: message``; a missing champion
+    also names the families that do have one for the machine type."""
+    from slidead.errors import NoChampionError
+
+    errors = getattr(e, "errors", None)
+    if callable(errors) and type(e).__name__ == "ValidationError":
+        try:
+            text = "; ".join(
+                f"SLIDEAD_{'_'.join(str(p) for p in err.get('loc', ())).upper()}: {err.get('msg')}" for err in errors()
+            )
+        except Exception:  # noqa: BLE001
+            text = str(e)
+    else:
+        text = str(e) or type(e).__name__
+    text = " ".join(text.split())
+    if isinstance(e, NoChampionError) and settings is not None:
+        others = _champion_families(settings, e.model_name)
+        if others:
+            text += f". Champions exist for: {', '.join(others)}; use --family {others[0]}"
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+def _champion_families(settings: Settings, model_name: str) -> list[str]:
+    """Families with a champion for the machine type of ``model_name`` (best effort: [] on any error)."""
+    try:
+        from slidead.core.models import families
+        from slidead.store.tracking import model_name as name_of
+
+        machine_type = model_name[len("slidead-") : model_name.rfind("-")]
+        tracker = services(settings).tracker
+        return [
+            f
+            for f in families()
+            if name_of(machine_type, f) != model_name and tracker.champion_version(name_of(machine_type, f))
+        ]
+    except Exception:  # noqa: BLE001 - a hint, never a second error
+        return []
+
+
+def _save_traceback(settings: Settings | None, command: str) -> str | None:
+    """Write the current exception's traceback to ``$SLIDEAD_HOME/logs/``; its path, or None."""
+    import datetime as dt
+    import traceback
+    from pathlib import Path
+
+    try:
+        home = settings.home_dir if settings is not None else Path(os.environ.get("SLIDEAD_HOME", "./slidead-data"))
+        logs = Path(home) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        path = logs / f"{command}-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+        from slidead.errors import redact
+
+        path.write_text(redact(traceback.format_exc()))
+        return str(path)
+    except Exception:  # noqa: BLE001 - an unwritable home must not hide the error itself
+        return None
 
 
 if __name__ == "__main__":

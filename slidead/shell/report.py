@@ -26,6 +26,7 @@ from slidead.store.results import SQL_DIR, ResultsDB
 
 REPORTS: tuple[str, ...] = (
     "nightly_summary",
+    "night_ledger",
     "flagged_anomalies",
     "machine_alarms",
     "score_drift",
@@ -36,6 +37,7 @@ REPORTS: tuple[str, ...] = (
 
 _TITLES = {
     "nightly_summary": "Nightly summary per machine",
+    "night_ledger": "Night ledger: every arrival and what became of it",
     "flagged_anomalies": "Flagged anomalies, worst first",
     "machine_alarms": "Machine alarms active",
     "score_drift": "Score drift against the training baseline",

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from slidead.errors import LayoutError, StoreError
-from slidead.layout import safe_key
+from slidead.layout import ObjectInfo, safe_key
 
 
 @runtime_checkable
@@ -37,12 +37,24 @@ class ObjectStore(Protocol):
     uri: str
 
     def list(self, prefix: str = "") -> Iterator[str]: ...
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
     def get(self, key: str) -> bytes: ...
+    def get_head(self, key: str, n: int) -> bytes: ...
     def put(self, key: str, data: bytes) -> None: ...
     def exists(self, key: str) -> bool: ...
     def uri_for(self, key: str) -> str: ...
     def read_versioned(self, key: str) -> tuple[bytes, str] | None: ...
     def put_if(self, key: str, data: bytes, match: str | None) -> str | None: ...
+
+
+def list_info(store: ObjectStore, prefix: str = "") -> Iterator[ObjectInfo]:
+    """``store.list_info(prefix)``, or keys without size and tag for a store that has no
+    ``list_info`` (anything holding the smaller protocol of earlier versions)."""
+    fn = getattr(store, "list_info", None)
+    if fn is not None:
+        yield from fn(prefix)
+    else:
+        yield from (ObjectInfo(k) for k in store.list(prefix))
 
 
 _PER_OBJECT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -62,6 +74,12 @@ class LocalObjectStore:
         return p
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        return (info.key for info in self._walk(prefix, stat=False))
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self._walk(prefix, stat=True)
+
+    def _walk(self, prefix: str, stat: bool) -> Iterator[ObjectInfo]:
         if prefix:
             safe_key(prefix.rstrip("/") or prefix)  # a prefix like "../" must not list outside the root
         base = self.root / prefix if prefix else self.root
@@ -74,8 +92,19 @@ class LocalObjectStore:
                 if name.startswith(".tmp-"):
                     continue
                 key = Path(dirpath, name).relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    yield key
+                if not key.startswith(prefix):
+                    continue
+                if not stat:
+                    yield ObjectInfo(key)
+                    continue
+                try:
+                    st = os.stat(Path(dirpath, name))
+                except FileNotFoundError:  # gone since the walk saw it
+                    continue
+                except OSError:  # a dangling link or a file we may not stat: ingest reports it
+                    yield ObjectInfo(key)
+                    continue
+                yield ObjectInfo(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
 
     def get(self, key: str) -> bytes:
         p = self._path(key)
@@ -84,6 +113,17 @@ class LocalObjectStore:
         except _PER_OBJECT:
             raise
         except OSError as e:  # the disk or the mount failed, not this one file
+            raise StoreError(f"reading {p} failed: {type(e).__name__}: {e}") from None
+
+    def get_head(self, key: str, n: int) -> bytes:
+        """The first ``n`` bytes of the object (all of it if shorter)."""
+        p = self._path(key)
+        try:
+            with open(p, "rb") as f:
+                return f.read(n)
+        except _PER_OBJECT:
+            raise
+        except OSError as e:
             raise StoreError(f"reading {p} failed: {type(e).__name__}: {e}") from None
 
     def put(self, key: str, data: bytes) -> None:

@@ -37,6 +37,20 @@ CLIP_COLUMNS = (
     "note",
 )
 REJECTED_COLUMNS = ("uri", "night", "machine_type", "machine_id", "reason", "detail", "clip_id", "run_id")
+# what a shard says of each object it listed; the fate is decided at load (see _ARRIVALS)
+ARRIVAL_COLUMNS = (
+    "night",
+    "uri",
+    "machine_type",
+    "machine_id",
+    "size_bytes",
+    "etag",
+    "clip_id",
+    "reason",
+    "detail",
+    "run_id",
+)
+FATES = ("scored", "duplicate", "rejected")
 SCORE_COLUMNS = (
     "clip_id",
     "model_name",
@@ -123,12 +137,52 @@ _INSERT = {
     "finished_at, seconds, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 }
 
+# A night's arrivals (registered as "batch") into the ledger, after the night's clips are in:
+# rejected when a reason came with it; scored when its bytes were first seen at this very uri;
+# else a duplicate of where they were first seen (another arrival, an earlier night, a training
+# or evaluation clip). An arrival equal to the latest row of its (night, uri) adds nothing (a
+# re-run); different bytes under the same key are a new version of the arrival.
+_ARRIVALS = """
+INSERT INTO drops (night, uri, version, machine_type, machine_id, size_bytes, etag, clip_id, fate,
+                   reason, detail, duplicate_of, duplicate_of_night, duplicate_of_split, note, run_id)
+WITH a AS (
+    SELECT DISTINCT ON (CAST(night AS DATE), uri) CAST(night AS DATE) AS night, uri, machine_type, machine_id,
+           CAST(size_bytes AS BIGINT) AS size_bytes, etag, clip_id, reason, detail, run_id
+    FROM batch ORDER BY CAST(night AS DATE), uri, reason NULLS FIRST
+), latest AS (
+    SELECT DISTINCT ON (night, uri) night, uri, version, clip_id, etag FROM drops ORDER BY night, uri, version DESC
+), j AS (
+    SELECT a.*, coalesce(l.version, 0) + 1 AS version, c.uri AS first_uri, c.night AS first_night,
+           c.split AS first_split,
+           CASE WHEN a.reason IS NOT NULL THEN 'rejected'
+                WHEN c.uri = a.uri OR c.uri IS NULL THEN 'scored' ELSE 'duplicate' END AS fate
+    FROM a
+    LEFT JOIN latest l ON l.night = a.night AND l.uri = a.uri
+    LEFT JOIN clips c ON c.clip_id = a.clip_id
+    WHERE l.uri IS NULL
+       OR l.clip_id IS DISTINCT FROM a.clip_id
+       OR (a.clip_id IS NULL AND l.etag IS DISTINCT FROM a.etag)
+)
+SELECT night, uri, version, machine_type, machine_id, size_bytes, etag, clip_id, fate, reason, detail,
+       CASE WHEN fate = 'duplicate' THEN first_uri END,
+       CASE WHEN fate = 'duplicate' THEN first_night END,
+       CASE WHEN fate = 'duplicate' THEN first_split END,
+       CASE WHEN fate <> 'duplicate' THEN NULL
+            WHEN first_split = 'train' THEN 'bytes equal a training clip: a recorder replaying old files, or training data in production'
+            WHEN first_split = 'eval' THEN 'bytes equal an evaluation clip: a test clip leaking into production, or a recorder replaying old files'
+            WHEN first_night IS DISTINCT FROM night THEN 'sent again: these bytes first arrived on ' || CAST(first_night AS VARCHAR)
+            ELSE 'the same bytes arrived under another name this night' END,
+       run_id
+FROM j
+"""
+
 # the same inserts from a registered Arrow table named "batch" (fixed strings, no input in them)
 _BULK = {
     "clips": "INSERT INTO clips (clip_id, uri, night, split, machine_type, machine_id, label, sample_rate, "
     "channels, duration_s, note) SELECT clip_id, uri, CAST(night AS DATE), split, machine_type, "
     "machine_id, label, CAST(sample_rate AS INTEGER), CAST(channels AS INTEGER), "
-    "CAST(duration_s AS DOUBLE), note FROM batch ON CONFLICT DO NOTHING",
+    "CAST(duration_s AS DOUBLE), note FROM (SELECT DISTINCT ON (clip_id) * FROM batch ORDER BY clip_id, uri) "
+    "ON CONFLICT DO NOTHING",
     "rejected": "INSERT INTO rejected (uri, night, machine_type, machine_id, reason, detail, clip_id, run_id) "
     "SELECT uri, CAST(night AS DATE), machine_type, machine_id, reason, detail, clip_id, run_id "
     "FROM batch ON CONFLICT DO NOTHING",
@@ -234,15 +288,22 @@ class ResultsDB:
         tables: Iterable[pa.Table],
         clips: Iterable[dict] | pa.Table = (),
         rejected: Iterable[dict] | pa.Table = (),
+        arrivals: Iterable[dict] | pa.Table = (),
     ) -> int:
-        """Load shard results (Arrow tables with SCORE_COLUMNS), their clips and their rejected
-        inputs (Arrow tables with CLIP_COLUMNS / REJECTED_COLUMNS, or rows as dicts) in one
-        transaction: all of it or, on any failure, none of it.
+        """Load shard results (Arrow tables with SCORE_COLUMNS), their clips, their rejected
+        inputs and their arrivals (Arrow tables with CLIP_COLUMNS / REJECTED_COLUMNS /
+        ARRIVAL_COLUMNS, or rows as dicts) in one transaction: all of it or, on any failure,
+        none of it. Clips go in first (the first uri per clip_id, in uri order, is where its
+        bytes were first seen); a drop score of a clip first seen elsewhere (another night, a
+        training or evaluation clip) is not loaded: its arrival is a duplicate.
 
         Returns the number of score rows that were new.
         """
         clip_batch = _batch(CLIP_COLUMNS, clips)
+        if clip_batch is not None:
+            clip_batch = clip_batch.sort_by("uri")
         rejected_batch = _batch(REJECTED_COLUMNS, rejected)
+        arrival_batch = _batch(ARRIVAL_COLUMNS, arrivals)
         with self.connect() as con:
             before = con.execute("SELECT count(*) FROM scores").fetchone()[0]
             con.execute("BEGIN TRANSACTION")
@@ -255,6 +316,10 @@ class ResultsDB:
                     con.register("batch", rejected_batch)
                     con.execute(_BULK["rejected"])
                     con.unregister("batch")
+                if arrival_batch is not None:
+                    con.register("batch", arrival_batch)
+                    con.execute(_ARRIVALS)
+                    con.unregister("batch")
                 for table in tables:
                     if "explanation" not in table.column_names:  # a shard written before explanations
                         table = table.append_column("explanation", pa.nulls(table.num_rows, pa.string()))
@@ -265,7 +330,9 @@ class ResultsDB:
                         "machine_id, score, threshold, is_anomaly, peak_time_s, peak_freq_lo_hz, "
                         "peak_freq_hi_hz, run_id, explanation) SELECT clip_id, model_name, model_version, "
                         "family, CAST(night AS DATE), machine_type, machine_id, score, threshold, is_anomaly, "
-                        "peak_time_s, peak_freq_lo_hz, peak_freq_hi_hz, run_id, explanation FROM shard "
+                        "peak_time_s, peak_freq_lo_hz, peak_freq_hi_hz, run_id, explanation FROM shard s "
+                        "WHERE s.night IS NULL OR NOT EXISTS (SELECT 1 FROM clips c WHERE c.clip_id = s.clip_id "
+                        "AND (c.split <> 'drop' OR c.night IS DISTINCT FROM CAST(s.night AS DATE))) "
                         "ON CONFLICT DO NOTHING"
                     )
                     con.unregister("shard")
@@ -286,6 +353,20 @@ class ResultsDB:
                 [model_name, model_version],
             ).fetchall()
         return {r[0] for r in rows}
+
+    def night_ledger_counts(self, night: str) -> dict[str, dict[str, int]]:
+        """Per machine (``"<type>/<id>"``; ``"?"`` for keys that break the layout), the night's
+        arrivals and their fates: arrivals = scored + duplicates + rejected."""
+        if not Path(self.path).exists():
+            return {}
+        with self.connect(read_only=True) as con:
+            rows = con.execute(
+                "SELECT coalesce(machine_type || '/' || machine_id, '?'), count(*), "
+                "count(*) FILTER (WHERE fate = 'scored'), count(*) FILTER (WHERE fate = 'duplicate'), "
+                "count(*) FILTER (WHERE fate = 'rejected') FROM drops WHERE night = ?::DATE GROUP BY 1 ORDER BY 1",
+                [night],
+            ).fetchall()
+        return {m: {"arrivals": a, "scored": s, "duplicates": d, "rejected": r} for m, a, s, d, r in rows}
 
     def rejected_uris(self) -> set[str]:
         if not Path(self.path).exists():

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from urllib.parse import urlparse
 
 from slidead.errors import StoreError, redact
-from slidead.layout import safe_key
+from slidead.layout import ObjectInfo, safe_key
 
 RETRY_ATTEMPTS = 8
 _MISSING = ("404", "NoSuchKey", "NotFound")
@@ -85,6 +85,9 @@ class S3ObjectStore:
         return redact(f"S3 {op} {where} at {self.endpoint_url or 'AWS'} failed after {self.attempts} attempt(s): {why}")
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        return (info.key for info in self.list_info(prefix))
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
         full = (
             self._key(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "")
             if prefix
@@ -93,12 +96,22 @@ class S3ObjectStore:
         strip = len(self.prefix) + 1 if self.prefix else 0
         with self._call("list", prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
-            keys = [obj["Key"][strip:] for page in pages for obj in page.get("Contents", [])]
-        yield from sorted(k for k in keys if k and not k.endswith("/"))
+            objs = [
+                ObjectInfo(obj["Key"][strip:], obj.get("Size"), obj.get("ETag"))
+                for page in pages
+                for obj in page.get("Contents", [])
+            ]
+        yield from sorted((o for o in objs if o.key and not o.key.endswith("/")), key=lambda o: o.key)
 
     def get(self, key: str) -> bytes:
         with self._call("get", key, missing_ok=True):
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def get_head(self, key: str, n: int) -> bytes:
+        """The first ``n`` bytes of the object (a ranged GET: the rest is never sent)."""
+        with self._call("get", key, missing_ok=True):
+            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes=0-{max(n, 1) - 1}")
+            return r["Body"].read()
 
     def put(self, key: str, data: bytes) -> None:
         with self._call("put", key):

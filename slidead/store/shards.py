@@ -1,8 +1,10 @@
 """Shard results: what one worker scored, as Parquet in the store, before the DuckDB load.
 
 ``results/night=<D>/model=<name>/version=<v>/<kind>-<shard>.parquet`` with kinds ``scores``,
-``clips`` and ``rejected``. A shard is named by a hash of its clip keys, so a re-run after a
-crash finds the shards already written and loads them instead of scoring them again. A
+``clips``, ``rejected`` and ``arrivals`` (one row per object the shard listed: the night's
+ledger). A shard is named by a hash of its clip keys and their tags (ETag, or size and mtime),
+so a re-run after a crash finds the shards already written and loads them instead of scoring
+them again, and an object replaced by new bytes makes a new shard. A
 store that fails while checking or writing a shard raises :class:`~slidead.errors.StoreError`.
 """
 
@@ -17,11 +19,13 @@ import pyarrow.parquet as pq
 from slidead.errors import StoreError, redact
 from slidead.store.features import read_parquet
 
-KINDS = ("scores", "clips", "rejected")
+KINDS = ("scores", "clips", "rejected", "arrivals")
 
 
-def shard_id(keys: list[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+def shard_id(keys: list[str], tags: list[str | None] | None = None) -> str:
+    """A shard's name: a hash of its keys and, where the listing gave them, their tags."""
+    entries = keys if tags is None else [k if t is None else f"{k}\t{t}" for k, t in zip(keys, tags)]
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()[:16]
 
 
 class ShardStore:
@@ -42,7 +46,7 @@ class ShardStore:
         directory = self.directory(night, model_name, version)
         try:
             self.fs.create_dir(directory, recursive=True)
-            for kind in ("clips", "rejected", "scores"):
+            for kind in ("clips", "rejected", "arrivals", "scores"):
                 final = self.path(night, model_name, version, kind, shard)
                 tmp = f"{directory}/.tmp-{kind}-{shard}.parquet"
                 pq.write_table(tables[kind], tmp, filesystem=self.fs)
