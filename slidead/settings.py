@@ -48,6 +48,20 @@ class Settings(BaseSettings):
     clips_per_night: int = 20  # per machine, for false_alarms_per_week
     commission_nights: int = 3  # first nights of a machine that `slidead commission` fits its threshold on
     timezone: str = "UTC"  # of the 02:00 nightly schedule and of "the night before"
+    max_clip_mb: float = 64.0  # a larger object is rejected from its header, never read whole
+
+    @field_validator("max_clip_mb")
+    @classmethod
+    def _max_clip(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"SLIDEAD_MAX_CLIP_MB={v!r}: expected a size in MB above 0")
+        return v
+
+    @property
+    def audio_config(self):
+        from slidead.core.audio import AudioConfig
+
+        return AudioConfig(max_bytes=int(self.max_clip_mb * 1e6))
 
     @field_validator("family")
     @classmethod

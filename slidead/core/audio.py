@@ -36,7 +36,7 @@ class AudioConfig:
     min_rate: int = 8000  # below this, resampling up would invent the spectrum: reject
     min_samples: int = 2048  # one context window of 5 frames at hop 512
     max_seconds: float = 600.0  # guards against absurd files
-    max_bytes: int = 64 * 2**20  # larger objects are judged from their first HEAD_BYTES, never read whole
+    max_bytes: int = 64_000_000  # larger objects are judged from their first HEAD_BYTES, never read whole
 
     def __post_init__(self):
         if self.target_rate <= 0 or self.min_rate <= 0:

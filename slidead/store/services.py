@@ -42,6 +42,7 @@ class Services:
             ResultsDB(s.duckdb_path),
             s.tracking_uri,
             artifact_root,
+            audio=s.audio_config,
             device=s.device,
             alarms=s.alarm_config,
         )
