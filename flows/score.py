@@ -130,6 +130,12 @@ def publish(svc: Services, res: nightly.NightResult) -> None:
             f"# Night {res.night}\n\n{res.n_clips} clips: {res.n_scored} newly scored, {res.n_skipped} "
             f"already scored, {res.n_rejected} rejected, {res.n_flagged} flagged.\n\n"
             + "".join(f"- {name} v{v}\n" for name, v in res.models.items())
+            + f"\n## Ledger: {res.n_arrivals} arrivals = scored + duplicates + rejected\n\n"
+            + "| machine | arrivals | scored | duplicates | rejected |\n| --- | --- | --- | --- | --- |\n"
+            + "".join(
+                f"| {m} | {c['arrivals']} | {c['scored']} | {c['duplicates']} | {c['rejected']} |\n"
+                for m, c in res.ledger.items()
+            )
             + ("\n## Machine alarms raised\n\n" if res.alarms else "")
             + "".join(f"- **{a.kind}** {a.machine_type} id {a.machine_id}: {a.detail}\n" for a in res.alarms)
         ),
