@@ -269,3 +269,17 @@ def test_shard_store_missing_or_corrupt_kind_reads_none(tmp_path):
 def test_shard_store_bad_kind(tmp_path):
     with pytest.raises(ValueError, match="'bogus'"):
         ShardStore(pafs.LocalFileSystem(), str(tmp_path)).path("2024-03-01", "m", 1, "bogus", "s")
+
+
+def test_get_hashed_streams_and_stops_at_the_limit(tmp_path):
+    import hashlib
+
+    from slidead.store.objects import ObjectTooLarge, get_hashed
+
+    s = LocalObjectStore(tmp_path)
+    blob = bytes(range(256)) * 9000  # 2.3 MB: three chunks
+    s.put("a/b.wav", blob)
+    assert get_hashed(s, "a/b.wav") == (blob, hashlib.sha256(blob).hexdigest())
+    with pytest.raises(ObjectTooLarge) as e:
+        get_hashed(s, "a/b.wav", limit=1 << 20)
+    assert 1 << 20 < e.value.size <= 2 << 20 and e.value.head == blob[:65536]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import hashlib
 import io
 import os
 import sys
@@ -34,7 +33,7 @@ from slidead.core.features import FeatureConfig, LogMel
 from slidead.errors import AudioError, LayoutError, StoreError
 from slidead.layout import ClipRef, ObjectInfo, parse_key, prefix
 from slidead.store.features import FeatureRow, FeatureStore, partition
-from slidead.store.objects import ObjectStore, list_info
+from slidead.store.objects import ObjectStore, ObjectTooLarge, get_hashed, list_info
 
 FLUSH_CLIPS = 256  # new feature rows written to the store at a time (one Parquet file)
 MALLOC_ARENAS = 2  # glibc malloc arenas for the process (see cap_malloc_arenas)
@@ -205,13 +204,13 @@ def ingest(
                     None,
                     oversized(store.get_head(ref.key, HEAD_BYTES), info.size, audio_config),
                 )
-            data = store.get(ref.key)
+            data, clip_id = get_hashed(store, ref.key, audio_config.max_bytes)
+        except ObjectTooLarge as e:  # a store that could not say its size: stopped at the limit
+            sizes[ref.key] = e.size
+            return ref, None, None, None, None, oversized(e.head, e.size, audio_config)
         except Exception as e:  # noqa: BLE001 - any read failure is reported per clip
             return ref, None, None, None, None, e
         sizes[ref.key] = len(data)
-        if len(data) > audio_config.max_bytes:  # a store that could not say its size
-            return ref, None, None, None, None, oversized(data[:HEAD_BYTES], len(data), audio_config)
-        clip_id = hashlib.sha256(data).hexdigest()
         if clip_id in skip_ids or all(clip_id in have[c.hash] for c in configs):
             return ref, clip_id, data, None, None, None
         try:

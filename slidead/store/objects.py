@@ -47,6 +47,40 @@ class ObjectStore(Protocol):
     def put_if(self, key: str, data: bytes, match: str | None) -> str | None: ...
 
 
+CHUNK = 1 << 20  # bytes read (and hashed) at a time
+
+
+def get_hashed(store: ObjectStore, key: str, limit: int | None = None) -> tuple[bytes, str]:
+    """The object's bytes and their SHA-256, hashed chunk by chunk as they arrive (``store.get``
+    and a hash after it for a store without ``get_hashed``). Over ``limit`` bytes the read
+    stops and raises :class:`ObjectTooLarge` (a store that listed no size)."""
+    fn = getattr(store, "get_hashed", None)
+    if fn is not None:
+        return fn(key, limit)
+    data = store.get(key)
+    if limit is not None and len(data) > limit:
+        raise ObjectTooLarge(len(data), data[:65536])
+    return data, hashlib.sha256(data).hexdigest()
+
+
+class ObjectTooLarge(Exception):
+    """An object turned out larger than the read allowed: its size so far and its first bytes."""
+
+    def __init__(self, size: int, head: bytes):
+        self.size, self.head = size, head
+        super().__init__(f"object over the size limit ({size} bytes read)")
+
+
+def read_chunks(chunks, limit: int | None) -> tuple[bytes, str]:
+    h, buf = hashlib.sha256(), bytearray()
+    for chunk in chunks:
+        h.update(chunk)
+        buf += chunk
+        if limit is not None and len(buf) > limit:
+            raise ObjectTooLarge(len(buf), bytes(buf[:65536]))
+    return bytes(buf), h.hexdigest()
+
+
 def list_info(store: ObjectStore, prefix: str = "") -> Iterator[ObjectInfo]:
     """``store.list_info(prefix)``, or keys without size and tag for a store that has no
     ``list_info`` (anything holding the smaller protocol of earlier versions)."""
@@ -113,6 +147,16 @@ class LocalObjectStore:
         except _PER_OBJECT:
             raise
         except OSError as e:  # the disk or the mount failed, not this one file
+            raise StoreError(f"reading {p} failed: {type(e).__name__}: {e}") from None
+
+    def get_hashed(self, key: str, limit: int | None = None) -> tuple[bytes, str]:
+        p = self._path(key)
+        try:
+            with open(p, "rb") as f:
+                return read_chunks(iter(lambda: f.read(CHUNK), b""), limit)
+        except _PER_OBJECT:
+            raise
+        except OSError as e:
             raise StoreError(f"reading {p} failed: {type(e).__name__}: {e}") from None
 
     def get_head(self, key: str, n: int) -> bytes:

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from slidead.errors import StoreError, redact
 from slidead.layout import ObjectInfo, safe_key
+from slidead.store.objects import CHUNK, read_chunks
 
 RETRY_ATTEMPTS = 8
 _MISSING = ("404", "NoSuchKey", "NotFound")
@@ -106,6 +107,15 @@ class S3ObjectStore:
     def get(self, key: str) -> bytes:
         with self._call("get", key, missing_ok=True):
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def get_hashed(self, key: str, limit: int | None = None) -> tuple[bytes, str]:
+        """The object's bytes and SHA-256, hashed as the body streams in (1 MiB at a time)."""
+        with self._call("get", key, missing_ok=True):
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            try:
+                return read_chunks(body.iter_chunks(CHUNK), limit)
+            finally:
+                body.close()
 
     def get_head(self, key: str, n: int) -> bytes:
         """The first ``n`` bytes of the object (a ranged GET: the rest is never sent)."""
