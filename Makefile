@@ -42,7 +42,7 @@ demo: $(STAMP)
 	$(VENV)/bin/slidead demo
 
 test: smoke
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=15
 
 test-fast: smoke
 	$(VENV)/bin/pytest -q -m "not slow and not integration"
