@@ -3,7 +3,8 @@
 :func:`render` turns a :class:`NightPage` (values only: counts, sentences, PNG and audio bytes)
 into HTML whose images and sound are data URIs, so the file opens from a mail or a disk with
 no server and nothing fetched. :func:`audio_excerpt` cuts the few seconds around a clip's score
-peak and encodes them small (MP3; WAV when the codec is missing). Assembling a page from the
+peak and encodes them small (MP3; WAV when the codec is missing). Images are WebP (spectrograms)
+or palette PNG (line plots). Assembling a page from the
 results database and the store is :mod:`slidead.jobs.night_report`'s job.
 """
 
@@ -29,7 +30,8 @@ class FlaggedClip:
     threshold: float | None
     sentence: str
     verdict: str | None = None
-    image: bytes | None = None  # PNG: log-mel, normal profile, error map
+    image: bytes | None = None  # log-mel, normal profile, error map
+    image_mime: str = "image/webp"
     audio: bytes | None = None
     audio_mime: str = "audio/mpeg"
     excerpt_s: tuple[float, float] | None = None  # where in the clip the excerpt is
@@ -179,7 +181,7 @@ def _clip(c: FlaggedClip) -> str:
         )
     if c.image:
         out.append(
-            f'<img src="{data_uri(c.image, "image/png")}" alt="log-mel, normal band profile and error map of '
+            f'<img src="{data_uri(c.image, c.image_mime)}" alt="log-mel, normal band profile and error map of '
             f'{_e(c.clip)}">'
         )
     out.append("</div>")

@@ -8,7 +8,7 @@ peak, and writes ``reports/night-<D>.html`` (:func:`report_key`) through the obj
 local folder or S3. Rendering is :mod:`slidead.core.night_page`'s; this module gathers.
 
 Size: at most ``max_clips`` flagged clips per machine get pictures and sound (the worst first);
-the others are listed in a table. Images are palette PNGs, sound a 3 s MP3 excerpt per clip.
+the others are listed in a table. Images are WebP (spectrograms) and palette PNG (trends), sound a 3 s MP3 excerpt per clip.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def _clip(svc: Services, models: _Models, row: tuple, with_media: bool, log: Log
         mel_band_edges(cfg.features),
         span,
     )
-    clip.image = plots.png(fig)
+    clip.image, clip.image_mime = plots.picture(fig)
     return clip
 
 
