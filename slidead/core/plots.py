@@ -327,7 +327,7 @@ def night_trend(nights: Sequence, series: Mapping[str, Mapping[str, Sequence[flo
         for ax in (top, bottom):
             ax.axvline(mark, color="0.5", linestyle=":", linewidth=1)
         first = min([mark - _dt.timedelta(days=29), *days])
-        bottom.set_xlim(first - _dt.timedelta(days=0.5), max([mark, *days]) + _dt.timedelta(days=0.5))
+        bottom.set_xlim(first - _dt.timedelta(days=1), max([mark, *days]) + _dt.timedelta(days=1.5))
     bottom.xaxis.set_major_formatter(DateFormatter("%m-%d"))
     top.set_ylabel("median score", fontsize="small")
     bottom.set_ylabel("flagged", fontsize="small")
