@@ -206,8 +206,11 @@ class Tracker:
             if extra_metrics:
                 mlflow.log_metrics(extra_metrics)
             if features is not None:
-                for ds, context in feature_datasets(features, cfg, data):
-                    mlflow.log_input(ds, context=context)
+                try:
+                    for ds, context in feature_datasets(features, cfg, data):
+                        mlflow.log_input(ds, context=context)
+                except Exception as e:  # noqa: BLE001 - they describe the run; the version registers without them
+                    logging.getLogger(__name__).warning("the run's datasets were not logged: %s", e)
             mlflow.log_dict(thresholds, "thresholds.json")
             mlflow.log_dict(report, "evaluation.json")
             mlflow.log_dict({k: v for k, v in data.items() if isinstance(v, (list, dict))}, "data.json")
