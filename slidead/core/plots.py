@@ -242,8 +242,19 @@ def clip_view(
     x = _as_2d(logmel, "logmel")
     n_mels, t = x.shape
     rows = 2 if emap is not None else 1
-    fig = _new_figure((7.5, 2.3 * rows + 0.4))
-    grid = fig.add_gridspec(rows, 2, width_ratios=(4, 1))
+    # a fixed layout: the constrained one took most of the page's drawing time
+    fig = Figure(figsize=(7.5, 2.3 * rows + 0.4), dpi=DPI)
+    grid = fig.add_gridspec(
+        rows,
+        2,
+        width_ratios=(4, 1),
+        left=0.08,
+        right=0.98,
+        bottom=0.1 if rows == 2 else 0.2,
+        top=0.93,
+        wspace=0.12,
+        hspace=0.35,
+    )
     extent = (0.0, t * frame_s, -0.5, n_mels - 0.5)
     common = dict(origin="lower", aspect="auto", interpolation="nearest", extent=extent)
     bands = np.arange(n_mels)
@@ -316,8 +327,9 @@ def night_trend(nights: Sequence, series: Mapping[str, Mapping[str, Sequence[flo
     import datetime as _dt
 
     days = [n if isinstance(n, _dt.date) else _dt.date.fromisoformat(str(n)) for n in nights]
-    fig = _new_figure((6.0, 3.2))
+    fig = Figure(figsize=(6.0, 3.2), dpi=DPI)
     top, bottom = fig.subplots(2, 1, sharex=True)
+    fig.subplots_adjust(left=0.12, right=0.98, top=0.97, bottom=0.1, hspace=0.12)
     for i, (model, s) in enumerate(series.items()):
         color = f"C{i}"
         for ax, key in ((top, "median"), (bottom, "flag_rate")):
