@@ -11,11 +11,11 @@ from __future__ import annotations
 import datetime as dt
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from flows.tasks import as_tasks
-from slidead.jobs import nightly
+from slidead.jobs import night_report, nightly
 from slidead.layout import night_before
 from slidead.progress import Progress
 from slidead.settings import Settings
@@ -109,7 +109,24 @@ def score(
         steps=steps_for(runner),
     )
     publish(svc, res)
-    return res.summary()
+    summary = res.summary()
+    try:  # the page for people; the night's scores stand without it
+        summary["report"] = night_report.write_night_report(svc, res.night, log=log)
+        create_link_artifact(
+            key=f"night-report-{res.night}",
+            link=_link(summary["report"]),
+            link_text=f"Night {res.night}: flagged clips with pictures and sound",
+            description="night report (HTML)",
+        )
+    except Exception as e:  # noqa: BLE001
+        log(f"the night report for {res.night} was not written: {e}")
+    return summary
+
+
+def _link(where: str) -> str:
+    from pathlib import Path
+
+    return where if "://" in where else Path(where).as_uri()
 
 
 def publish(svc: Services, res: nightly.NightResult) -> None:

@@ -52,3 +52,85 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory):
+    """A small plant with both families trained (2 epochs) and two nights scored by the VAE,
+    shared by the tests that only look at what a trained store shows (MLflow UI, night report).
+    Returns (settings, services, nights)."""
+    import torch
+    from plant import make_plant
+
+    from slidead.shell.commands import run_retrain, run_score
+
+    nights = ("2026-11-22", "2026-11-23")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        settings, svc, _ = make_plant(
+            tmp_path_factory.mktemp("trained"), n_train=8, n_eval_normal=4, n_eval_anomaly=4, nights=nights
+        )
+        for family in ("ae", "vae"):
+            run_retrain(settings, family, "slider", epochs=2, use_prefect=False)
+        for night in nights:
+            run_score(settings, night, "vae", use_prefect=False)
+    finally:
+        torch.set_num_threads(n)
+    return settings, svc, nights
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(trained_store):
+    """``mlflow server`` (sqlite backend, 127.0.0.1, a free port) on ``trained_store``; its address."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from s3server import free_port
+
+    settings = trained_store[0]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            settings.tracking_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the uvicorn worker it starts stops with it
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("mlflow server did not start")
+                time.sleep(0.5)
+        yield base
+    finally:
+        import os
+        import signal
+
+        for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(server.pid, sig)
+                server.wait(wait_s)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue

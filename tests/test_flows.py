@@ -41,8 +41,11 @@ def test_retrain_then_score_flows(harness, tmp_path, monkeypatch):
         async with get_client() as client:
             return await client.read_artifacts()
 
-    keys = {a.key for a in anyio.run(artifacts)}
-    assert f"flagged-{NIGHT}" in keys and f"night-{NIGHT}" in keys and "retrain-slider-ae" in keys
+    found = {a.key: a for a in anyio.run(artifacts)}
+    assert f"flagged-{NIGHT}" in found and f"night-{NIGHT}" in found and "retrain-slider-ae" in found
+    # the night's page for people, in the store and linked from the flow run
+    assert night["report"].endswith(f"reports/night-{NIGHT}.html") and svc.store.exists(f"reports/night-{NIGHT}.html")
+    assert f"reports/night-{NIGHT}.html)" in found[f"night-report-{NIGHT}"].data  # a markdown link
 
 
 def test_score_flow_without_champion_fails_with_advice(harness, tmp_path, monkeypatch):

@@ -4,18 +4,10 @@ versions are visible through its REST API, as the MLflow UI sees them."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
-from plant import make_plant
-from s3server import free_port
-
-from slidead.shell.commands import run_retrain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,58 +28,26 @@ def _post(base: str, path: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
-def test_mlflow_server_shows_both_families(tmp_path):
-    settings, _, _ = make_plant(tmp_path, n_train=8, n_eval_normal=4, n_eval_anomaly=4)
+def test_mlflow_server_shows_both_families(mlflow_server):
+    base = mlflow_server  # the server and the trained store are session fixtures (conftest.py)
+    exp = _get(base, "experiments/get-by-name", experiment_name="slidead/slider")["experiment"]
+    runs = _post(base, "runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
+    families = sorted(next(t["value"] for t in r["data"]["tags"] if t["key"] == "family") for r in runs)
+    assert families == ["ae", "vae"]
+    for r in runs:
+        metrics = {m["key"] for m in r["data"]["metrics"]}
+        assert {"mean_auc", "mean_pauc", "auc_id_00", "pauc_id_02", "train_loss", "val_loss"} <= metrics
+        params = {p["key"] for p in r["data"]["params"]}
+        assert {"train.lr", "features.n_mels", "features.hash", "model.input_dim"} <= params
+        files = _get(base, "artifacts/list", run_id=r["info"]["run_id"], path="plots")["files"]
+        assert {f["path"] for f in files} >= {
+            "plots/loss_curves.png",
+            "plots/roc_curves.png",
+            "plots/score_distributions.png",
+            "plots/reconstruction.png",
+        }
+        root = {f["path"] for f in _get(base, "artifacts/list", run_id=r["info"]["run_id"])["files"]}
+        assert {"thresholds.json", "evaluation.json", "data.json"} <= root
     for family in ("ae", "vae"):
-        run_retrain(settings, family, "slider", epochs=2, use_prefect=False)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            settings.tracking_uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
-        exp = _get(base, "experiments/get-by-name", experiment_name="slidead/slider")["experiment"]
-        runs = _post(base, "runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
-        families = sorted(next(t["value"] for t in r["data"]["tags"] if t["key"] == "family") for r in runs)
-        assert families == ["ae", "vae"]
-        for r in runs:
-            metrics = {m["key"] for m in r["data"]["metrics"]}
-            assert {"mean_auc", "mean_pauc", "auc_id_00", "pauc_id_02", "train_loss", "val_loss"} <= metrics
-            params = {p["key"] for p in r["data"]["params"]}
-            assert {"train.lr", "features.n_mels", "features.hash", "model.input_dim"} <= params
-            files = _get(base, "artifacts/list", run_id=r["info"]["run_id"], path="plots")["files"]
-            assert {f["path"] for f in files} >= {
-                "plots/loss_curves.png",
-                "plots/roc_curves.png",
-                "plots/score_distributions.png",
-                "plots/reconstruction.png",
-            }
-            root = {f["path"] for f in _get(base, "artifacts/list", run_id=r["info"]["run_id"])["files"]}
-            assert {"thresholds.json", "evaluation.json", "data.json"} <= root
-        for family in ("ae", "vae"):
-            rm = _get(base, "registered-models/get", name=f"slidead-slider-{family}")["registered_model"]
-            assert [a["alias"] for a in rm.get("aliases", [])] == ["champion"]
-    finally:
-        server.terminate()
-        server.wait(20)
+        rm = _get(base, "registered-models/get", name=f"slidead-slider-{family}")["registered_model"]
+        assert [a["alias"] for a in rm.get("aliases", [])] == ["champion"]

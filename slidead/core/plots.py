@@ -14,20 +14,39 @@ Shapes and types accepted (numpy arrays or plain lists):
   anomalous; ``thresholds`` / ``aucs`` map a machine ID to a float.
 * ``reconstruction(logmel, recon)``: two arrays of shape (n_mels, T) (a leading singleton
   axis, e.g. (1, n_mels, T), is squeezed away).
+* ``clip_view(logmel, ...)``: one flagged clip for the night report: its log-mel beside the
+  machine's normal level per mel band, its error map beside its error per band against the
+  machine's normal error per band (each optional, (n_mels,) arrays).
+* ``night_trend(nights, series)``: per scoring model, the median score and flag rate per night.
+* ``png(fig)``: a figure as small PNG bytes (palette colours) for pages that travel by mail;
+  ``picture(fig)`` as lossy WebP (spectrograms), with its MIME type.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from os import PathLike
 
 import numpy as np
+from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import LogLocator, NullFormatter, PercentFormatter
 
 from slidead.core.metrics import roc_curve
 
-__all__ = ["loss_curves", "score_distributions", "roc_curves", "reconstruction", "save"]
+__all__ = [
+    "loss_curves",
+    "score_distributions",
+    "roc_curves",
+    "reconstruction",
+    "clip_view",
+    "night_trend",
+    "png",
+    "save",
+]
 
 FIGSIZE = (6.0, 4.0)
 DPI = 100
@@ -188,6 +207,182 @@ def reconstruction(logmel: np.ndarray, recon: np.ndarray, title: str = "") -> Fi
     axes[-1].set_xlabel("frame")
     fig.suptitle(title or "Log-mel reconstruction")
     return fig
+
+
+def _band_ticks(ax, band_hz, n_mels: int) -> None:
+    """Label a mel-band axis in Hz at a few bands (band_hz: (n_mels, 2) edges, or None)."""
+    if band_hz is None:
+        ax.set_ylabel("mel band")
+        return
+    edges = np.asarray(band_hz, dtype=np.float64)
+    ticks = np.linspace(0, n_mels - 1, 5).round().astype(int)
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(
+        [f"{edges[i].mean() / 1000:.1f}k" if edges[i].mean() >= 1000 else f"{edges[i].mean():.0f}" for i in ticks]
+    )
+    ax.set_ylabel("Hz")
+
+
+def clip_view(
+    logmel: np.ndarray,
+    frame_s: float,
+    emap: np.ndarray | None = None,
+    band_error: np.ndarray | None = None,
+    normal_error: np.ndarray | None = None,
+    normal_level: np.ndarray | None = None,
+    normal_level_sd: np.ndarray | None = None,
+    band_hz: np.ndarray | None = None,
+    span: tuple[float, float, float, float] | None = None,
+    title: str = "",
+) -> Figure:
+    """Top: the clip's log-mel (time in s, ``frame_s`` seconds a frame) beside its mean level per
+    band against the machine's normal level (mean and +-1 sd). Bottom: the error map beside the
+    clip's error per band against the machine's normal error per band (log scale). ``span``:
+    (start_s, end_s, lo_hz, hi_hz) where the error peaked, outlined on both maps."""
+    x = _as_2d(logmel, "logmel")
+    n_mels, t = x.shape
+    rows = 2 if emap is not None else 1
+    # a fixed layout: the constrained one took most of the page's drawing time
+    fig = Figure(figsize=(7.5, 2.3 * rows + 0.4), dpi=DPI)
+    grid = fig.add_gridspec(
+        rows,
+        2,
+        width_ratios=(4, 1),
+        left=0.08,
+        right=0.98,
+        bottom=0.1 if rows == 2 else 0.2,
+        top=0.93,
+        wspace=0.12,
+        hspace=0.35,
+    )
+    extent = (0.0, t * frame_s, -0.5, n_mels - 0.5)
+    common = dict(origin="lower", aspect="auto", interpolation="nearest", extent=extent)
+    bands = np.arange(n_mels)
+
+    def outline(ax):
+        if span is None or band_hz is None:
+            return
+        t0, t1, lo, hi = span
+        edges = np.asarray(band_hz, dtype=np.float64)
+        b0 = int(np.searchsorted(edges[:, 1], lo, side="right"))
+        b1 = int(np.searchsorted(edges[:, 0], hi, side="left")) - 1
+        b0, b1 = min(max(b0, 0), n_mels - 1), min(max(b1, b0), n_mels - 1)
+        ax.add_patch(
+            Rectangle((t0, b0 - 0.5), max(t1 - t0, frame_s), b1 - b0 + 1, fill=False, edgecolor="white", linewidth=1.2)
+        )
+
+    ax = fig.add_subplot(grid[0, 0])
+    im = ax.imshow(x, cmap="magma", **common)
+    fig.colorbar(im, ax=ax, pad=0.01, label="log-mel")
+    ax.set_title("log-mel spectrogram", fontsize="medium", loc="left")
+    _band_ticks(ax, band_hz, n_mels)
+    outline(ax)
+    side = fig.add_subplot(grid[0, 1], sharey=ax)
+    if normal_level is not None:
+        lvl = np.asarray(normal_level, dtype=np.float64)
+        if normal_level_sd is not None:
+            sd = np.asarray(normal_level_sd, dtype=np.float64)
+            side.fill_betweenx(bands, lvl - sd, lvl + sd, color=_NORMAL_COLOR, alpha=0.25, linewidth=0)
+        side.plot(lvl, bands, color=_NORMAL_COLOR, linewidth=1, label="normal")
+    side.plot(x.mean(axis=1), bands, color=_ANOMALY_COLOR, linewidth=1, label="clip")
+    side.set_title("level per band", fontsize="small")
+    side.tick_params(labelleft=False, labelsize="x-small")
+    side.legend(fontsize="x-small", loc="upper right")
+    if emap is not None:
+        e = _as_2d(emap, "emap")
+        ax2 = fig.add_subplot(grid[1, 0], sharex=ax)
+        im = ax2.imshow(e, cmap="viridis", **common)
+        fig.colorbar(im, ax=ax2, pad=0.01, label="error")
+        ax2.set_title("reconstruction error", fontsize="medium", loc="left")
+        _band_ticks(ax2, band_hz, n_mels)
+        outline(ax2)
+        ax2.set_xlabel("time (s)")
+        side2 = fig.add_subplot(grid[1, 1], sharey=ax2)
+        if normal_error is not None:
+            side2.plot(
+                np.maximum(np.asarray(normal_error, dtype=np.float64), 1e-9),
+                bands,
+                color=_NORMAL_COLOR,
+                linewidth=1,
+                label="normal",
+            )
+        clip_err = np.asarray(band_error, dtype=np.float64) if band_error is not None else e.mean(axis=1)
+        side2.plot(np.maximum(clip_err, 1e-9), bands, color=_ANOMALY_COLOR, linewidth=1, label="clip")
+        side2.set_xscale("log")
+        side2.xaxis.set_minor_formatter(NullFormatter())
+        side2.xaxis.set_major_locator(LogLocator(numticks=3))
+        side2.set_title("error per band", fontsize="small")
+        side2.tick_params(labelleft=False, labelsize="x-small")
+    else:
+        ax.set_xlabel("time (s)")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def night_trend(nights: Sequence, series: Mapping[str, Mapping[str, Sequence[float]]], night=None) -> Figure:
+    """Per night (dates or ISO strings), for each model in ``series`` (``{model: {"median":
+    [...], "flag_rate": [...]}}``, one value per night, NaN where it did not score): the median
+    clip score (top) and the share of clips flagged (bottom). ``night``: marked with a line."""
+    import datetime as _dt
+
+    days = [n if isinstance(n, _dt.date) else _dt.date.fromisoformat(str(n)) for n in nights]
+    fig = Figure(figsize=(6.0, 3.2), dpi=DPI)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    fig.subplots_adjust(left=0.12, right=0.98, top=0.97, bottom=0.1, hspace=0.12)
+    for i, (model, s) in enumerate(series.items()):
+        color = f"C{i}"
+        for ax, key in ((top, "median"), (bottom, "flag_rate")):
+            ax.plot(days, np.asarray(s.get(key, []), dtype=np.float64), marker="o", ms=3, color=color, label=model)
+    if night is not None:
+        mark = night if isinstance(night, _dt.date) else _dt.date.fromisoformat(str(night))
+        for ax in (top, bottom):
+            ax.axvline(mark, color="0.5", linestyle=":", linewidth=1)
+        first = min([mark - _dt.timedelta(days=29), *days])
+        bottom.set_xlim(first - _dt.timedelta(days=1), max([mark, *days]) + _dt.timedelta(days=1.5))
+    bottom.xaxis.set_major_formatter(DateFormatter("%m-%d"))
+    top.set_ylabel("median score", fontsize="small")
+    bottom.set_ylabel("flagged", fontsize="small")
+    bottom.set_ylim(-0.02, 1.02)
+    bottom.yaxis.set_major_formatter(PercentFormatter(1.0))
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelsize="x-small")
+    if series:
+        top.legend(fontsize="x-small", loc="upper left")
+    return fig
+
+
+def png(fig: Figure, dpi: int = 80, colors: int = 96) -> bytes:
+    """``fig`` as PNG bytes, reduced to a palette of ``colors`` colours (a third of the size
+    of a full-colour PNG, and still sharp: plots have few colours)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    try:
+        from PIL import Image
+    except ImportError:  # matplotlib brings Pillow; without it the full-colour PNG
+        return buf.getvalue()
+    img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(colors=colors)
+    out = io.BytesIO()
+    img.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def picture(fig: Figure, dpi: int = 80, quality: int = 70) -> tuple[bytes, str]:
+    """``fig`` as (bytes, MIME type) for a page that travels by mail: lossy WebP, which keeps a
+    spectrogram's texture at a third of a PNG's size; a palette PNG where WebP is missing."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    try:
+        from PIL import Image, features
+
+        if not features.check("webp"):
+            raise ImportError("no WebP")
+    except ImportError:
+        return png(fig, dpi), "image/png"
+    out = io.BytesIO()
+    Image.open(io.BytesIO(buf.getvalue())).convert("RGB").save(out, format="WEBP", quality=quality, method=6)
+    return out.getvalue(), "image/webp"
 
 
 def save(fig: Figure, path: str | PathLike[str]) -> None:

@@ -369,9 +369,15 @@ def figures(outcome: Outcome, eval_rows: list[FeatureRow]) -> dict:
 
 
 def register(
-    svc: Services, outcome: Outcome, eval_rows: list[FeatureRow], tolerance: float = 0.0, log: Log = _quiet
+    svc: Services,
+    outcome: Outcome,
+    eval_rows: list[FeatureRow],
+    tolerance: float = 0.0,
+    log: Log = _quiet,
+    run_id: str | None = None,
 ) -> tuple[str, int, Decision]:
-    """Log the run, register a version, promote it if it is no worse than the champion."""
+    """Log the run (into ``run_id`` when the training opened one), register a version, promote
+    it if it is no worse than the champion."""
     cfg = outcome.config
     name = model_name(cfg.machine_type, cfg.family)
     tracker = svc.tracker
@@ -397,6 +403,8 @@ def register(
         outcome.data,
         figs,
         {"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run, "train_seconds": outcome.seconds},
+        run_id,
+        svc.features,
     )
     mean = outcome.report.get("mean", {})
     auc, pauc = mean.get("auc", float("nan")), mean.get("pauc", float("nan"))
@@ -480,8 +488,15 @@ def retrain(
     promote it if it is no worse than the champion (by ``tolerance`` in mean AUC)."""
     data = steps("ingest", ingest_sets, svc, cfg.machine_type, [cfg.features], ingest_progress, log)
     eval_rows = data.rows(cfg.features, "eval")
-    outcome = steps("train", train_and_evaluate, cfg, data.rows(cfg.features, "train"), eval_rows, epoch_progress, log)
-    run_id, version, decision = steps("register", register, svc, outcome, eval_rows, tolerance, log)
+    # the MLflow run opens before the first epoch, and each epoch's losses log into it as they come
+    run_id = svc.tracker.start_training(cfg)
+    try:
+        on_epoch = svc.tracker.epoch_logger(run_id, epoch_progress)
+        outcome = steps("train", train_and_evaluate, cfg, data.rows(cfg.features, "train"), eval_rows, on_epoch, log)
+        run_id, version, decision = steps("register", register, svc, outcome, eval_rows, tolerance, log, run_id)
+    except BaseException:
+        svc.tracker.end_failed(run_id)
+        raise
     return RetrainResult(cfg.family, cfg.machine_type, version, run_id, decision, outcome)
 
 

@@ -182,9 +182,23 @@ def cmd_commission(a, settings: Settings) -> int:
 def cmd_report(a, settings: Settings) -> int:
     from slidead.shell.report import format_table, run_report
 
+    if a.html:
+        from slidead.jobs.night_report import write_night_report
+
+        svc = services(settings)
+        night = a.night or _latest_night(svc)
+        print(write_night_report(svc, night, log=say))
+        return 0
     for title, cols, rows in run_report(settings.duckdb_path, a.night, a.only or None, a.machine_type, a.machine_id):
         print(f"\n== {title}\n{format_table(cols, rows)}")
     return 0
+
+
+def _latest_night(svc) -> str:
+    _, rows = svc.db.query("SELECT max(night) FROM scores")
+    if not rows or rows[0][0] is None:
+        raise ValueError("no night has been scored yet: run `slidead score --night YYYY-MM-DD` first")
+    return rows[0][0].isoformat()
 
 
 def cmd_models(a, settings: Settings) -> int:
@@ -387,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--only", action="append", help="one report by name (repeatable)")
     r.add_argument("--machine-type", default=None, help="only this machine type's rows (letters, digits, _ . -)")
     r.add_argument("--machine-id", default=None, help="only this machine ID's rows (digits, e.g. 00)")
+    r.add_argument(
+        "--html",
+        action="store_true",
+        help="write the night's page for people (flagged clips with pictures and sound, 30-night trend) "
+        "to reports/ in the store and print where it is",
+    )
 
     sv = add("serve", cmd_serve, "serve the nightly and retrain deployments from this process (needs PREFECT_API_URL)")
     sv.add_argument(

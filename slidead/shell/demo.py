@@ -2,7 +2,8 @@
 
 Generates the plant (unless the store already has one), runs the ``retrain`` flow for the AE
 and the VAE with a short schedule, runs the ``score`` flow on the demo night, and prints the
-per-ID AUC/pAUC table, the night's flagged clips and the commands to look further.
+per-ID AUC/pAUC table, the night's flagged clips and the commands to look further, and ends with
+where the night's HTML report is.
 """
 
 from __future__ import annotations
@@ -68,15 +69,22 @@ def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool = True, fre
     print(format_table(cols, rows))
     if night.get("alarms"):
         print("\nMachine alarms raised:\n" + "\n".join(f"  {d}" for d in night["alarms"]))
+    report = night.get("report")
+    if not report:  # scored without the flow (or the flow could not write it)
+        from slidead.jobs.night_report import write_night_report
+
+        report = write_night_report(svc, DEMO_NIGHT, log=say)
     db, uri = settings.duckdb_path, settings.tracking_uri
     print(f"""
 Look further:
   MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000
-               then open http://127.0.0.1:5000 (experiment slidead/{MACHINE_TYPE})
+               then open http://127.0.0.1:5000{svc.tracker.ui_path(MACHINE_TYPE)}
   DuckDB:      .venv/bin/duckdb -readonly {db} < sql/flagged_anomalies.sql
                .venv/bin/duckdb -readonly {db} -c "SELECT * FROM nightly_summary"
   Reports:     .venv/bin/slidead report --night {DEMO_NIGHT}
   A verdict:   .venv/bin/slidead label <clip_id> fault|false_alarm|maintenance --note "..."
                (labelled clips join the evaluation set of the next `slidead train`)
+  Night page:  .venv/bin/slidead report --night {DEMO_NIGHT} --html  (rewrites it)
 """)
+    print(f"Night report (open it in a browser): {report}")
     return 0

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -105,6 +106,11 @@ class FeatureStore:
 
     def directory(self, config: FeatureConfig, part: str, machine_type: str) -> str:
         return f"{self.root}/{config.hash}/{part}/machine_type={machine_type}"
+
+    def uri(self, config: FeatureConfig, part: str, machine_type: str) -> str:
+        """:meth:`directory` as a URI (``file:///...`` or ``s3://bucket/...``)."""
+        d = self.directory(config, part, machine_type)
+        return f"s3://{d}" if self.fs.type_name == "s3" else Path(d).resolve().as_uri()
 
     def _files(self, directory: str) -> list[str]:
         try:

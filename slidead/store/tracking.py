@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from slidead.core.config import RunConfig
 from slidead.errors import NoChampionError
 
 CHAMPION = "champion"
+KIND_TAG = "mlflow.experimentKind"  # what the MLflow 3 UI reads: model training, not a GenAI app
+KIND = "custom_model_development"
 PIP_REQUIREMENTS = ["torch==2.11.*", "numpy", "slidead"]
 
 
@@ -85,14 +89,89 @@ class Tracker:
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def experiment_id(self, machine_type: str) -> str:
+        """The machine type's experiment, created if need be, tagged as model training (an
+        experiment made before the tag existed gets it too, unless it says otherwise)."""
         name = experiment_name(machine_type)
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            if KIND_TAG not in exp.tags:
+                self.client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
             return exp.experiment_id
         location = None
         if self.artifact_root:
             location = Path(self.artifact_root, machine_type).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
+
+    def ui_path(self, machine_type: str) -> str:
+        """Where the MLflow UI shows the experiment's training runs (append to the server's
+        address): the 3.x UI opens an experiment on its GenAI overview unless told otherwise."""
+        return f"/#/experiments/{self.experiment_id(machine_type)}/runs?workflowType=machine_learning"
+
+    # -- a training run, opened before its first epoch ----------------------------------
+
+    def start_training(self, cfg: RunConfig) -> str:
+        """Open the run of one training of ``cfg`` (status RUNNING) and return its id: the
+        epochs log into it as they come (:meth:`epoch_logger`), :meth:`log_training` completes it."""
+        tags = {"family": cfg.family, "machine_type": cfg.machine_type, "feature_hash": cfg.features.hash}
+        try:
+            from mlflow.tracking.context import registry as context
+
+            tags = context.resolve_tags(tags)  # source, user: what mlflow.start_run would add
+        except Exception:  # noqa: BLE001 - those are niceties; the run opens without them
+            pass
+        run = self.client.create_run(
+            self.experiment_id(cfg.machine_type), tags=tags, run_name=f"{cfg.family}-{cfg.features.hash}"
+        )
+        run_id = run.info.run_id
+        # the config as params now; the model's own (its class list is set by the data) at the end
+        self._log_params(run_id, {k: v for k, v in cfg.flat().items() if not k.startswith("model.")})
+        return run_id
+
+    def epoch_logger(
+        self, run_id: str, then: Callable[[int, int, float, float], None] | None = None
+    ) -> Callable[[int, int, float, float], None]:
+        """A per-epoch callback for :func:`slidead.core.train.fit` that logs ``train_loss`` and
+        ``val_loss`` at step ``epoch`` into ``run_id`` and then calls ``then``. A failed log
+        never stops training: :meth:`log_training` logs the epochs that are missing."""
+        from mlflow.entities import Metric
+
+        warned = []
+
+        def on_epoch(epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
+            now = int(time.time() * 1000)
+            try:
+                self.client.log_batch(
+                    run_id,
+                    metrics=[
+                        Metric("train_loss", float(train_loss), now, epoch),
+                        Metric("val_loss", float(val_loss), now, epoch),
+                    ],
+                    synchronous=True,
+                )
+            except Exception as e:  # noqa: BLE001 - the training goes on; the run is completed later
+                if not warned:
+                    warned.append(e)
+                    logging.getLogger(__name__).warning("MLflow did not take epoch %d's losses: %s", epoch, e)
+            if then is not None:
+                then(epoch, epochs, train_loss, val_loss)
+
+        return on_epoch
+
+    def end_failed(self, run_id: str) -> None:
+        """Mark an opened run FAILED (its training raised)."""
+        try:
+            self.client.set_terminated(run_id, "FAILED")
+        except Exception:  # noqa: BLE001 - the training's own error is the one to report
+            pass
+
+    def _log_params(self, run_id: str, params: dict) -> None:
+        """Log ``params`` that the run does not have yet (MLflow refuses to change a param)."""
+        from mlflow.entities import Param
+
+        have = self.client.get_run(run_id).data.params
+        new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in have]
+        for start in range(0, len(new), 100):
+            self.client.log_batch(run_id, params=new[start : start + 100], synchronous=True)
 
     # -- logging -------------------------------------------------------------------------
 
@@ -106,22 +185,32 @@ class Tracker:
         data: dict,
         figures: dict | None = None,
         extra_metrics: dict | None = None,
+        run_id: str | None = None,
+        features=None,
     ) -> tuple[str, int]:
-        """One MLflow run with everything about this training; returns (run_id, version)."""
+        """Everything about one training in one MLflow run; returns (run_id, version).
+
+        ``run_id``: the run :meth:`start_training` opened (None: a new run); epochs already in
+        it are not logged again. ``features``: the :class:`~slidead.store.features.FeatureStore`
+        the clips came from; with it the training and evaluation sets are logged as MLflow
+        datasets (source: their Parquet partitions; digest: their clips and feature config)."""
         mlflow = self.mlflow
         name = model_name(cfg.machine_type, cfg.family)
-        with mlflow.start_run(
-            experiment_id=self.experiment_id(cfg.machine_type), run_name=f"{cfg.family}-{cfg.features.hash}"
-        ) as run:
-            mlflow.set_tags({"family": cfg.family, "machine_type": cfg.machine_type, "feature_hash": cfg.features.hash})
-            mlflow.log_params(cfg.flat())
-            mlflow.log_params({f"data.{k}": v for k, v in data.items() if not isinstance(v, (list, dict))})
-            for key, values in history.items():
-                for epoch, v in enumerate(values, start=1):
-                    mlflow.log_metric(key, float(v), step=epoch)
+        if run_id is None:
+            run_id = self.start_training(cfg)
+        with mlflow.start_run(run_id=run_id) as run:
+            self._log_params(run_id, cfg.flat())
+            self._log_params(run_id, {f"data.{k}": v for k, v in data.items() if not isinstance(v, (list, dict))})
+            self._log_history(run_id, history)
             mlflow.log_metrics(flat_metrics(report))
             if extra_metrics:
                 mlflow.log_metrics(extra_metrics)
+            if features is not None:
+                try:
+                    for ds, context in feature_datasets(features, cfg, data):
+                        mlflow.log_input(ds, context=context)
+                except Exception as e:  # noqa: BLE001 - they describe the run; the version registers without them
+                    logging.getLogger(__name__).warning("the run's datasets were not logged: %s", e)
             mlflow.log_dict(thresholds, "thresholds.json")
             mlflow.log_dict(report, "evaluation.json")
             mlflow.log_dict({k: v for k, v in data.items() if isinstance(v, (list, dict))}, "data.json")
@@ -146,12 +235,29 @@ class Tracker:
                         registered_model_name=name,
                     )
             version = int(info.registered_model_version)
-            self.client.set_model_version_tag(name, str(version), "mean_auc", str(report["mean"].get("auc")))
-            self.client.set_model_version_tag(name, str(version), "mean_pauc", str(report["mean"].get("pauc")))
-            self.client.set_model_version_tag(name, str(version), "feature_hash", cfg.features.hash)
-            for key, value in version_facts(cfg, thresholds, report).items():
+            tags = {
+                "family": cfg.family,
+                "score_metric": cfg.score.metric,
+                "mean_auc": str(report["mean"].get("auc")),
+                "mean_pauc": str(report["mean"].get("pauc")),
+                "feature_hash": cfg.features.hash,
+                **version_facts(cfg, thresholds, report),
+            }
+            for key, value in tags.items():
                 self.client.set_model_version_tag(name, str(version), key, value)
+            self.client.update_model_version(name, str(version), description=version_description(cfg, report))
             return run.info.run_id, version
+
+    def _log_history(self, run_id: str, history: dict) -> None:
+        """Per-epoch values (step = epoch, 1 first) the run does not have yet."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        for key, values in history.items():
+            have = {m.step for m in self.client.get_metric_history(run_id, key)} if values else set()
+            new = [Metric(key, float(v), now, e) for e, v in enumerate(values, start=1) if e not in have]
+            for start in range(0, len(new), 500):
+                self.client.log_batch(run_id, metrics=new[start : start + 500], synchronous=True)
 
     def register_thresholds(self, loaded: LoadedModel, thresholds: dict, reason: str) -> tuple[str, int]:
         """A new version of ``loaded.name``: ``loaded``'s weights and config with ``thresholds``
@@ -172,8 +278,17 @@ class Tracker:
         return run_id, version
 
     def log_decision(self, run_id: str, decision: Decision) -> None:
-        self.client.set_tag(run_id, "promotion", "promoted" if decision.promoted else "kept champion")
+        """The promotion gate's decision on the run and on the versions it registered (tags
+        ``gate_decision``/``gate_reason``, and the last line of the version's description)."""
+        verdict = "promoted" if decision.promoted else "kept champion"
+        self.client.set_tag(run_id, "promotion", verdict)
         self.client.set_tag(run_id, "promotion_reason", decision.reason)
+        for mv in self.client.search_model_versions(f"run_id='{_quote(run_id)}'"):
+            self.client.set_model_version_tag(mv.name, mv.version, "gate_decision", verdict)
+            self.client.set_model_version_tag(mv.name, mv.version, "gate_reason", decision.reason[:5000])
+            text = (mv.description or "").split("\n\nGate: ")[0]
+            gate = f"Gate: {'promoted to champion' if decision.promoted else 'not promoted'} ({decision.reason})"
+            self.client.update_model_version(mv.name, mv.version, description=f"{text}\n\n{gate}"[:5000])
         for k in ("champion_auc", "champion_pauc"):
             v = getattr(decision, k)
             if v is not None:
@@ -300,4 +415,59 @@ def flat_metrics(report: dict) -> dict[str, float]:
     for mid, row in report.get("per_id", {}).items():
         for k, v in row.items():
             out[f"{k}_id_{mid}"] = float(v)
+    return out
+
+
+def version_description(cfg: RunConfig, report: dict) -> str:
+    """What a registered version's page says first: which model, how it scores, how it did."""
+    mean = report.get("mean", {})
+    figures = ", ".join(
+        f"{label} {float(mean[k]):.3f}"
+        for k, label in (("auc", "mean AUC"), ("pauc", "pAUC"), ("false_alarm_rate", "false-alarm rate"))
+        if mean.get(k) is not None
+    )
+    text = (
+        f"{cfg.family} for {cfg.machine_type}, scored by {cfg.score.metric}, on log-mel features {cfg.features.hash} "
+        f"({cfg.features.n_mels} mels, {cfg.features.frames} frames); threshold at the {cfg.threshold_quantile:.0%} "
+        f"quantile of normal scores ({cfg.train.threshold_scheme})."
+    )
+    return text + (f" Evaluation: {figures}." if figures else " No labelled evaluation set.")
+
+
+def _digest(clip_ids, feature_hash: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256(feature_hash.encode())
+    for cid in sorted(clip_ids):
+        h.update(b"\n" + str(cid).encode())
+    return h.hexdigest()[:16]
+
+
+def feature_datasets(features, cfg: RunConfig, data: dict) -> list:
+    """``(dataset, context)`` for the training set (the clips trained and validated on, context
+    ``training``) and the evaluation set (``evaluation``), as MLflow datasets whose source is
+    the feature store's Parquet partition and whose digest is a hash of the clip IDs and the
+    feature config: two runs on the same clips show the same digest."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, DataType, Schema
+
+    schema = Schema(
+        [
+            ColSpec(DataType.string, "clip_id"),
+            ColSpec(DataType.string, "machine_id"),
+            ColSpec(DataType.string, "label", required=False),
+            ColSpec(DataType.integer, "n_frames"),
+        ]
+    )
+    out = []
+    for split, context, ids in (
+        ("train", "training", list(data.get("train_clip_ids", [])) + list(data.get("val_clip_ids", []))),
+        ("eval", "evaluation", list(data.get("eval_clip_ids", []))),
+    ):
+        if not ids:
+            continue
+        source = resolve_dataset_source(features.uri(cfg.features, f"set={split}", cfg.machine_type))
+        name = f"{cfg.machine_type}-{split}-{len(ids)}clips"
+        out.append((MetaDataset(source, name=name, digest=_digest(ids, cfg.features.hash), schema=schema), context))
     return out
