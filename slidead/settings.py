@@ -26,6 +26,10 @@ from pathlib import Path
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# the families slidead.core.models registers itself: a name among them is valid without
+# importing the registry (torch, ~1 s); any other name is looked up there
+BUILT_IN_FAMILIES = ("ae", "vae", "idclf")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLIDEAD_", extra="ignore")
@@ -66,7 +70,9 @@ class Settings(BaseSettings):
     @field_validator("family")
     @classmethod
     def _family(cls, v: str) -> str:
-        from slidead.core.models import families  # the registry (imports torch: only when the variable is set)
+        if v in BUILT_IN_FAMILIES:
+            return v
+        from slidead.core.models import families  # the registry (imports torch: only for a plug-in's name)
 
         if v not in families():
             raise ValueError(f"SLIDEAD_FAMILY={v!r}: expected one of {families()}")

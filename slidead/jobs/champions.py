@@ -1,10 +1,26 @@
-"""The champion model of each machine type, loaded from the registry with a clear error."""
+"""The champion model of each machine type, loaded from the registry with a clear error.
+
+The registry is asked every time which version is the champion. Its model files are then taken
+from a local cache when the cache holds exactly that version (same version, run and sha256 of
+each file as the version's ``model_files_sha256`` tag records), else downloaded from MLflow,
+checked against that tag, and cached. A version registered without the tag is downloaded every
+time and never cached. The cache lives beside the results database (``cache/champions/``); it
+saves the artifact download and its registry round trips, never the question which version is
+the champion.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 from slidead.errors import ModelRegistryError, NoChampionError, SlideadError, redact
 from slidead.store.services import Services
-from slidead.store.tracking import LoadedModel, model_name
+from slidead.store.tracking import DIGEST_TAG, MODEL_FILES, LoadedModel, file_digests, model_from_files, model_name
 
 
 def load_champion(svc: Services, name: str) -> LoadedModel:
@@ -20,7 +36,7 @@ def load_champion(svc: Services, name: str) -> LoadedModel:
             "Nothing was scored or written."
         ) from None
     try:
-        return tracker.load(name)
+        return _load(svc, name, ChampionCache.beside(svc))
     except NoChampionError:
         champ = tracker.champion_version(name)
         if champ is None:
@@ -36,6 +52,103 @@ def load_champion(svc: Services, name: str) -> LoadedModel:
         raise ModelRegistryError(
             f"could not load the champion of {name} from MLflow at {uri} ({_short(e)}). Nothing was scored or written."
         ) from None
+
+
+def _load(svc: Services, name: str, cache: ChampionCache | None) -> LoadedModel:
+    tracker = svc.tracker
+    mv = tracker.champion_version(name)
+    if mv is None:
+        raise NoChampionError(name)
+    version, want = int(mv.version), registered_digests(mv)
+    key = (svc.tracking_uri, name, version, mv.run_id)
+    if cache is not None and want:
+        files = cache.get(*key, want)
+        if files is not None:
+            return model_from_files(files, name, version, mv.run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = tracker.model_files(name, mv, tmp)
+        got = file_digests(files.values())
+        if want and got != want:
+            bad = sorted(f for f in MODEL_FILES if got.get(f) != want.get(f))
+            raise ValueError(
+                f"its {', '.join(bad)} in the artifact store differ from the sha256 registered with v{version}"
+            )
+        loaded = model_from_files(files, name, version, mv.run_id)  # loads (weights only) before it is cached
+        if cache is not None and want:
+            cache.put(*key, files)
+        return loaded
+
+
+def registered_digests(mv) -> dict[str, str]:
+    """The sha256 of each model file as the registry records it for version ``mv`` (empty when
+    the version was registered without them)."""
+    try:
+        got = json.loads((mv.tags or {}).get(DIGEST_TAG, "{}"))
+    except ValueError:
+        return {}
+    return got if isinstance(got, dict) and set(got) == set(MODEL_FILES) else {}
+
+
+class ChampionCache:
+    """Model files of registry versions on local disk, one folder per (registry, name, version,
+    run): ``entry.json`` says which, and each file is used only while its sha256 is the
+    registered one."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @classmethod
+    def beside(cls, svc: Services) -> ChampionCache | None:
+        path = Path(svc.db.path)
+        return None if str(svc.db.path) == ":memory:" else cls(path.parent / "cache" / "champions")
+
+    def _dir(self, tracking_uri: str, name: str, version: int, run_id: str) -> Path:
+        registry = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
+        return self.root / registry / f"{name}-v{version}-{run_id}"
+
+    def get(self, tracking_uri: str, name: str, version: int, run_id: str, digests: dict) -> dict[str, Path] | None:
+        """The cached files of that version, or None (no entry, another version or run, or a file
+        whose sha256 is not ``digests``' own)."""
+        d = self._dir(tracking_uri, name, version, run_id)
+        try:
+            entry = json.loads((d / "entry.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if entry != _entry(tracking_uri, name, version, run_id, digests):
+            return None
+        files = {f: d / f for f in MODEL_FILES}
+        try:
+            if file_digests(files.values()) != digests:
+                return None
+        except OSError:
+            return None
+        return files
+
+    def put(self, tracking_uri: str, name: str, version: int, run_id: str, files: dict[str, Path]) -> None:
+        """Keep ``files`` as that version's entry (best effort: a cache that cannot be written is skipped)."""
+        d, tmp = self._dir(tracking_uri, name, version, run_id), None
+        try:
+            d.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=".new-"))
+            for f in MODEL_FILES:
+                shutil.copyfile(files[f], tmp / f)
+            digests = file_digests(tmp / f for f in MODEL_FILES)
+            (tmp / "entry.json").write_text(json.dumps(_entry(tracking_uri, name, version, run_id, digests)))
+            shutil.rmtree(d, ignore_errors=True)
+            os.replace(tmp, d)
+        except OSError:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _entry(tracking_uri: str, name: str, version: int, run_id: str, digests: dict) -> dict:
+    return {
+        "tracking_uri": redact(tracking_uri),
+        "name": name,
+        "version": int(version),
+        "run_id": run_id,
+        "sha256": dict(sorted(digests.items())),
+    }
 
 
 def _short(e: BaseException, limit: int = 300) -> str:

@@ -1,9 +1,10 @@
 """The ``slidead`` command line.
 
 Commands: ``demo``, ``generate``, ``import dcase2020|mimii DIR``, ``upload-night DIR``,
-``train``, ``evaluate``, ``score``, ``report``, ``models``. ``train`` and ``score`` run the
-Prefect flows (a temporary local API when ``PREFECT_API_URL`` is unset) unless
-``--no-prefect`` is given. Settings come from ``SLIDEAD_*`` variables (see README).
+``train``, ``evaluate``, ``score``, ``report``, ``models``. ``train``, ``score`` and ``demo`` run
+the library recipe in this process, or the Prefect flow when ``PREFECT_API_URL`` names a server
+(``--prefect`` / ``--no-prefect`` force either; see :func:`slidead.shell.commands.mode`).
+Settings come from ``SLIDEAD_*`` variables (see README).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import sys
 import time
 
-from slidead.settings import Settings
+from slidead.settings import BUILT_IN_FAMILIES, Settings
 from slidead.shell.commands import evaluate_version, prefect_env, run_retrain, run_score, say, services
 from slidead.shell.report import format_metrics
 
@@ -28,9 +29,9 @@ FAMILY_HELP = "a registered model family: ae, vae, idclf, or one a plug-in regis
 
 
 def family_name(value: str, extra: tuple[str, ...] = ()) -> str:
-    """``--family``: a family in the registry (looked up only when the option is given: the
-    registry imports torch)."""
-    if value in extra:
+    """``--family``: a family in the registry (looked up only for a name that is not built in:
+    the registry imports torch)."""
+    if value in extra or value in BUILT_IN_FAMILIES:
         return value
     from slidead.core.models import families
 
@@ -108,7 +109,7 @@ def cmd_train(a, settings: Settings) -> int:
         a.device,
         a.tolerance,
         a.patience,
-        not a.no_prefect,
+        a.prefect,
         a.stream,
         a.metric,
         a.thresholds,
@@ -136,7 +137,7 @@ def cmd_evaluate(a, settings: Settings) -> int:
 
 
 def cmd_score(a, settings: Settings) -> int:
-    out = run_score(settings, a.night, a.family, a.machine_type, a.shard_size, not a.no_prefect)
+    out = run_score(settings, a.night, a.family, a.machine_type, a.shard_size, a.prefect)
     print(
         json.dumps(out)
         if a.json
@@ -202,14 +203,17 @@ def _latest_night(svc) -> str:
 
 
 def cmd_models(a, settings: Settings) -> int:
+    from slidead.layout import check_name
     from slidead.store.tracking import model_name
 
+    check_name("machine type", a.machine_type)
     svc = services(settings)
     rows = []
-    from slidead.core.models import families
-
-    for family in families():
-        name = model_name(a.machine_type, family)
+    # the registry's own list of this type's models (every family ever registered, plug-ins
+    # included), not the family registry: listing needs neither torch nor the families' modules
+    prefix = model_name(a.machine_type, "")
+    found = svc.tracker.client.search_registered_models(filter_string=f"name LIKE '{prefix}%'")
+    for name in sorted(m.name for m in found if m.name.startswith(prefix) and "-" not in m.name[len(prefix) :]):
         champ = svc.tracker.champion_version(name)
         for v in svc.tracker.versions(name):
             rows.append(
@@ -265,10 +269,30 @@ def _num(s: str):
 def cmd_demo(a, settings: Settings) -> int:
     from slidead.shell.demo import run_demo
 
-    return run_demo(settings, epochs=a.epochs, use_prefect=not a.no_prefect, fresh=a.fresh)
+    return run_demo(settings, epochs=a.epochs, use_prefect=a.prefect, fresh=a.fresh)
 
 
 # -- parser --------------------------------------------------------------------------------
+
+
+def add_mode(sp: argparse.ArgumentParser, flow: str) -> None:
+    """``--prefect`` / ``--no-prefect``: where the recipe runs (default: the flow only when
+    PREFECT_API_URL names a server; see slidead.shell.commands.mode)."""
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument(
+        "--prefect",
+        dest="prefect",
+        action="store_true",
+        default=None,
+        help=f"run {flow} (against PREFECT_API_URL, or on a temporary local Prefect API that takes ~20 s "
+        "to start when it is unset); default: the flow only when PREFECT_API_URL is set, else this process",
+    )
+    g.add_argument(
+        "--no-prefect",
+        dest="prefect",
+        action="store_false",
+        help="run the library recipe in this process even when PREFECT_API_URL is set",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=int, default=50, help="training epochs per model for the demo (default 50; the seed uses 100)"
     )
     d.add_argument("--fresh", action="store_true", help="delete SLIDEAD_HOME's demo state first")
-    d.add_argument("--no-prefect", action="store_true", help="call the library directly instead of the flows")
+    add_mode(d, "the retrain and score flows")
 
     g = add("generate", cmd_generate, "write a seeded synthetic slide-rail plant into the store")
     g.add_argument("--machine-type", default="slider")
@@ -340,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the thresholds are fitted on: the validation split's scores (default, the seed's) or "
         "out-of-fold scores of every training clip (two fold models more to train)",
     )
-    t.add_argument("--no-prefect", action="store_true")
+    add_mode(t, "the retrain flow")
 
     e = add("evaluate", cmd_evaluate, "AUC/pAUC per machine ID of the champion (or --version) on eval/")
     e.add_argument(
@@ -360,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--machine-type", default=None, help="default: every type in the night")
     s.add_argument("--shard-size", type=int, default=256)
     s.add_argument("--json", action="store_true")
-    s.add_argument("--no-prefect", action="store_true")
+    add_mode(s, "the score flow")
 
     lb = add(
         "label",

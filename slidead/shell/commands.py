@@ -1,9 +1,11 @@
 """The jobs behind the command line and the demo: train, evaluate and score.
 
 ``run_retrain`` and ``run_score`` run one library recipe each (:func:`slidead.jobs.retrain.retrain`,
-:func:`slidead.jobs.nightly.run_night`), either through the Prefect flows that wrap them
-(``use_prefect=True``) or in this process. Each takes :class:`~slidead.settings.Settings` and
-returns a plain dict (what ``--json`` prints).
+:func:`slidead.jobs.nightly.run_night`), in this process or through the Prefect flow that wraps
+it (:func:`mode` decides: the flow when ``PREFECT_API_URL`` names a server or the caller asks for
+it, else the recipe in this process, with no temporary Prefect API to start). Each takes
+:class:`~slidead.settings.Settings`, says in one line which mode ran, and returns a plain dict
+(what ``--json`` prints).
 """
 
 from __future__ import annotations
@@ -31,6 +33,23 @@ def prefect_env(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+def mode(use_prefect: bool | None) -> tuple[bool, str]:
+    """``(run the flow?, the line that says so)``. ``use_prefect`` None (the command line's default):
+    the flow when ``PREFECT_API_URL`` is set, else the recipe in this process; True forces the flow
+    (on a temporary local Prefect API when no server is named); False forces this process."""
+    url = os.environ.get("PREFECT_API_URL")
+    if use_prefect is None:
+        use_prefect = bool(url)
+    if not use_prefect:
+        why = "PREFECT_API_URL is unset" if not url else "--no-prefect"
+        return False, f"mode: in this process, no Prefect ({why}; --prefect runs the flow)"
+    if url:
+        from slidead.errors import redact
+
+        return True, f"mode: Prefect flow against {redact(url)}"
+    return True, "mode: Prefect flow on a temporary local Prefect API (no PREFECT_API_URL; starting it takes ~20 s)"
+
+
 def services(settings: Settings):
     from slidead.store.services import Services
 
@@ -45,11 +64,13 @@ def run_retrain(
     device=None,
     tolerance=0.0,
     patience=None,
-    use_prefect=True,
+    use_prefect: bool | None = None,
     stream=None,
     metric=None,
     thresholds=None,
 ) -> dict:
+    use_prefect, line = mode(use_prefect)
+    say(line)
     if use_prefect:
         prefect_env(settings)
         from flows.retrain import retrain
@@ -114,11 +135,18 @@ def evaluate_version(settings: Settings, family: str, machine_type: str, version
 
 
 def run_score(
-    settings: Settings, night: str, family: str | None, machine_type=None, shard_size=256, use_prefect=True
+    settings: Settings,
+    night: str,
+    family: str | None,
+    machine_type=None,
+    shard_size=256,
+    use_prefect: bool | None = None,
 ) -> dict:
     from slidead.layout import check_night
 
     check_night(night)
+    use_prefect, line = mode(use_prefect)
+    say(line)
     if use_prefect:
         prefect_env(settings)
         from flows.score import score

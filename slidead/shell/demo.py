@@ -1,8 +1,10 @@
 """``slidead demo``: a small synthetic plant, trained and scored end to end on one machine.
 
-Generates the plant (unless the store already has one), runs the ``retrain`` flow for the AE
-and the VAE with a short schedule, runs the ``score`` flow on the demo night, and prints the
-per-ID AUC/pAUC table, the night's flagged clips and the commands to look further, and ends with
+Generates the plant (unless the store already has one), retrains the AE and the VAE with a
+short schedule, scores the demo night, and prints the per-ID AUC/pAUC table, the night's flagged
+clips and the commands to look further. Retrain and score run where ``slidead train`` and
+``slidead score`` run them (:func:`slidead.shell.commands.mode`): the Prefect flows when
+``PREFECT_API_URL`` is set or ``use_prefect`` is True, else the same recipes in this process. It ends with
 where the night's HTML report is.
 """
 
@@ -26,7 +28,7 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool = True, fresh: bool = False) -> int:
+def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool | None = None, fresh: bool = False) -> int:
     home = settings.home_dir
     if fresh and home.exists():
         for name in ("store", "mlflow.db", "mlartifacts", "slidead.duckdb", "prefect"):

@@ -21,14 +21,17 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from slidead.core.features import FeatureConfig
 from slidead.errors import StoreError, redact
+
+if TYPE_CHECKING:  # core.features imports torch and torchaudio: not needed to open a store
+    from slidead.core.features import FeatureConfig
 
 ROW_GROUP_CLIPS = 32  # clips per Parquet row group (the block streaming training reads)
 _META = ["clip_id", "machine_id", "label", "n_frames"]

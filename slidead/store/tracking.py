@@ -11,6 +11,7 @@ unpickles code. Pickled models are code: load them only from your own registry.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -20,15 +21,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from slidead.core.config import RunConfig
 from slidead.errors import NoChampionError
+
+if TYPE_CHECKING:  # torch and the model registry only when a model is logged or loaded (`slidead models` lists without)
+    import torch
+
+    from slidead.core.config import RunConfig
 
 CHAMPION = "champion"
 KIND_TAG = "mlflow.experimentKind"  # what the MLflow 3 UI reads: model training, not a GenAI app
 KIND = "custom_model_development"
+# what scoring rebuilds a version from; their sha256 digests are the version's tag DIGEST_TAG
+MODEL_FILES = ("state_dict.pt", "run_config.json", "thresholds.json")
+DIGEST_TAG = "model_files_sha256"
 PIP_REQUIREMENTS = ["torch==2.11.*", "numpy", "slidead"]
 
 
@@ -216,8 +223,11 @@ class Tracker:
             mlflow.log_dict({k: v for k, v in data.items() if isinstance(v, (list, dict))}, "data.json")
             for fname, fig in (figures or {}).items():
                 mlflow.log_figure(fig, f"plots/{fname}.png")
+            import torch
+
             with tempfile.TemporaryDirectory() as tmp:
                 files = _write_model_files(Path(tmp), cfg, model, thresholds)
+                digests = file_digests(files)
                 example = torch.zeros(2, cfg.features.dim)
                 from mlflow.models import infer_signature
 
@@ -241,6 +251,8 @@ class Tracker:
                 "mean_auc": str(report["mean"].get("auc")),
                 "mean_pauc": str(report["mean"].get("pauc")),
                 "feature_hash": cfg.features.hash,
+                # what a champion cache checks its copy against (slidead.jobs.champions)
+                DIGEST_TAG: json.dumps(digests, sort_keys=True),
                 **version_facts(cfg, thresholds, report),
             }
             for key, value in tags.items():
@@ -339,25 +351,26 @@ class Tracker:
         else:
             mv = self.client.get_model_version(name, str(version))
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(
-                self.mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{name}/{mv.version}", dst_path=tmp, tracking_uri=self.uri
-                )
+            files = self.model_files(name, mv, tmp, champion=version is None)
+            return model_from_files(files, name, int(mv.version), mv.run_id)
+
+    def model_files(self, name: str, mv, dst: str, champion: bool = True) -> dict[str, Path]:
+        """Download version ``mv`` of ``name`` into ``dst``: its :data:`MODEL_FILES` by file name.
+        Some missing: NoChampionError for the champion, else FileNotFoundError."""
+        local = Path(
+            self.mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{mv.version}", dst_path=dst, tracking_uri=self.uri
             )
-            files = {p.name: p for p in local.rglob("*") if p.is_file()}
-            missing = {"state_dict.pt", "run_config.json", "thresholds.json"} - set(files)
-            if missing:
-                raise (
-                    NoChampionError(name)
-                    if version is None
-                    else FileNotFoundError(f"{name} v{mv.version} lacks {sorted(missing)}")
-                )
-            cfg = RunConfig.from_dict(json.loads(files["run_config.json"].read_text()))
-            thresholds = json.loads(files["thresholds.json"].read_text())
-            model = cfg.build_model()
-            model.load_state_dict(torch.load(files["state_dict.pt"], map_location="cpu", weights_only=True))
-        model.eval()
-        return LoadedModel(model, cfg, thresholds, name, int(mv.version), mv.run_id)
+        )
+        files = {p.name: p for p in local.rglob("*") if p.is_file() and p.name in MODEL_FILES}
+        missing = set(MODEL_FILES) - set(files)
+        if missing:
+            raise (
+                NoChampionError(name)
+                if champion
+                else FileNotFoundError(f"{name} v{mv.version} lacks {sorted(missing)}")
+            )
+        return files
 
     def versions(self, name: str) -> list:
         from mlflow.exceptions import MlflowException
@@ -374,7 +387,29 @@ def _quote(name: str) -> str:
     return name
 
 
+def model_from_files(files: dict[str, Path], name: str, version: int, run_id: str) -> LoadedModel:
+    """A model version rebuilt from its :data:`MODEL_FILES` (``torch.load(weights_only=True)``:
+    the weights are never unpickled as code)."""
+    import torch
+
+    from slidead.core.config import RunConfig
+
+    cfg = RunConfig.from_dict(json.loads(files["run_config.json"].read_text()))
+    thresholds = json.loads(files["thresholds.json"].read_text())
+    model = cfg.build_model()
+    model.load_state_dict(torch.load(files["state_dict.pt"], map_location="cpu", weights_only=True))
+    model.eval()
+    return LoadedModel(model, cfg, thresholds, name, version, run_id)
+
+
+def file_digests(files) -> dict[str, str]:
+    """``{file name: sha256}`` of the given paths."""
+    return {Path(f).name: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
+
+
 def _write_model_files(tmp: Path, cfg: RunConfig, model: torch.nn.Module, thresholds: dict) -> list[Path]:
+    import torch
+
     sd = tmp / "state_dict.pt"
     torch.save(
         {

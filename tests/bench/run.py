@@ -11,7 +11,14 @@ the 2,000-clip night). Sections:
 4. scaling of the score flow over local Dask worker processes;
 5. memory (``--only memory``, in ``--full``): peak RSS of scoring a 10,000-clip night end to end
    against a 1,000-clip night, and of training on 2,370 clips in memory against streaming them
-   from the Parquet feature store; each in a fresh process.
+   from the Parquet feature store; each in a fresh process;
+6. the paths users run (``--only paths``, not in the default set: it starts a ``prefect server``
+   and takes a while): the library call (``run_score(..., use_prefect=False)`` timed in a fresh
+   process, the reference), ``slidead score`` as typed (no ``PREFECT_API_URL``), ``slidead
+   score`` against a running ``prefect server``, and ``prefect deployment run score/nightly
+   --watch`` against ``slidead serve``; 600- and 2,000-clip nights (``--paths-clips``), AE and
+   VAE, local store, each night with an empty feature store; then the re-run of a fully scored
+   night and ``slidead models``. Commands are timed from start to exit.
 """
 
 from __future__ import annotations
@@ -493,12 +500,284 @@ def bench_memory(n_night: int, n_train: int, work: Path, family: str = "vae") ->
         )
 
 
+# -- 6. the paths users run ----------------------------------------------------------------
+
+BIN = Path(sys.executable).parent
+REPO = HERE.parents[1]
+
+
+def _run_timed(cmd: list[str], env: dict, cwd: Path | None = None) -> tuple[float, float, str]:
+    """Run ``cmd`` to the end: (wall seconds from start to exit, its peak RSS in MiB, stdout+stderr)."""
+    import subprocess
+
+    # GNU time reports the command's own peak RSS (a child forked from this process would
+    # inherit its high-water mark in ru_maxrss); its fork and exec cost ~1 ms
+    timer = ["/usr/bin/time", "-f", "peak-rss-kb %M"] if Path("/usr/bin/time").exists() else []
+    t0 = time.perf_counter()
+    p = subprocess.run(timer + cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    secs = time.perf_counter() - t0
+    out = p.stdout
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} exited with {p.returncode}:\n{out[-3000:]}")
+    rss = float("nan")
+    if timer:
+        head, _, last = out.rstrip("\n").rpartition("\n")
+        rss, out = int(last.split()[-1]) / 1024, head
+    return secs, rss, out
+
+
+def _wait_http(url: str, proc, seconds: float) -> float:
+    import urllib.request
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return time.perf_counter() - t0
+        except OSError:
+            time.sleep(0.25)
+    raise TimeoutError(url)
+
+
+def _night_home(root: Path, night_src: Path) -> Path:
+    """A fresh SLIDEAD_HOME whose store holds the night (hard links): empty feature store and results."""
+    home = root
+    dst = home / "store" / "drops" / NIGHT
+    for f in night_src.rglob("*.wav"):
+        t = dst / f.relative_to(night_src)
+        t.parent.mkdir(parents=True, exist_ok=True)
+        os.link(f, t)
+    return home
+
+
+def _child_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SLIDEAD_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as on a user's machine: imports come from .pyc files
+    env.update(SLIDEAD_DEVICE="cpu", DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(extra)
+    return env
+
+
+def _ensure_bytecode() -> None:
+    """Compile the environment's modules once, as a first run does where bytecode may be written
+    (this machine sets PYTHONDONTWRITEBYTECODE: without it every process would compile ~2,800
+    modules, several seconds of each command)."""
+    import compileall
+    import site
+
+    sp = Path(site.getsitepackages()[0])
+    if (sp / "mlflow" / "__pycache__").exists() and (sp / "prefect" / "__pycache__").exists():
+        return
+    t0 = time.perf_counter()
+    compileall.compile_dir(str(sp), quiet=2, workers=os.cpu_count() or 1)
+    for d in ("slidead", "flows", "deployments"):
+        compileall.compile_dir(str(REPO / d), quiet=2)
+    print(f"  compiled the environment's bytecode once: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def bench_paths(sizes: list[int], work: Path) -> None:
+    import subprocess
+
+    from s3server import free_port
+
+    from slidead.settings import Settings
+    from slidead.shell.commands import run_retrain
+    from slidead.store.services import Services
+    from slidead.synth.plant import PlantSpec, generate_plant
+
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"\n6. The paths users run, {time.strftime('%Y-%m-%d %H:%M')}, load average {load} on {os.cpu_count()} cores: "
+        "each night in a fresh process with an empty feature store, local store; wall seconds, ratio "
+        "against the library path"
+    )
+    _ensure_bytecode()
+    base = work / "base"
+    settings = Settings(home=base)
+    svc = Services.from_settings(settings)
+    generate_plant(svc.store.put, PlantSpec(n_train=6, n_eval_normal=3, n_eval_anomaly=3, nights=()))
+    for fam in ("ae", "vae"):
+        run_retrain(settings, fam, "slider", epochs=1, use_prefect=False)
+        loaded = svc.tracker.load(f"slidead-slider-{fam}")  # a second version each: four to list
+        svc.tracker.register_thresholds(loaded, loaded.thresholds, "bench: a second version to list")
+    mlflow_uri = settings.tracking_uri
+    nights = {}
+    biggest = max(sizes)
+    src = work / "night-src"
+    for key, data in make_clips(biggest, seed=1):
+        p = src / key
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    for n in sizes:  # the first n clips (make_clips spreads them over the IDs in turn)
+        nights[n] = work / f"night-{n}"
+        for f in sorted((src / "drops" / NIGHT).rglob("*.wav")):
+            if int(f.stem) < n:
+                t = nights[n] / f.relative_to(src / "drops" / NIGHT)
+                t.parent.mkdir(parents=True, exist_ok=True)
+                os.link(f, t)
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    logs = work / "logs"
+    logs.mkdir()
+    server_env = _child_env(
+        PREFECT_HOME=str(work / "prefect"), PREFECT_API_URL=api, PREFECT_SERVER_API_HOST="127.0.0.1"
+    )
+    served = work / "served"
+    serve_env = dict(server_env, SLIDEAD_HOME=str(served), SLIDEAD_MLFLOW_URI=mlflow_uri)
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env,
+        stdout=open(logs / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    serve = None
+    rows = []
+    try:
+        up = _wait_http(f"{api}/health", server, 300)
+        print(f"  prefect server answered /health after {up:.1f} s (not counted below)", flush=True)
+        served.mkdir()
+        serve = subprocess.Popen(
+            [str(BIN / "slidead"), "serve"],
+            env=serve_env,
+            cwd=REPO,
+            stdout=open(logs / "serve.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
+        ready = False
+        # warm-up, not counted: a 10-clip night through the library and the CLI (page cache, first
+        # reads of the registry and of the environment's files)
+        warm = work / "night-warm"
+        for f in sorted(nights[sizes[0]].rglob("*.wav"))[:10]:
+            t = warm / f.relative_to(nights[sizes[0]])
+            t.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, t)
+        _in_child(_lib_score_child, str(_night_home(work / "warm-lib", warm)), mlflow_uri, "ae")
+        home = _night_home(work / "warm-cli", warm)
+        _run_timed(
+            [str(BIN / "slidead"), "score", "--night", NIGHT, "--family", "ae"],
+            _child_env(SLIDEAD_HOME=str(home), SLIDEAD_MLFLOW_URI=mlflow_uri),
+        )
+        for n in sizes:
+            for fam in ("ae", "vae"):
+                # (a) the library call in a fresh process, timed around run_score (the reference)
+                home = _night_home(work / f"lib-{fam}-{n}", nights[n])
+                ref, ref_rss = _lib_child(str(home), mlflow_uri, fam, n)
+                rows.append((n, fam, "library: run_score(use_prefect=False), fresh process", ref, ref_rss, ref))
+                # (b) slidead score as typed: no PREFECT_API_URL
+                home = _night_home(work / f"cli-{fam}-{n}", nights[n])
+                cmd = [str(BIN / "slidead"), "score", "--night", NIGHT, "--family", fam]
+                env = _child_env(SLIDEAD_HOME=str(home), SLIDEAD_MLFLOW_URI=mlflow_uri)
+                secs, rss, out = _run_timed(cmd, env)
+                assert f"night {NIGHT}: {n} clips, {n} newly scored" in out, out[-2000:]
+                rows.append((n, fam, "`slidead score` (default: in this process)", secs, rss, ref))
+                if n == min(sizes) and fam == "ae":  # the re-run of that fully scored night
+                    secs, rss, out = _run_timed(cmd, env)
+                    assert f"0 newly scored, {n} already scored" in out, out[-2000:]
+                    rows.append((n, fam, "`slidead score` re-run, nothing new", secs, rss, None))
+                    secs, rss, out = _run_timed([str(BIN / "slidead"), "models"], env)
+                    assert out.count("slidead-slider-") == 4, out
+                    rows.append((n, fam, "`slidead models` (four versions)", secs, rss, None))
+                # (c) slidead score with PREFECT_API_URL: the score flow against the running server
+                home = _night_home(work / f"srv-{fam}-{n}", nights[n])
+                env = _child_env(
+                    SLIDEAD_HOME=str(home),
+                    SLIDEAD_MLFLOW_URI=mlflow_uri,
+                    PREFECT_API_URL=api,
+                    PREFECT_HOME=str(work / "prefect-cli"),
+                )
+                secs, rss, out = _run_timed(cmd, env)
+                assert "mode: Prefect flow against" in out and f"{n} newly scored" in out, out[-2000:]
+                rows.append((n, fam, "`slidead score` with PREFECT_API_URL (running server)", secs, rss, ref))
+                # (d) prefect deployment run score/nightly --watch against slidead serve: the served
+                # process keeps its SLIDEAD_HOME, so its night is reset to an empty feature store
+                for d in ("store", "slidead.duckdb", "slidead.duckdb.wal"):
+                    p = served / d
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                _night_home(served, nights[n])
+                cmd = [str(BIN / "prefect"), "deployment", "run", "score/nightly", "-p", f"night={NIGHT}"]
+                cmd += ["-p", f"family={fam}", "--watch", "--watch-timeout", "1800"]
+                if not ready:  # the deployment appears once `slidead serve` has registered it
+                    t0 = time.perf_counter()
+                    while subprocess.run(
+                        [str(BIN / "prefect"), "deployment", "inspect", "score/nightly"],
+                        env=server_env,
+                        capture_output=True,
+                    ).returncode:
+                        if time.perf_counter() - t0 > 300 or serve.poll() is not None:
+                            raise RuntimeError("slidead serve did not register score/nightly; see serve.log")
+                        time.sleep(1)
+                    ready = True
+                secs, rss, out = _run_timed(cmd, server_env)
+                assert "Completed" in out, out[-2000:]
+                n_db = _count_scores(served / "slidead.duckdb", fam)
+                assert n_db == n, (n_db, n)
+                rows.append(
+                    (n, fam, "`prefect deployment run score/nightly --watch` (slidead serve)", secs, float("nan"), ref)
+                )
+                _print_rows([r for r in rows if r[0] == n and r[1] == fam])
+    finally:
+        for proc in (serve, server):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"  load average at the end: {load}", flush=True)
+
+
+def _print_rows(rows) -> None:
+    for n, fam, path, secs, rss, ref in rows:
+        rate = f", {n / secs:6.1f} clips/s" if "re-run" not in path and "models" not in path else ""
+        mem = "" if rss != rss else f", peak RSS {rss:,.0f} MiB"
+        ratio = "" if ref is None else ("reference" if secs is ref else f"{secs / ref:5.2f}x library")
+        print(f"  {fam:<3} {n:>5}  {path:<66} {secs:7.1f} s  {ratio}{rate}{mem}", flush=True)
+
+
+def _count_scores(db: Path, fam: str) -> int:
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute("SELECT count(*) FROM scores WHERE family = ?", [fam]).fetchone()[0]
+
+
+def _lib_score_child(home: str, mlflow_uri: str, family: str, q) -> None:
+    from slidead.settings import Settings
+    from slidead.shell.commands import run_score
+
+    settings = Settings(home=Path(home), mlflow_uri=mlflow_uri, device="cpu")
+    t0 = time.perf_counter()
+    out = run_score(settings, NIGHT, family, use_prefect=False)
+    q.put((time.perf_counter() - t0, out["n_scored"], _vm_hwm_mib()))
+
+
+def _vm_hwm_mib() -> float:
+    """This process's peak RSS since its exec (ru_maxrss keeps the spawning parent's high-water mark)."""
+    for row in Path("/proc/self/status").read_text().splitlines():
+        if row.startswith("VmHWM:"):
+            return int(row.split()[1]) / 1024
+    return float("nan")
+
+
+def _lib_child(home: str, mlflow_uri: str, family: str, n: int) -> tuple[float, float]:
+    secs, scored, rss = _in_child(_lib_score_child, home, mlflow_uri, family)
+    assert scored == n, (scored, n)
+    return secs, rss
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--feature-clips", type=int, default=200)
     ap.add_argument("--night-clips", type=int, default=500)
     ap.add_argument("--full", action="store_true", help="a 2,000-clip night, and the memory section")
-    ap.add_argument("--only", choices=["features", "e2e", "train", "scale", "memory"], action="append")
+    ap.add_argument("--only", choices=["features", "e2e", "train", "scale", "memory", "paths"], action="append")
+    ap.add_argument(
+        "--paths-clips", type=int, action="append", default=None, help="night sizes of --only paths (default 600, 2000)"
+    )
     ap.add_argument("--memory-night", type=int, default=10_000, help="clips of the big night in --only memory")
     ap.add_argument("--memory-train", type=int, default=2370, help="training clips in --only memory")
     ap.add_argument("--work-dir", default=None, help="where --only memory writes its stores (default: temp)")
@@ -521,6 +800,9 @@ def main() -> None:
     if "memory" in only:
         with tempfile.TemporaryDirectory(dir=a.work_dir) as tmp:
             bench_memory(a.memory_night, a.memory_train, Path(tmp))
+    if "paths" in only:
+        with tempfile.TemporaryDirectory(dir=a.work_dir) as tmp:
+            bench_paths(sorted(a.paths_clips or [600, 2000]), Path(tmp))
 
 
 if __name__ == "__main__":
