@@ -31,6 +31,64 @@ import torch
 ROWS = [("ae", None), ("vae", None), ("idclf", None), ("ae", "mahalanobis"), ("vae", "mahalanobis"), ("idclf", "logit")]
 
 
+# The comparison plant: three machines whose normal sound varies between recording sessions
+# (slidead.synth's Session: speed, load, background level, microphone gain and tilt), with faults
+# that change the spectrum slowly (a band of friction noise that fades in over the clip), briefly
+# (rail clicks; a dry squeal, which is also narrowband) or in one band (a bearing tone).
+FAULT_KINDS = ("slow_rise", "rail_clicks", "dry_squeal", "bearing_tone")
+
+
+def slow_rise(build, rng, session, severity: float):
+    """A normal clip with band-limited friction noise fading in from nothing over the clip: the
+    spectrum changes slowly, no single second sounds wrong."""
+    import numpy as np
+    from scipy.signal import butter, lfilter
+
+    from slidead.synth.sounds import SAMPLE_RATE, normal_clip
+
+    x = normal_clip(build, rng, session=session).astype(np.float64)
+    lo = float(rng.uniform(1500, 4000))
+    b, a = butter(2, (lo, lo * 1.5), "bandpass", fs=SAMPLE_RATE)
+    noise = lfilter(b, a, rng.standard_normal(x.size))
+    ramp = np.linspace(0.0, 1.0, x.size) ** 2
+    rms = lambda v: float(np.sqrt(np.mean(v**2)) + 1e-20)  # noqa: E731
+    x = x + noise * ramp * (0.6 * severity**1.5 * rms(x) / rms(noise * ramp))
+    return np.clip(x, -1, 1).astype(np.float32)
+
+
+def write_plant(put, machine_type: str, ids, n_train: int, n_eval: int, sessions: int, seed: int) -> None:
+    """``train/`` (``n_train`` normal clips per ID) and ``eval/`` (``n_eval`` normal and ``n_eval``
+    faulty per ID, severities 0.3-1, the faults cycling through FAULT_KINDS); clip ``i`` of each
+    split is recorded in session ``i % sessions``."""
+    from slidead.synth.sounds import (
+        _seed_rng,
+        anomalous_clip,
+        machine_build,
+        normal_clip,
+        session_conditions,
+        wav_bytes,
+    )
+
+    for mid in ids:
+        build = machine_build(machine_type, mid, seed)
+        base = f"{machine_type}/id_{mid}"
+        for split, n in (("train", n_train), ("eval_normal", n_eval), ("eval_anomaly", n_eval)):
+            for i in range(n):
+                rng = _seed_rng(seed, "families-bench", split, mid, i)
+                sess = session_conditions(build, i % sessions)
+                if split == "eval_anomaly":
+                    kind, severity = FAULT_KINDS[i % len(FAULT_KINDS)], float(rng.uniform(0.3, 1.0))
+                    if kind == "slow_rise":
+                        audio = slow_rise(build, rng, sess, severity)
+                    else:
+                        audio = anomalous_clip(build, rng, kind, severity, session=sess)
+                    key = f"eval/{base}/anomaly/{kind}_{i:04d}.wav"
+                else:
+                    audio = normal_clip(build, rng, session=sess)
+                    key = f"train/{base}/normal_{i:04d}.wav" if split == "train" else f"eval/{base}/normal/{i:04d}.wav"
+                put(key, wav_bytes(audio))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--home", default="/tmp/slidead-families", help="a fresh SLIDEAD_HOME (deleted first)")
