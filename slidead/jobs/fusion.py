@@ -30,6 +30,28 @@ unusual as the families say on average. Two normalisations (``method``):
 
 A clip of a machine ID that a family has no normal scores for gets NaN from that family, and
 the fused score averages the families that know the ID (NaN if none does).
+
+**Member selection from normal data alone** (``select=True``, the default of
+:func:`evaluate_fused`). A weak family dilutes the mean (on the synthetic plants the mean of
+all families fell below its best member). So per machine ID the fusion averages only the
+members, a single family or a combination, that best pass a test built from normal clips:
+
+- *pseudo-anomalies*: each normal reference clip of the ID that every family held out, with
+  the held-out normal clip of another machine ID mixed in ``mix_db`` (-10 dB) below it (power
+  per mel band and frame, :func:`mix_logmels`): a sound that is not this machine's normal
+  sound, made without a single faulty clip;
+- *criterion* (:func:`select_members`): for every non-empty subset of the families, the AUC
+  of those pseudo-anomalies against the ID's normal reference clips, both fused over the
+  subset; ties are broken by the median fused pseudo-anomaly score (how surprised the subset
+  is, in the common ``tail`` or ``rank`` scale), then by fewer members.
+
+Each single family is one of the candidates, so on this criterion the chosen members are
+never worse than the best single family, by construction. What it cannot promise: real faults
+are not another machine mixed in. A family that hears foreign sounds well may hear a slow
+spectral change badly, and an ID holds only a few common held-out clips, so on test clips the
+selection may fall below its best member (the README's table says how it did on one plant).
+An ID with fewer than three common held-out clips, or another ID to borrow from, keeps all
+families.
 """
 
 from __future__ import annotations
@@ -45,6 +67,7 @@ from slidead.core.thresholds import MIN_FIT, threshold_map
 Log = Callable[[str], None]
 METHODS = ("rank", "tail")
 DEFAULT_METHOD = "tail"
+MIX_DB = -10.0  # a pseudo-anomaly: another machine's normal clip this far below the clip's power
 
 
 def rank_normalise(scores, reference) -> np.ndarray:
@@ -178,6 +201,72 @@ def fused_thresholds(
     return {"quantile": quantile, "per_id": per_id}
 
 
+def mix_logmels(a: np.ndarray, b: np.ndarray, mix_db: float = MIX_DB) -> np.ndarray:
+    """Log-mel ``(n_mels, T)`` of clip ``a`` with clip ``b`` added ``mix_db`` below ``a``'s mean
+    power (summed as power per band and frame; the shorter clip's length)."""
+    t = min(a.shape[1], b.shape[1])
+    pa, pb = 10.0 ** (a[:, :t].astype(np.float64) / 10), 10.0 ** (b[:, :t].astype(np.float64) / 10)
+    gain = 10.0 ** (mix_db / 10) * pa.mean() / max(pb.mean(), 1e-30)
+    return (10.0 * np.log10(pa + gain * pb)).astype(np.float32)
+
+
+def _subsets(families: Sequence[str]) -> list[tuple[str, ...]]:
+    from itertools import combinations
+
+    return [c for k in range(1, len(families) + 1) for c in combinations(families, k)]
+
+
+def select_members(
+    normal: Mapping[str, Mapping[str, Mapping[str, float]]],
+    pseudo: Mapping[str, Mapping[str, Sequence[float]]],
+    method: str = DEFAULT_METHOD,
+    fits: Mapping[str, Mapping[str, Mapping]] | None = None,
+    references: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+) -> dict[str, dict]:
+    """Per machine ID, the members to fuse: the subset of families whose fused pseudo-anomaly
+    scores (``pseudo``: family -> ID -> raw scores, the same clips in the same order for every
+    family) stand out best from the fused normal reference scores (``normal``: family -> ID ->
+    {clip_id: score}, restricted to clips every family holds; each is normalised against
+    ``references``, the same for all of a family's normal scores, default ``normal``). Returns ``{id: {"members",
+    "auc", "surprise", "n_normal", "n_pseudo", "single": {family: auc}}}``; an ID without
+    pseudo-anomalies or with fewer than three common normal clips keeps every family."""
+    families = list(normal)
+    out = {}
+    ids = sorted(set.intersection(*(set(normal[f]) for f in families))) if families else []
+    for mid in ids:
+        clips = sorted(set.intersection(*(set(normal[f][mid]) for f in families)))
+        n_pseudo = min((len(pseudo.get(f, {}).get(mid, ())) for f in families), default=0)
+        if len(clips) < MIN_FIT or n_pseudo == 0:
+            out[mid] = {"members": tuple(families), "auc": None, "surprise": None, "n_normal": len(clips)}
+            out[mid].update({"n_pseudo": n_pseudo, "single": {}})
+            continue
+        own, fake = {}, {}  # each family's normalised scores, as fuse and fused_normal_scores make them
+        for f in families:
+            ref, fit = (references or normal)[f][mid], (fits or {}).get(f, {}).get(mid)
+            mine = normal[f][mid]
+            if method == "rank":  # each normal clip ranked leave-one-out
+                own[f] = np.array([rank_normalise([mine[c]], [v for k, v in ref.items() if k != c])[0] for c in clips])
+            else:
+                own[f] = _normalise(method, [mine[c] for c in clips], list(ref.values()), fit)
+            fake[f] = _normalise(
+                method, np.asarray(pseudo[f][mid][:n_pseudo], dtype=np.float64), list(ref.values()), fit
+            )
+        best, single = None, {}
+        for subset in _subsets(families):
+            own_s = np.mean([own[f] for f in subset], axis=0)
+            fake_s = np.mean([fake[f] for f in subset], axis=0)
+            auc = metrics.auc(np.r_[np.zeros(own_s.size), np.ones(fake_s.size)], np.r_[own_s, fake_s])
+            key = (round(float(auc), 6), float(np.median(fake_s)), -len(subset))
+            if len(subset) == 1:
+                single[subset[0]] = float(auc)
+            if best is None or key > best[0]:
+                best = (key, subset)
+        (auc, surprise, _), members = best
+        out[mid] = {"members": members, "auc": auc, "surprise": surprise, "n_normal": len(clips)}
+        out[mid].update({"n_pseudo": n_pseudo, "single": single})
+    return out
+
+
 def normal_reference(thresholds: dict, family: str = "") -> dict[str, dict[str, float]]:
     """A model version's normal reference scores (``{machine_id: {clip_id: score}}``)."""
     ref = thresholds.get("normal_scores")
@@ -196,10 +285,14 @@ def evaluate_fused(
     log: Log = lambda _m: None,
     device: str = "cpu",
     method: str = DEFAULT_METHOD,
+    select: bool = True,
+    mix_db: float = MIX_DB,
 ) -> dict:
     """Fused metrics of the champions of ``families`` (default: every family with a champion)
     on ``eval/<machine_type>/``, as ``{"family": "fused", "machine_type", "model_version": None,
-    "method", "members": {family: version}, "per_id": {...}, "mean": {"auc", "pauc"}}``."""
+    "method", "members": {family: version}, "selected": {id: [family, ...]}, "selection":
+    {id: criterion}, "per_id": {...}, "mean": {"auc", "pauc"}}``. ``select``: per machine ID
+    fuse only the members chosen from normal training clips (module docstring); else all."""
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {METHODS}")
     from slidead.core import models
@@ -243,11 +336,22 @@ def evaluate_fused(
     ids = [r.machine_id for r in rows]
     labels = [1 if r.label == "anomaly" else 0 for r in rows]
     fits = {f: m.thresholds.get("per_id", {}) for f, m in loaded.items()}
-    fused = fuse(
-        scores, {f: {mid: list(d.values()) for mid, d in n.items()} for f, n in normal.items()}, ids, method, fits
-    )
     quantile = next(iter(loaded.values())).config.threshold_quantile
-    thresholds = fused_thresholds(normal, quantile, method, fits)
+    selection = _selection(svc, machine_type, loaded, normal, method, fits, mix_db, device, log) if select else {}
+    refs_all = {f: {mid: list(d.values()) for mid, d in n.items()} for f, n in normal.items()}
+    id_arr = np.asarray(ids)
+    fused = np.full(id_arr.shape, np.nan)
+    thresholds = {"quantile": quantile, "per_id": {}}
+    for mid in sorted(set(ids) | set(selection)):
+        members = selection.get(mid, {}).get("members", tuple(loaded))
+        mask = id_arr == mid
+        if mask.any():
+            fused[mask] = fuse(
+                {f: np.asarray(scores[f])[mask] for f in members}, refs_all, ids_of(mask, ids), method, fits
+            )
+        part = fused_thresholds({f: normal[f] for f in members}, quantile, method, fits)["per_id"]
+        if mid in part:
+            thresholds["per_id"][mid] = part[mid]
     keep = np.isfinite(fused)
     report = metrics.evaluate(np.asarray(ids)[keep], np.asarray(labels)[keep], fused[keep], threshold_map(thresholds))
     per_id = {mid: {k: r[k] for k in metrics.AT_THRESHOLD_KEYS if k in r} for mid, r in report["per_id"].items()}
@@ -257,6 +361,50 @@ def evaluate_fused(
         "model_version": None,
         "method": method,
         "members": {f: m.version for f, m in loaded.items()},
+        "selected": {mid: list(sel["members"]) for mid, sel in selection.items()},
+        "selection": {mid: {k: v for k, v in sel.items() if k != "members"} for mid, sel in selection.items()},
         "per_id": per_id,
         "mean": {k: report["mean"][k] for k in ("auc", "pauc") if k in report["mean"]},
     }
+
+
+def ids_of(mask: np.ndarray, ids: Sequence[str]) -> list[str]:
+    return [m for m, k in zip(ids, mask) if k]
+
+
+def _selection(svc, machine_type, loaded, normal, method, fits, mix_db, device, log, most: int = 64) -> dict:
+    """:func:`select_members` on pseudo-anomalies made from the normal training clips every
+    family held out (at most ``most`` per machine ID, drawn with a fixed seed)."""
+    from slidead.core.score import score_logmels
+    from slidead.jobs.ingest import ingest, list_refs
+
+    families = list(loaded)
+    ids = sorted(set.intersection(*(set(normal[f]) for f in families)))
+    common = {mid: sorted(set.intersection(*(set(normal[f][mid]) for f in families))) for mid in ids}
+    refs, _ = list_refs(svc.store, "train", machine_type)
+    configs = list({m.config.features.hash: m.config.features for m in loaded.values()}.values())
+    res = ingest(svc.store, svc.features, refs, configs, svc.audio)
+    have = set.intersection(*(set(res.features[c.hash]) for c in configs))
+    common = {mid: [c for c in cl if c in have] for mid, cl in common.items()}
+    rng = np.random.default_rng(0)
+    pairs = {}
+    for mid, own in common.items():
+        partners = [c for other, cl in common.items() if other != mid for c in cl]
+        every = [(c, p) for c in own for p in partners]
+        pick = sorted(rng.choice(len(every), size=min(most, len(every)), replace=False)) if every else []
+        pairs[mid] = [every[i] for i in pick]
+    pseudo = {f: {} for f in families}
+    for f, m in loaded.items():
+        by_clip = res.features[m.config.features.hash]
+        for mid, pp in pairs.items():
+            if pp:
+                mixed = [mix_logmels(by_clip[c].logmel, by_clip[p].logmel, mix_db) for c, p in pp]
+                pseudo[f][mid] = score_logmels(
+                    m.model, mixed, m.config.features, m.config.score, device, [mid] * len(pp)
+                ).score
+    common_normal = {f: {mid: {c: normal[f][mid][c] for c in cl} for mid, cl in common.items()} for f in families}
+    # the references stay each family's full normal scores; the candidates are judged on the common clips
+    chosen = select_members(common_normal, pseudo, method, fits, references=normal)
+    for mid, sel in chosen.items():
+        log(f"fused: machine {mid}: {' + '.join(sel['members'])} (pseudo-anomaly AUC {sel['auc']})")
+    return chosen

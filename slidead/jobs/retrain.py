@@ -8,6 +8,7 @@ reports progress through callbacks, never imports prefect.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from slidead.core.features import FeatureConfig, windows
 from slidead.core.models import family_of
 from slidead.core.score import fit_normal_statistics, score_logmels
 from slidead.core.thresholds import MIN_FIT, fit_thresholds, threshold_map, too_few
-from slidead.core.train import FrameWindows, fit, resolve_device, split_clips
+from slidead.core.train import FrameWindows, TrainResult, fit, resolve_device, split_clips
 from slidead.errors import NotEnoughDataError
 from slidead.jobs.ingest import IngestResult, ingest, list_refs
 from slidead.jobs.labels import add_plant_clips
@@ -178,8 +179,8 @@ def train_and_evaluate(
         x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if learns_ids else None, stride)
         x_val = FrameWindows([r.logmel for r in va], frames, va_rows if learns_ids else None, stride)
         log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
-    result = fit(model, x_train, x_val, cfg.train, progress)
-    if learns_ids or cfg.score.metric == "mahalanobis":
+    result = _fit_or_fit_clips(model, tr, x_train, x_val, cfg, progress)
+    if not hasattr(model, "fit_clips") and (learns_ids or cfg.score.metric == "mahalanobis"):
         stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(tr_rows)
         fit_normal_statistics(model, stats_data, classes, cfg.score, device)
 
@@ -322,10 +323,23 @@ def _fit_model(
     tr_rows, va_rows = [row_of[r.machine_id] for r in tr], [row_of[r.machine_id] for r in va]
     x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if fam.learns_ids else None, stride)
     x_val = FrameWindows([r.logmel for r in va], frames, va_rows if fam.learns_ids else None, stride)
-    fit(model, x_train, x_val, cfg.train)
-    if fam.learns_ids or cfg.score.metric == "mahalanobis":
+    _fit_or_fit_clips(model, tr, x_train, x_val, cfg)
+    if not hasattr(model, "fit_clips") and (fam.learns_ids or cfg.score.metric == "mahalanobis"):
         fit_normal_statistics(model, x_train.with_labels(tr_rows), classes, cfg.score, device)
     return model
+
+
+def _fit_or_fit_clips(model, tr, x_train, x_val, cfg: RunConfig, progress=None) -> TrainResult:
+    """Gradient training on the windows; a network with ``fit_clips`` (a statistics family, e.g.
+    :mod:`slidead.core.models.clipstats`) is fitted in one pass over its training clips ``tr``
+    instead (rows, or clips streamed from the store), with no epochs."""
+    if not hasattr(model, "fit_clips"):
+        return fit(model, x_train, x_val, cfg.train, progress)
+    t0 = time.perf_counter()
+    rows = (r for chunk in stored_rows(tr) for r in chunk) if isinstance(tr, StoredClips) else tr
+    model.fit_clips((r.machine_id, r.logmel) for r in rows)
+    state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}
+    return TrainResult(state, {}, 0, 0, time.perf_counter() - t0, "cpu")
 
 
 def evaluate(model, cfg: RunConfig, eval_rows: list[FeatureRow], thresholds: dict, device="cpu") -> tuple[dict, dict]:

@@ -1,7 +1,8 @@
 """Model families, one network per file, each registering itself (:mod:`.registry`).
 
 ``ae`` and ``vae`` are the seed's reconstruction models; ``idclf`` is a machine-ID classifier
-(:mod:`.idclf`). :mod:`.mahalanobis` holds the normal statistics a model may carry for the
+(:mod:`.idclf`); ``clipstats`` and ``knn`` score clip spectral statistics without a network
+(:mod:`.clipstats`, :mod:`.knn`). :mod:`.mahalanobis` holds the normal statistics a model may carry for the
 selective Mahalanobis score. A new family: a new file that calls ``register(Family(...))``, and
 its import below.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from slidead.core.models import ae, idclf, vae  # noqa: F401 - each registers its family
+from slidead.core.models import ae, clipstats, idclf, knn, vae  # noqa: F401 - each registers its family
 from slidead.core.models.ae import AE, AEConfig
 from slidead.core.models.idclf import IDClf, IDClfConfig
 from slidead.core.models.mahalanobis import SelectiveMahalanobis
