@@ -8,12 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from faultkit import make_registry
+from faultkit import clip, make_registry
 
 SLIDEAD = [sys.executable, "-m", "slidead.shell.cli"]
 
 
 def _run(args, home: Path, **env):
+    drop = home / "store" / "drops" / "2026-11-23" / "slider" / "id_00" / "a.wav"  # a night to score
+    drop.parent.mkdir(parents=True, exist_ok=True)
+    drop.write_bytes(clip(1.0, 1))
     e = {k: v for k, v in os.environ.items() if not k.startswith(("SLIDEAD_", "PREFECT_API_URL"))}
     e.update(SLIDEAD_HOME=str(home), **env)
     return subprocess.run(SLIDEAD + args, capture_output=True, text=True, env=e, timeout=300)

@@ -524,7 +524,6 @@ def run_night(
     except Exception as e:
         with contextlib.suppress(Exception):  # a busy database must not hide the first error
             record_run(svc, res, family, "failed", started, f"{type(e).__name__}: {e}")
-        log(redact(f"night {night}: run {res.run_id} failed: {type(e).__name__}: {e}"))
-        raise
+        raise  # the caller says it once (the command line as one sentence; a flow as its failed state)
     record_run(svc, res, family, "completed", started)
     return res
