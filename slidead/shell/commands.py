@@ -31,6 +31,9 @@ def prefect_env(settings: Settings) -> None:
     # the temporary local API migrates a new database on its first start: on a loaded 2-core
     # machine that took longer than Prefect's 20 s default, and a fresh clone's demo failed
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # `slidead serve` asks the server for runs to start every 2 s instead of Prefect's 10: a run
+    # started with `prefect deployment run` waited 5 s on average before its process started
+    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")
 
 
 def mode(use_prefect: bool | None) -> tuple[bool, str]:
