@@ -20,6 +20,10 @@ export UV_SYSTEM_CERTS = 1
 export UV_PYTHON_DOWNLOADS = never
 export UV_PROJECT_ENVIRONMENT = $(VENV)
 export UV_LINK_MODE = copy
+# Byte-compile at install: with PYTHONDONTWRITEBYTECODE=1 (set on the build machines) nothing
+# else ever writes .pyc files, and every process compiled torch, MLflow and Prefect from source
+# (importing torch, mlflow, duckdb and pyarrow: 42.6 s without, 14.7 s with, on a loaded machine).
+export UV_COMPILE_BYTECODE = 1
 
 .PHONY: install demo test test-fast bench lock lock-check smoke lint format clean
 
