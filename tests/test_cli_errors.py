@@ -59,3 +59,28 @@ def test_bad_settings_are_one_line(tmp_path):
     assert r.returncode == 2
     lines = _lines(r.stderr)
     assert len(lines) <= 2 and "SLIDEAD_DEVICE" in lines[0], r.stderr
+
+
+def test_prefect_console_lines_lose_their_traceback_but_other_handlers_keep_it(monkeypatch):
+    import io
+    import logging
+
+    from slidead.shell.commands import quiet_tracebacks
+
+    monkeypatch.delenv("SLIDEAD_DEBUG", raising=False)
+    log = logging.getLogger("prefect.flow_runs")
+    console, other = io.StringIO(), io.StringIO()
+    h1, h2 = logging.StreamHandler(console), logging.StreamHandler(other)
+    log.addHandler(h1)
+    quiet_tracebacks()
+    log.addHandler(h2)  # a later handler (the API's) sees the record whole
+    try:
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            log.error("Encountered exception during execution", exc_info=True)
+    finally:
+        log.removeHandler(h1)
+        log.removeHandler(h2)
+    assert console.getvalue().strip() == "Encountered exception during execution"
+    assert "Traceback" in other.getvalue() and "RuntimeError: boom" in other.getvalue()

@@ -455,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     from slidead.errors import SlideadError
 
     debug = getattr(args, "debug", False) or os.environ.get("SLIDEAD_DEBUG", "") not in ("", "0")
+    if debug:
+        os.environ["SLIDEAD_DEBUG"] = "1"  # the flows' console keeps its tracebacks too
     settings = None
     try:
         settings = Settings()

@@ -10,6 +10,7 @@ it, else the recipe in this process, with no temporary Prefect API to start). Ea
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -34,6 +35,32 @@ def prefect_env(settings: Settings) -> None:
     # `slidead serve` asks the server for runs to start every 2 s instead of Prefect's 10: a run
     # started with `prefect deployment run` waited 5 s on average before its process started
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")
+
+
+class _NoTraceback(logging.Formatter):
+    """Formats a record as ``inner`` does, without its traceback (on a copy: the handlers after
+    this one, such as the one sending the flow run's log to the Prefect server, keep it)."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        r = logging.makeLogRecord(record.__dict__)
+        r.exc_info = r.exc_text = r.stack_info = None
+        return self.inner.format(r)
+
+
+def quiet_tracebacks() -> None:
+    """Prefect's console lines without tracebacks, unless ``SLIDEAD_DEBUG`` is set: a failed flow
+    run says why in its state, the command line says it once as a sentence, and the traceback is
+    in the flow run's log on the server and in ``$SLIDEAD_HOME/logs/``."""
+    if os.environ.get("SLIDEAD_DEBUG", "") not in ("", "0"):
+        return
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
+        for h in logging.getLogger(name).handlers:
+            if isinstance(h, logging.StreamHandler) and not isinstance(h.formatter, _NoTraceback):
+                h.setFormatter(_NoTraceback(h.formatter))
 
 
 def mode(use_prefect: bool | None) -> tuple[bool, str]:
@@ -78,6 +105,7 @@ def run_retrain(
         prefect_env(settings)
         from flows.retrain import retrain
 
+        quiet_tracebacks()
         extra = {} if stream is None else {"stream": stream}
         if metric is not None:
             extra["metric"] = metric
@@ -154,6 +182,7 @@ def run_score(
         prefect_env(settings)
         from flows.score import score
 
+        quiet_tracebacks()
         return score(night=night, family=family, machine_type=machine_type, shard_size=shard_size)
     from slidead.jobs import nightly
     from slidead.progress import Progress
