@@ -75,23 +75,24 @@ def test_knn_is_the_mean_distance_to_the_k_nearest_clips_of_the_machine():
     torch.testing.assert_close(model.clip_scores(v, ["00"] * 4), d[:, :2].mean(dim=1), rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("name, cls", [("clipstats", ClipStats), ("knn", KNN)])
-def test_round_trip_through_tracking(tmp_path, name, cls):
-    cfg = RunConfig.default(name, "slider")
-    rng = np.random.default_rng(2)
-    model = cfg.build_model()
-    clips = _clips(rng, 9, n_mels=cfg.features.n_mels)
-    ids = ["00", "02", "04"] * 3
-    model.fit_clips(zip(ids, clips))
-    thresholds = {"quantile": 0.9, "per_id": {m: {"threshold": 1.0} for m in ("00", "02", "04")}}
+def test_round_trip_through_tracking(tmp_path):
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "artifacts"))
-    report = {"per_id": {}, "mean": {"auc": 0.5, "pauc": 0.5}}
-    _, version = tracker.log_training(cfg, model, {}, thresholds, report, {})
-    loaded = tracker.load(f"slidead-slider-{name}", version)
-    assert isinstance(loaded.model, cls) and loaded.config == cfg and loaded.model.mahalanobis.ids == ("00", "02", "04")
-    before = score_logmels(model, clips, cfg.features, cfg.score, machine_ids=ids).score
-    after = score_logmels(loaded.model, clips, cfg.features, cfg.score, machine_ids=ids).score
-    np.testing.assert_allclose(after, before, rtol=1e-5)
+    for name, cls in (("clipstats", ClipStats), ("knn", KNN)):
+        cfg = RunConfig.default(name, "slider")
+        rng = np.random.default_rng(2)
+        model = cfg.build_model()
+        clips = _clips(rng, 9, n_mels=cfg.features.n_mels)
+        ids = ["00", "02", "04"] * 3
+        model.fit_clips(zip(ids, clips))
+        thresholds = {"quantile": 0.9, "per_id": {m: {"threshold": 1.0} for m in ("00", "02", "04")}}
+        report = {"per_id": {}, "mean": {"auc": 0.5, "pauc": 0.5}}
+        _, version = tracker.log_training(cfg, model, {}, thresholds, report, {})
+        loaded = tracker.load(f"slidead-slider-{name}", version)
+        assert isinstance(loaded.model, cls) and loaded.config == cfg
+        assert loaded.model.mahalanobis.ids == ("00", "02", "04")
+        before = score_logmels(model, clips, cfg.features, cfg.score, machine_ids=ids).score
+        after = score_logmels(loaded.model, clips, cfg.features, cfg.score, machine_ids=ids).score
+        np.testing.assert_allclose(after, before, rtol=1e-5)
 
 
 @pytest.mark.integration

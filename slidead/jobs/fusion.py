@@ -347,7 +347,7 @@ def evaluate_fused(
         mask = id_arr == mid
         if mask.any():
             fused[mask] = fuse(
-                {f: np.asarray(scores[f])[mask] for f in members}, refs_all, ids_of(mask, ids), method, fits
+                {f: np.asarray(scores[f])[mask] for f in members}, refs_all, _ids_of(mask, ids), method, fits
             )
         part = fused_thresholds({f: normal[f] for f in members}, quantile, method, fits)["per_id"]
         if mid in part:
@@ -368,7 +368,7 @@ def evaluate_fused(
     }
 
 
-def ids_of(mask: np.ndarray, ids: Sequence[str]) -> list[str]:
+def _ids_of(mask: np.ndarray, ids: Sequence[str]) -> list[str]:
     return [m for m, k in zip(ids, mask) if k]
 
 
