@@ -50,7 +50,7 @@ class RunConfig:
             machine_type=machine_type,
             features=feats,
             model=fam.model_config(feats),
-            train=TrainConfig(**train_overrides),
+            train=TrainConfig(**{**fam.train, **train_overrides}),
             score=ScoreConfig(metric=metric or fam.metrics[0]),
         )
 

@@ -54,6 +54,7 @@ class Family:
     reconstructs: bool = True  # has window_errors; else score_windows
     learns_ids: bool = False  # trains on (window, machine-ID index) pairs
     window_hop: Callable[[Any], int] = lambda config: 1  # every n-th window, in training and scoring
+    train: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig defaults of its own (options override)
     description: str = field(default="", compare=False)
 
     def hop(self, model: nn.Module) -> int:
