@@ -103,3 +103,32 @@ def test_a_cached_champion_is_used_only_for_the_registered_version_and_digests(t
 
 def _tag(svc) -> str:
     return svc.tracker.client.get_model_version(MODEL, "1").tags[DIGEST_TAG]
+
+
+def test_models_lists_the_sqlite_registry_as_mlflow_does(tmp_path):
+    """`slidead models` reads a sqlite registry's tables directly (no MLflow import): the same
+    versions, tags and champion as the MLflow client gives."""
+    from faultkit import make_registry
+
+    from slidead.store.tracking import Tracker, _client_versions, _sqlite_versions, list_versions
+
+    uri = make_registry(tmp_path)
+    client = Tracker(uri).client
+    v1 = client.get_model_version("slidead-slider-ae", "1")
+    client.create_model_version("slidead-slider-ae", v1.source, v1.run_id)  # v2, not champion
+    client.set_model_version_tag("slidead-slider-ae", "2", "mean_auc", "0.5")
+    client.create_registered_model("slidead-slider-ae-old")  # another type's prefix: not listed
+    fast = list_versions(uri, "slidead-slider-")
+    assert fast == _client_versions(uri, "slidead-slider-")
+    assert [(r.name, r.version, r.champion) for r in fast] == [
+        ("slidead-slider-ae", 1, True),
+        ("slidead-slider-ae", 2, False),
+    ]
+    assert fast[1].tags["mean_auc"] == "0.5" and fast[0].run_id == v1.run_id
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{uri.removeprefix('sqlite:///')}?mode=ro", uri=True)
+    try:
+        assert _sqlite_versions(con, "slidead-slider-") == fast
+    finally:
+        con.close()

@@ -207,28 +207,24 @@ def cmd_models(a, settings: Settings) -> int:
     from slidead.store.tracking import model_name
 
     check_name("machine type", a.machine_type)
-    svc = services(settings)
-    rows = []
+    from slidead.store.tracking import list_versions
+
     # the registry's own list of this type's models (every family ever registered, plug-ins
     # included), not the family registry: listing needs neither torch nor the families' modules
-    prefix = model_name(a.machine_type, "")
-    found = svc.tracker.client.search_registered_models(filter_string=f"name LIKE '{prefix}%'")
-    for name in sorted(m.name for m in found if m.name.startswith(prefix) and "-" not in m.name[len(prefix) :]):
-        champ = svc.tracker.champion_version(name)
-        for v in svc.tracker.versions(name):
-            rows.append(
-                (
-                    name,
-                    int(v.version),
-                    v.tags.get("mean_auc", ""),
-                    v.tags.get("mean_pauc", ""),
-                    v.tags.get("false_alarm_rate", ""),
-                    v.tags.get("recall", ""),
-                    v.tags.get("threshold_min_n", ""),
-                    "champion" if champ is not None and champ.version == v.version else "",
-                    v.run_id,
-                )
-            )
+    rows = [
+        (
+            v.name,
+            v.version,
+            v.tags.get("mean_auc", ""),
+            v.tags.get("mean_pauc", ""),
+            v.tags.get("false_alarm_rate", ""),
+            v.tags.get("recall", ""),
+            v.tags.get("threshold_min_n", ""),
+            "champion" if v.champion else "",
+            v.run_id,
+        )
+        for v in list_versions(settings.tracking_uri, model_name(a.machine_type, ""))
+    ]
     from slidead.shell.report import format_table
 
     print(
