@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from slidead.core.models.clipstats import ClipStats, ClipStatsConfig
+from slidead.core.models.clipstats import STATISTICS_FAMILY, ClipStats, ClipStatsConfig
 from slidead.core.models.mahalanobis import SelectiveMahalanobis
 from slidead.core.models.registry import Family, register
 
@@ -84,14 +84,7 @@ FAMILY = register(
         "knn",
         KNN,
         KNNConfig,
-        features={"n_mels": 64, "frames": 1},
-        batch_size=1,  # no gradient training
-        # fitting is one pass over the clips, so out-of-fold thresholds cost little, and on the
-        # session plant they held the 10% target where the validation split's gave 22-23%
-        train={"threshold_scheme": "oof", "threshold_folds": 5},
-        metrics=("mahalanobis",),
-        shape=lambda features: {"n_mels": features.n_mels, "frames": features.frames},
-        reconstructs=False,
+        **STATISTICS_FAMILY,
         description="k nearest normal clips of the machine ID, on clip statistics (Mahalanobis)",
     )
 )
