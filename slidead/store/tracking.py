@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,8 +215,10 @@ class Tracker:
                 mlflow.log_metrics(extra_metrics)
             if features is not None:
                 try:
-                    for ds, context in feature_datasets(features, cfg, data):
-                        mlflow.log_input(ds, context=context)
+                    with warnings.catch_warnings():  # MLflow's "source can be interpreted in multiple ways"
+                        warnings.simplefilter("ignore", UserWarning)
+                        for ds, context in feature_datasets(features, cfg, data):
+                            mlflow.log_input(ds, context=context)
                 except Exception as e:  # noqa: BLE001 - they describe the run; the version registers without them
                     logging.getLogger(__name__).warning("the run's datasets were not logged: %s", e)
             mlflow.log_dict(thresholds, "thresholds.json")
