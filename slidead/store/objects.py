@@ -140,35 +140,27 @@ class LocalObjectStore:
                     continue
                 yield ObjectInfo(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
 
-    def get(self, key: str) -> bytes:
+    def _read(self, key: str, read):
+        """``read(file)`` on the object's file open for reading: a missing or unreadable file is
+        that object's problem (raised as it is); any other OSError is the store's (StoreError)."""
         p = self._path(key)
         try:
-            return p.read_bytes()
+            with open(p, "rb") as f:
+                return read(f)
         except _PER_OBJECT:
             raise
         except OSError as e:  # the disk or the mount failed, not this one file
             raise StoreError(f"reading {p} failed: {type(e).__name__}: {e}") from None
 
+    def get(self, key: str) -> bytes:
+        return self._read(key, lambda f: f.read())
+
     def get_hashed(self, key: str, limit: int | None = None) -> tuple[bytes, str]:
-        p = self._path(key)
-        try:
-            with open(p, "rb") as f:
-                return read_chunks(iter(lambda: f.read(CHUNK), b""), limit)
-        except _PER_OBJECT:
-            raise
-        except OSError as e:
-            raise StoreError(f"reading {p} failed: {type(e).__name__}: {e}") from None
+        return self._read(key, lambda f: read_chunks(iter(lambda: f.read(CHUNK), b""), limit))
 
     def get_head(self, key: str, n: int) -> bytes:
         """The first ``n`` bytes of the object (all of it if shorter)."""
-        p = self._path(key)
-        try:
-            with open(p, "rb") as f:
-                return f.read(n)
-        except _PER_OBJECT:
-            raise
-        except OSError as e:
-            raise StoreError(f"reading {p} failed: {type(e).__name__}: {e}") from None
+        return self._read(key, lambda f: f.read(n))
 
     def put(self, key: str, data: bytes) -> None:
         p = self._path(key)
