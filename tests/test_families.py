@@ -81,8 +81,11 @@ def test_idclf_registers_and_evaluates_like_the_seed_families(plant, capsys, mon
     run = mlflow.MlflowClient(settings.tracking_uri).get_run(loaded.run_id)
     assert run.data.params["model.classes"] == "['00', '02']" and "mean_auc" in run.data.metrics
     mlflow.set_tracking_uri(settings.tracking_uri)
-    pickled = mlflow.pytorch.load_model("models:/slidead-slider-idclf@champion")
-    assert isinstance(pickled, IDClf) and pickled.eval()(torch.zeros(3, 64 * 32)).shape == (3, 2)
+    served = mlflow.pyfunc.load_model("models:/slidead-slider-idclf@champion")  # logged as code, no pickle
+    x = torch.randn(3, 64 * 32)
+    with torch.no_grad():
+        want = loaded.model(x).numpy()
+    assert served.predict(x.numpy()).shape == (3, 2) and np.allclose(served.predict(x.numpy()), want, atol=1e-5)
     monkeypatch.setenv("SLIDEAD_HOME", str(settings.home))
     assert main(["evaluate", "--family", "idclf", "--machine-type", "slider", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)

@@ -11,6 +11,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+import yaml
 from plant import NIGHT, make_plant
 
 from slidead.core.models import AE, VAE
@@ -57,18 +58,26 @@ def test_retrain_registers_champions_with_metrics(plant):
     assert rows == [("slidead-slider-ae", 1, True), ("slidead-slider-vae", 1, True)]
 
 
-def test_logged_model_loads_back_as_own_class_any_batch_size(plant):
+def test_logged_model_is_code_and_weights_and_predicts_any_batch_size(plant):
+    """What MLflow holds of a version: the model's code and three plain files, no pickle;
+    ``mlflow.pyfunc.load_model`` rebuilds the network scoring uses, at any batch size."""
     settings, svc, _, _ = plant
     mlflow.set_tracking_uri(settings.tracking_uri)
-    model = mlflow.pytorch.load_model("models:/slidead-slider-vae@champion")
-    assert isinstance(model, VAE)
-    model.eval()
+    local = Path(mlflow.artifacts.download_artifacts("models:/slidead-slider-vae@champion"))
+    names = sorted(p.name for p in local.rglob("*") if p.is_file())
+    assert {"state_dict.pt", "run_config.json", "thresholds.json", "mlflow_model.py", "MLmodel"} <= set(names)
+    assert not [n for n in names if n.endswith((".pkl", ".pth", ".pickle"))], names
+    flavors = yaml.safe_load((local / "MLmodel").read_text())["flavors"]
+    assert set(flavors) == {"python_function"} and "pytorch" not in flavors
+    served = mlflow.pyfunc.load_model("models:/slidead-slider-vae@champion")
     ref = svc.tracker.load("slidead-slider-vae").model
     for n in (1, 7, 1000):
         x = torch.randn(n, 640)
         with torch.no_grad():
-            assert model(x).shape == (n, 640)
-            torch.testing.assert_close(model(x), ref(x))
+            want = ref(x).numpy()
+        got = served.predict(x.numpy())
+        assert got.shape == (n, 640)
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_score_night_is_idempotent_and_incremental(plant):

@@ -1,11 +1,10 @@
 """MLflow: log training runs, register versions, gate promotion, load the champion.
 
 Experiment ``slidead/<machine_type>``; registered model ``slidead-<machine_type>-<family>``;
-the version in use carries the alias ``champion``. The model is logged with the PyTorch
-flavour in pickle format (``mlflow.pytorch.load_model`` gives back the project's own class,
-any batch size) and, beside it, ``state_dict.pt`` + ``run_config.json`` + ``thresholds.json``:
-scoring rebuilds the model from those with ``torch.load(weights_only=True)``, so it never
-unpickles code. Pickled models are code: load them only from your own registry.
+the version in use carries the alias ``champion``. A version is three files,
+``state_dict.pt`` + ``run_config.json`` + ``thresholds.json``, logged as the artifacts of a
+models-from-code pyfunc (``slidead/store/mlflow_model.py``): nothing is pickled. Scoring, and
+``mlflow.pyfunc.load_model``, rebuild the network from them with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ KIND = "custom_model_development"
 MODEL_FILES = ("state_dict.pt", "run_config.json", "thresholds.json")
 DIGEST_TAG = "model_files_sha256"
 PIP_REQUIREMENTS = ["torch==2.11.*", "numpy", "slidead"]
+PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")  # what mlflow.pyfunc.load_model runs
 
 
 def model_name(machine_type: str, family: str) -> str:
@@ -67,15 +67,7 @@ class Decision:
     champion_pauc: float | None
 
 
-class _DropPickleNotice(logging.Filter):
-    """We log pickle deliberately (own class back, any batch size) and never load it ourselves."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Pickle or CloudPickle" not in record.getMessage()
-
-
 def _quiet_mlflow() -> None:
-    logging.getLogger("mlflow.pytorch").addFilter(_DropPickleNotice())
     for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -238,13 +230,12 @@ class Tracker:
                 with torch.no_grad():
                     signature = infer_signature(example.numpy(), model(example).numpy())
                 with contextlib.redirect_stderr(io.StringIO()):  # registry prints "Created version ..."
-                    info = mlflow.pytorch.log_model(
-                        model,
+                    info = mlflow.pyfunc.log_model(
                         name="model",
-                        serialization_format="pickle",
+                        python_model=str(PYFUNC_CODE),  # code, not a pickle: slidead/store/mlflow_model.py
+                        artifacts={f.name: str(f) for f in files},
                         signature=signature,
                         pip_requirements=PIP_REQUIREMENTS,
-                        extra_files=[str(f) for f in files],
                         registered_model_name=name,
                     )
             version = int(info.registered_model_version)
