@@ -94,13 +94,14 @@ def make_registry(home: Path) -> str:
 
     from slidead.core.config import RunConfig
     from slidead.core.models import build
+    from slidead.core.thresholds import Fit, Thresholds
     from slidead.store.tracking import Tracker
 
     uri = f"sqlite:///{home}/mlflow.db"
     tracker = Tracker(uri, str(home / "mlartifacts"))
     cfg = RunConfig.default("ae", "slider", epochs=1)
     torch.manual_seed(0)
-    thresholds = {"quantile": 0.9, "per_id": {"00": {"threshold": 40.0}, "02": {"threshold": 40.0}}}
+    thresholds = Thresholds(0.9, {m: Fit(40.0, 5, "gamma") for m in ("00", "02")})
     report = {"mean": {"auc": 0.5, "pauc": 0.5}, "per_id": {}}
     _, version = tracker.log_training(cfg, build("ae", cfg.model), {"train_loss": [1.0]}, thresholds, report, {})
     tracker.set_champion(MODEL, version)

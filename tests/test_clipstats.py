@@ -17,6 +17,7 @@ from slidead.core.models import family
 from slidead.core.models.clipstats import ClipStats, ClipStatsConfig, clip_statistics
 from slidead.core.models.knn import KNN, KNNConfig
 from slidead.core.score import score_logmels
+from slidead.core.thresholds import Fit, Thresholds
 from slidead.jobs import retrain as steps
 from slidead.shell.cli import main
 from slidead.store.features import FeatureRow
@@ -84,7 +85,7 @@ def test_round_trip_through_tracking(tmp_path):
         clips = _clips(rng, 9, n_mels=cfg.features.n_mels)
         ids = ["00", "02", "04"] * 3
         model.fit_clips(zip(ids, clips))
-        thresholds = {"quantile": 0.9, "per_id": {m: {"threshold": 1.0} for m in ("00", "02", "04")}}
+        thresholds = Thresholds(0.9, {m: Fit(1.0, 5, "gamma") for m in ("00", "02", "04")})
         report = {"per_id": {}, "mean": {"auc": 0.5, "pauc": 0.5}}
         _, version = tracker.log_training(cfg, model, {}, thresholds, report, {})
         loaded = tracker.load(f"slidead-slider-{name}", version)
@@ -146,9 +147,9 @@ def test_out_of_fold_thresholds_keep_their_false_alarm_rate_on_later_normals_whe
         s = score_logmels(
             out.model, [r.logmel for r in later], cfg.features, cfg.score, machine_ids=[r.machine_id for r in later]
         )
-        thr = {m: v["threshold"] for m, v in out.thresholds["per_id"].items()}
+        thr = out.thresholds.map()
         rates[scheme] = float(np.mean([x > thr[r.machine_id] for r, x in zip(later, s.score)]))
-        sources = {v["source"] for v in out.thresholds["per_id"].values()}
+        sources = {v.source for v in out.thresholds.per_id.values()}
         # the seed's scheme: 24 clips leave 2 for validation, too few, so the training clips join the fit
         assert sources == ({"validation+train"} if scheme == "validation" else {"oof"})
     target = 1 - cfg.threshold_quantile

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from plant import make_plant
 
-from slidead.core.thresholds import fit_thresholds
+from slidead.core.thresholds import Thresholds
 from slidead.jobs.commission import plant_scores
 from slidead.jobs.labels import label
 from slidead.shell.cli import main
@@ -87,7 +87,7 @@ def test_commissioning_refits_a_drifted_machine_and_a_false_alarm_moves_its_thre
     clip, mid = flagged
     base, used, _ = plant_scores(svc, "slidead-slider-ae", 2, mid, 1)
     assert used == [NIGHTS[3]]
-    without = fit_thresholds({mid: np.array(list(base.values()))}, 0.9)["per_id"][mid]["threshold"]
+    without = Thresholds.fit({mid: np.array(list(base.values()))}, 0.9).per_id[mid].threshold
     label(svc.db, clip, "false_alarm", "new microphone", "test")
     assert main(["commission", "--family", "ae", "--ids", mid, "--nights", "1"]) == 0
     assert f"id {mid}: threshold" in capsys.readouterr().out
@@ -119,8 +119,8 @@ def test_train_says_what_its_thresholds_rest_on(tmp_path, capsys, monkeypatch):
     assert "out-of-fold scores of all 20 training clips" in err and "clips the model trained on" not in err
     assert "warning: the threshold of machine 00 rests on 10 normal scores" in err  # still fewer than 20
     v2 = svc.tracker.load("slidead-slider-ae", 2)
-    for fit in v2.thresholds["per_id"].values():
-        assert fit["source"] == "oof" and fit["n"] == 10 and fit["fa_low"] < 0.1 < fit["fa_high"] < 0.45
+    for fit in v2.thresholds.per_id.values():
+        assert fit.source == "oof" and fit.n == 10 and fit.fa_low < 0.1 < fit.fa_high < 0.45
     tags = svc.tracker.client.get_model_version("slidead-slider-ae", "2").tags
     assert tags["threshold_scheme"] == "oof" and tags["threshold_min_n"] == "10"
     assert tags["false_alarm_promise"].startswith("10% (90%: up to")

@@ -14,6 +14,7 @@ from plant import NIGHT, make_plant
 from slidead.core.config import RunConfig
 from slidead.core.models import AE, IDClf
 from slidead.core.score import fit_normal_statistics, score_logmels
+from slidead.core.thresholds import Fit, Thresholds
 from slidead.core.train import FrameWindows
 from slidead.shell.cli import main
 from slidead.shell.commands import run_retrain, run_score
@@ -36,11 +37,7 @@ def test_round_trip_through_tracking_rebuilds_the_model_and_its_statistics(tmp_p
     ids = ["00", "02", "04", "00", "02", "04"]
     windows = FrameWindows(clips, cfg.features.frames, [0, 1, 2, 0, 1, 2], getattr(model, "window_hop", 1))
     fit_normal_statistics(model, windows, ("00", "02", "04"), cfg.score)
-    thresholds = {
-        "quantile": 0.9,
-        "per_id": {m: {"threshold": 1.0} for m in ("00", "02", "04")},
-        "normal_scores": {"00": {"c1": 0.5}},
-    }
+    thresholds = Thresholds(0.9, {m: Fit(1.0, 5, "gamma") for m in ("00", "02", "04")}, {"00": {"c1": 0.5}})
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "artifacts"))
     _, version = tracker.log_training(
         cfg, model, {"train_loss": [1.0], "val_loss": [1.0]}, thresholds, _report(("00", "02", "04")), {}
@@ -77,7 +74,7 @@ def test_idclf_registers_and_evaluates_like_the_seed_families(plant, capsys, mon
     loaded = svc.tracker.load("slidead-slider-idclf")
     assert isinstance(loaded.model, IDClf) and loaded.config.model.classes == ("00", "02")
     assert loaded.config.score.metric == "mahalanobis"
-    assert set(loaded.thresholds["normal_scores"]) == {"00", "02"}
+    assert set(loaded.thresholds.normal_scores) == {"00", "02"}
     run = mlflow.MlflowClient(settings.tracking_uri).get_run(loaded.run_id)
     assert run.data.params["model.classes"] == "['00', '02']" and "mean_auc" in run.data.metrics
     mlflow.set_tracking_uri(settings.tracking_uri)

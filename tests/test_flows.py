@@ -81,5 +81,5 @@ def test_retrain_flow_takes_metric_and_stream(harness, tmp_path, monkeypatch):
     assert loaded.config.score.metric == "mahalanobis" and loaded.config.train.stream == "parquet"
     # out-of-fold thresholds need the clips in memory: streamed, the validation split sets them
     assert loaded.config.train.threshold_scheme == "oof"
-    assert {f["source"] for f in loaded.thresholds["per_id"].values()} <= {"validation", "validation+train"}
+    assert {f.source for f in loaded.thresholds.per_id.values()} <= {"validation", "validation+train"}
     assert loaded.model.mahalanobis.ids == ("00", "02")  # fitted per machine ID, not just present

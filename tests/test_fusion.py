@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from slidead.core import metrics
+from slidead.core.thresholds import Fit, Thresholds
 from slidead.jobs.fusion import (
     DEFAULT_METHOD,
     fuse,
@@ -55,31 +56,26 @@ def test_fused_normal_scores_rank_each_clip_leave_one_out():
     # c2 among [30, 20, 5] -> 1/3, c3 among [30, 10, 5] -> 2/3
     np.testing.assert_allclose(got["00"], [(0 + 1) / 2, (0.5 + 1 / 3) / 2, (1 + 2 / 3) / 2])
     th = fused_thresholds(normal, 0.5, "rank")
-    assert th["quantile"] == 0.5
-    assert th["per_id"]["00"]["threshold"] == pytest.approx(0.5) and th["per_id"]["00"]["n"] == 3
+    assert th.quantile == 0.5
+    assert th.per_id["00"].threshold == pytest.approx(0.5) and th.per_id["00"].n == 3
     few = fused_thresholds({"a": {"00": {"c1": 1.0, "c2": 2.0}}}, 0.9, "rank")
-    assert few["per_id"]["00"] == {
-        "threshold": 0.9,
-        "n": 2,
-        "method": "rank quantile",
-        "source": "too few common normal clips",
-    }
+    assert few.per_id["00"] == Fit(0.9, 2, "rank quantile", "too few common normal clips")
     with pytest.raises(ValueError, match="quantile"):
         fused_thresholds(normal, 1.0)
 
 
 def test_normal_reference_is_required():
-    assert normal_reference({"normal_scores": {"00": {"c": 1}}}) == {"00": {"c": 1.0}}
+    assert normal_reference(Thresholds.from_dict({"normal_scores": {"00": {"c": 1}}})) == {"00": {"c": 1.0}}
     with pytest.raises(ValueError, match="retrain"):
-        normal_reference({"quantile": 0.9, "per_id": {}}, "slidead-slider-ae v1")
+        normal_reference(Thresholds.from_dict({"quantile": 0.9, "per_id": {}}), "slidead-slider-ae v1")
 
 
 def test_tail_normalise_exact_values():
     # gamma with shape 1 is the exponential: -ln P(X >= s) = s / scale
-    exp2 = {"threshold": 4.6, "shape": 1.0, "scale": 2.0, "method": "gamma"}
+    exp2 = Fit(4.6, 5, "gamma", shape=1.0, scale=2.0)
     np.testing.assert_allclose(tail_normalise([0.0, 2.0, 10.0], [], exp2), [0.0, 1.0, 5.0])
     # no gamma (an empirical threshold): a normal distribution from the reference, mean 2, sd 1
-    empirical = {"threshold": 2.8, "shape": None, "scale": None, "method": "empirical"}
+    empirical = Fit(2.8, 5, "empirical")
     np.testing.assert_allclose(
         tail_normalise([2.0, 3.0], [1.0, 2.0, 3.0], empirical), [np.log(2.0), -np.log(0.15865525393145707)]
     )
@@ -87,15 +83,18 @@ def test_tail_normalise_exact_values():
 
 
 def test_fuse_and_thresholds_with_the_tail_method():
-    fits = {"a": {"00": {"shape": 1.0, "scale": 2.0}}, "b": {"00": {"shape": 1.0, "scale": 10.0}}}
+    fits = {
+        "a": {"00": Fit(4.6, 5, "gamma", shape=1.0, scale=2.0)},
+        "b": {"00": Fit(23, 5, "gamma", shape=1.0, scale=10.0)},
+    }
     refs = {"a": {"00": [1.0, 2.0]}, "b": {"00": [5.0, 10.0]}}
     got = fuse({"a": [2.0, 8.0], "b": [10.0, 0.0]}, refs, ["00", "00"], "tail", fits)
     np.testing.assert_allclose(got, [(1.0 + 1.0) / 2, (4.0 + 0.0) / 2])
     normal = {"a": {"00": {"c1": 2.0, "c2": 4.0, "c3": 6.0}}, "b": {"00": {"c1": 10.0, "c2": 0.0, "c3": 20.0}}}
     np.testing.assert_allclose(fused_normal_scores(normal, "tail", fits)["00"], [1.0, 1.0, 2.5])
-    assert fused_thresholds(normal, 0.5, "tail", fits)["per_id"]["00"]["threshold"] == pytest.approx(1.0)
+    assert fused_thresholds(normal, 0.5, "tail", fits).per_id["00"].threshold == pytest.approx(1.0)
     few = fused_thresholds({"a": {"00": {"c1": 1.0}}}, 0.9, "tail")
-    assert few["per_id"]["00"]["threshold"] == pytest.approx(-np.log(0.1))
+    assert few.per_id["00"].threshold == pytest.approx(-np.log(0.1))
     with pytest.raises(ValueError, match="method='z'"):
         fuse({"a": [1.0]}, refs, ["00"], "z")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from slidead.core.thresholds import Fit
 from slidead.jobs.fusion import mix_logmels, select_members
 
 
@@ -23,7 +24,7 @@ def test_the_chosen_members_are_never_worse_than_the_best_single_family_on_the_c
     rng = np.random.default_rng(0)
     fams = ("good", "weak", "noisy")
     normal = _normal(rng, fams)
-    fits = {f: {m: {"shape": 4.0, "scale": 1.0} for m in ("00", "02")} for f in fams}
+    fits = {f: {m: Fit(4.0, 5, "gamma", shape=4.0, scale=1.0) for m in ("00", "02")} for f in fams}
     # pseudo-anomalies: "good" sees them clearly, "weak" not at all, "noisy" half the time
     pseudo = {
         "good": {m: rng.gamma(4.0, 1.0, 30) + 8.0 for m in ("00", "02")},
@@ -53,7 +54,7 @@ def test_a_tie_goes_to_fewer_members():
     got = select_members(normal, {"a": same, "b": same}, "tail")
     # the pair's median surprise is the mean of the two: one family alone is more surprised
     assert all(len(sel["members"]) == 1 and sel["auc"] == 1.0 for sel in got.values()), got
-    fits = {f: {m: {"shape": 4.0, "scale": 1.0} for m in ("00", "02")} for f in ("a", "b")}
+    fits = {f: {m: Fit(4.0, 5, "gamma", shape=4.0, scale=1.0) for m in ("00", "02")} for f in ("a", "b")}
     got = select_members(normal, {"a": same, "b": same}, "tail", fits)  # the very same fit: a true tie
     assert all(sel["members"] == ("a",) for sel in got.values()), got
     # rank saturates: a pseudo-anomaly ties at 1 with the top normal clip of one family, not with

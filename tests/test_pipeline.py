@@ -47,7 +47,7 @@ def test_retrain_registers_champions_with_metrics(plant):
             assert row["n_normal"] == 10 and row["n_anomaly"] == 10
         loaded = svc.tracker.load(f"slidead-slider-{family}")
         assert isinstance(loaded.model, cls) and loaded.version == 1
-        assert set(loaded.thresholds["per_id"]) == {"00", "02"}
+        assert set(loaded.thresholds.per_id) == {"00", "02"}
         run = mlflow.MlflowClient(settings.tracking_uri).get_run(loaded.run_id)
         assert run.data.params["family"] == family
         assert "mean_auc" in run.data.metrics and "auc_id_00" in run.data.metrics

@@ -238,8 +238,8 @@ def test_training_streamed_from_the_store_matches_memory(plant):
     assert p.history["val_loss"][-1] < p.history["val_loss"][0]
     # thresholds fitted on every held-out clip's score, read back from the store in chunks
     for mid in ("00", "02"):
-        assert set(p.thresholds["normal_scores"][mid]) == set(m.thresholds["normal_scores"][mid])
-        assert np.isfinite(p.thresholds["per_id"][mid]["threshold"])
+        assert set(p.thresholds.normal_scores[mid]) == set(m.thresholds.normal_scores[mid])
+        assert np.isfinite(p.thresholds.per_id[mid].threshold)
     assert set(p.report["per_id"]) == {"00", "02"}
 
 

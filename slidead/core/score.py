@@ -104,7 +104,7 @@ def score_logmels(
     band_reference: Mapping[str, Sequence[float]] | None = None,
 ) -> ClipScores:
     """``band_reference``: per machine ID, the normal clips' mean error per mel band (stored
-    with a model version as ``thresholds["band_error"]``). Given, a clip's peak band and band
+    with a model version as ``Thresholds.band_error``). Given, a clip's peak band and band
     span are where its error is highest *relative to* its machine's normal error, not where the
     error is highest outright (the lowest mel bands always reconstruct worst)."""
     _check_metric(model, config.metric)

@@ -4,13 +4,22 @@ A gamma distribution (location fixed at 0: scores are positive reconstruction er
 distances) is fitted to each ID's normal scores; the threshold is its ``quantile`` (0.9 by
 default), as the later DCASE baselines do. Scores that can be negative (the ID classifier's
 ``logit`` score, log((1 - p) / p)) have no gamma with location 0: their threshold is the
-empirical quantile (``"method": "empirical"``). Result: a JSON-able dict stored with the model version::
+empirical quantile (``method="empirical"``).
 
-    {"quantile": 0.9, "method": "gamma", "per_id": {"00": {"threshold": t, "shape": a,
-     "scale": b, "n": n, "source": "validation"}, ...}}
+A model version's :class:`Thresholds` hold one :class:`Fit` per machine ID, the normal scores
+the fits rest on (score fusion re-uses them) and each ID's mean error per mel band (what a
+flagged clip's explanation compares against). They are stored with the version as
+``thresholds.json``::
+
+    {"quantile": 0.9, "per_id": {"00": {"threshold": t, "shape": a, "scale": b, "n": n,
+     "method": "gamma", "source": "validation", "fa_expected": ..., ...}, ...},
+     "normal_scores": {"00": {clip_id: score, ...}}, "band_error": {"00": [e_1, ..., e_mels]}}
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -36,7 +45,122 @@ def false_alarm_interval(n: int, quantile: float, level: float = 0.9) -> tuple[f
     return float(a / (a + b)), float(lo), float(hi)
 
 
-def gamma_threshold(scores, quantile: float = 0.9) -> dict:
+@dataclass(frozen=True)
+class Fit:
+    """One machine ID's threshold, how it was fitted and what it promises."""
+
+    threshold: float
+    n: int  # the normal scores it rests on
+    method: str  # gamma, empirical, constant, or how a fused threshold was set
+    source: str = "validation"  # where those scores came from
+    shape: float | None = None  # the gamma's, when method is gamma
+    scale: float | None = None
+    fa_expected: float | None = None  # the false-alarm rate it promises, and its 90% interval
+    fa_low: float | None = None
+    fa_high: float | None = None
+    nights: tuple[str, ...] = ()  # commissioning: the plant nights the scores came from
+    n_false_alarms: int | None = None  # ... and how many of their clips were labelled false_alarm
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["nights"] = list(self.nights)
+        if not self.nights and self.n_false_alarms is None:  # only commissioned fits say so
+            del d["nights"], d["n_false_alarms"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Fit:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["nights"] = tuple(kw.get("nights") or ())
+        kw["threshold"], kw["n"] = float(kw["threshold"]), int(kw.get("n", 0))
+        kw.setdefault("method", "unknown")
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A model version's fitted thresholds: :class:`Fit` per machine ID, the normal scores
+    they rest on (``{id: {clip_id: score}}``) and the mean error per mel band of each ID's
+    normal clips (``{id: [n_mels floats]}``)."""
+
+    quantile: float = 0.9
+    per_id: Mapping[str, Fit] = field(default_factory=dict)
+    normal_scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    band_error: Mapping[str, list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def fit(
+        cls, scores_by_id: Mapping[str, np.ndarray], quantile: float = 0.9, source: str = "validation"
+    ) -> Thresholds:
+        """Per machine ID: the threshold (gamma fit, or empirical), and the false-alarm rate it
+        promises with its 90% interval from the number of normal scores it rests on (``fa_*``)."""
+        per_id = {}
+        for mid, s in sorted(scores_by_id.items()):
+            fit = gamma_threshold(s, quantile)
+            per_id[mid] = replace(fit, source=source, **dict(zip(_FA, false_alarm_interval(fit.n, quantile))))
+        return cls(quantile, per_id)
+
+    def with_fits(self, per_id: Mapping[str, Fit]) -> Thresholds:
+        """These thresholds with ``per_id``'s fits put in (replacing those IDs' fits)."""
+        return replace(self, per_id={**self.per_id, **per_id})
+
+    def map(self) -> dict[str, float]:
+        """``{machine_id: threshold}``."""
+        return {mid: float(f.threshold) for mid, f in self.per_id.items()}
+
+    def for_id(self, machine_id: str) -> float | None:
+        """The ID's own threshold; for an ID the model never saw, the highest known (conservative)."""
+        m = self.map()
+        if machine_id in m:
+            return m[machine_id]
+        return max(m.values()) if m else None
+
+    def too_few(self) -> list[str]:
+        """One sentence per machine ID whose threshold rests on too few normal scores."""
+        out = []
+        q = self.quantile
+        for mid, fit in sorted(self.per_id.items()):
+            if fit.source == "validation+train":
+                out.append(
+                    f"the threshold of machine {mid} rests on scores of clips the model trained on (too few "
+                    f"were held out): expect more false alarms than its target {1 - q:.0%}; give it more "
+                    "training clips or train with --thresholds oof"
+                )
+            elif fit.n < MIN_RELIABLE:
+                spread = (
+                    f"anywhere from {fit.fa_low:.0%} to {fit.fa_high:.0%}" if fit.fa_low is not None else "far from it"
+                )
+                out.append(
+                    f"the threshold of machine {mid} rests on {fit.n} normal scores: its false-alarm rate "
+                    f"(target {1 - q:.0%}) may be {spread}; give it more training clips"
+                )
+        return out
+
+    def to_dict(self) -> dict:
+        """The stored form (``thresholds.json``); empty parts are left out."""
+        d = {"quantile": self.quantile, "per_id": {mid: f.to_dict() for mid, f in sorted(self.per_id.items())}}
+        if self.normal_scores:
+            d["normal_scores"] = {m: dict(v) for m, v in self.normal_scores.items()}
+        if self.band_error:
+            d["band_error"] = {m: list(v) for m, v in self.band_error.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> Thresholds:
+        d = d or {}
+        return cls(
+            float(d.get("quantile", 0.9)),
+            {str(mid): Fit.from_dict(f) for mid, f in (d.get("per_id") or {}).items()},
+            {str(m): {str(c): float(v) for c, v in s.items()} for m, s in (d.get("normal_scores") or {}).items()},
+            {str(m): [float(x) for x in v] for m, v in (d.get("band_error") or {}).items()},
+        )
+
+
+_FA = ("fa_expected", "fa_low", "fa_high")
+
+
+def gamma_threshold(scores, quantile: float = 0.9) -> Fit:
     """Fit a gamma to positive ``scores``; threshold at ``quantile``."""
     if not 0 < quantile < 1:
         raise ValueError(f"quantile={quantile!r} must be in (0, 1)")
@@ -45,7 +169,7 @@ def gamma_threshold(scores, quantile: float = 0.9) -> dict:
     if s.size < MIN_FIT:
         raise ValueError(f"need at least {MIN_FIT} normal scores to fit a threshold, got {s.size}")
     if np.ptp(s) == 0:
-        return {"threshold": float(s[0]), "shape": None, "scale": None, "n": int(s.size), "method": "constant"}
+        return Fit(float(s[0]), int(s.size), "constant")
     if s.min() < 0:
         return _empirical(s, quantile)
     from scipy import stats  # here, not at import: scoring a night needs no scipy (0.9 s of start-up)
@@ -55,63 +179,10 @@ def gamma_threshold(scores, quantile: float = 0.9) -> dict:
         t = float(stats.gamma.ppf(quantile, shape, loc=0.0, scale=scale))
         if not np.isfinite(t):
             raise FloatingPointError
-        return {"threshold": t, "shape": float(shape), "scale": float(scale), "n": int(s.size), "method": "gamma"}
+        return Fit(t, int(s.size), "gamma", shape=float(shape), scale=float(scale))
     except (FloatingPointError, RuntimeError, ValueError):
         return _empirical(s, quantile)
 
 
-def _empirical(s: np.ndarray, quantile: float) -> dict:
-    return {
-        "threshold": float(np.quantile(s, quantile)),
-        "shape": None,
-        "scale": None,
-        "n": int(s.size),
-        "method": "empirical",
-    }
-
-
-def fit_thresholds(scores_by_id: dict[str, np.ndarray], quantile: float = 0.9, source: str = "validation") -> dict:
-    """Per machine ID: the threshold (gamma fit, or empirical), and the false-alarm rate it
-    promises with its 90% interval from the number of normal scores it rests on (``fa_*``)."""
-    per_id = {}
-    for mid, s in sorted(scores_by_id.items()):
-        fit = gamma_threshold(s, quantile)
-        fit["source"] = source
-        fit["fa_expected"], fit["fa_low"], fit["fa_high"] = false_alarm_interval(fit["n"], quantile)
-        per_id[mid] = fit
-    return {"quantile": quantile, "per_id": per_id}
-
-
-def too_few(thresholds: dict) -> list[str]:
-    """One sentence per machine ID whose threshold rests on too few normal scores."""
-    out = []
-    q = thresholds.get("quantile", 0.9)
-    for mid, fit in sorted(thresholds.get("per_id", {}).items()):
-        n = int(fit.get("n", 0))
-        if fit.get("source") == "validation+train":
-            out.append(
-                f"the threshold of machine {mid} rests on scores of clips the model trained on (too few "
-                f"were held out): expect more false alarms than its target {1 - q:.0%}; give it more "
-                "training clips or train with --thresholds oof"
-            )
-        elif n < MIN_RELIABLE:
-            lo, hi = fit.get("fa_low"), fit.get("fa_high")
-            spread = f"anywhere from {lo:.0%} to {hi:.0%}" if lo is not None else "far from it"
-            out.append(
-                f"the threshold of machine {mid} rests on {n} normal scores: its false-alarm rate "
-                f"(target {1 - q:.0%}) may be {spread}; give it more training clips"
-            )
-    return out
-
-
-def threshold_map(thresholds: dict) -> dict[str, float]:
-    """``{machine_id: threshold}`` from a stored thresholds dict."""
-    return {mid: float(v["threshold"]) for mid, v in thresholds.get("per_id", {}).items()}
-
-
-def threshold_for(thresholds: dict, machine_id: str) -> float | None:
-    """The ID's own threshold; for an ID the model never saw, the highest known (conservative)."""
-    m = threshold_map(thresholds)
-    if machine_id in m:
-        return m[machine_id]
-    return max(m.values()) if m else None
+def _empirical(s: np.ndarray, quantile: float) -> Fit:
+    return Fit(float(np.quantile(s, quantile)), int(s.size), "empirical")

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from slidead.core.thresholds import MIN_FIT, fit_thresholds, threshold_map
+from slidead.core.thresholds import MIN_FIT, Thresholds
 from slidead.errors import NotEnoughDataError
 from slidead.store.services import Services
 from slidead.store.tracking import model_name
@@ -89,16 +89,16 @@ def commission(
         )
         machine_ids = [r[0] for r in rows]
     q = loaded.config.threshold_quantile
-    old = threshold_map(loaded.thresholds)
-    new_per_id = dict(loaded.thresholds.get("per_id", {}))
+    old = loaded.thresholds.map()
+    new_per_id = {}
     for mid in machine_ids:
         scores, used, n_fa = plant_scores(svc, name, loaded.version, mid, nights)
         if len(scores) < MIN_FIT:
             res.skipped[mid] = f"{len(scores)} plant scores by {name} v{loaded.version} (need {MIN_FIT})"
             log(f"machine {mid}: not commissioned: {res.skipped[mid]}")
             continue
-        fit = fit_thresholds({mid: np.array(list(scores.values()))}, q, "commissioning")["per_id"][mid]
-        fit.update(nights=used, n_false_alarms=n_fa)
+        fit = Thresholds.fit({mid: np.array(list(scores.values()))}, q, "commissioning").per_id[mid]
+        fit = replace(fit, nights=tuple(used), n_false_alarms=n_fa)
         new_per_id[mid] = fit
         res.changes.append(
             {
@@ -106,26 +106,26 @@ def commission(
                 "from_version": loaded.version,
                 "machine_id": mid,
                 "old_threshold": old.get(mid),
-                "new_threshold": fit["threshold"],
-                "n_scores": fit["n"],
+                "new_threshold": fit.threshold,
+                "n_scores": fit.n,
                 "nights": ",".join(used),
                 "n_false_alarms": n_fa,
                 "reason": (
-                    f"commissioning: {fit['n']} plant scores of machine {mid} ({len(used)} first nights"
+                    f"commissioning: {fit.n} plant scores of machine {mid} ({len(used)} first nights"
                     f"{f', {n_fa} labelled false_alarm' if n_fa else ''}) at the {q:.2f} quantile"
                 ),
             }
         )
         log(
-            f"machine {mid}: threshold {old.get(mid, float('nan')):.4g} -> {fit['threshold']:.4g} "
-            f"({fit['n']} plant scores, nights {', '.join(used) or '-'}, {n_fa} false alarms)"
+            f"machine {mid}: threshold {old.get(mid, float('nan')):.4g} -> {fit.threshold:.4g} "
+            f"({fit.n} plant scores, nights {', '.join(used) or '-'}, {n_fa} false alarms)"
         )
     if not res.changes:
         raise NotEnoughDataError(
             f"no machine of {name} v{loaded.version} has {MIN_FIT} or more plant scores to commission from: "
             "score its first nights first"
         )
-    thresholds = dict(loaded.thresholds, per_id=new_per_id)
+    thresholds = loaded.thresholds.with_fits(new_per_id)
     reason = "; ".join(c["reason"] for c in res.changes)
     run_id, res.version = svc.tracker.register_thresholds(loaded, thresholds, reason)
     for c in res.changes:
@@ -141,7 +141,7 @@ def commission(
             "feature_hash": loaded.config.features.hash,
             "promoted": True,
             "decision": reason[:1000],
-            "thresholds": json.dumps(threshold_map(thresholds)),
+            "thresholds": json.dumps(thresholds.map()),
         }
     )
     log(f"{name} v{res.version} (v{loaded.version}'s weights, new thresholds) is the champion now")

@@ -4,7 +4,7 @@ Scores of different families live on different scales (a mean squared error, a s
 Mahalanobis distance, a log-odds). Each family's score of a clip is first put on a common
 scale against that family's normal scores of the same machine ID (the held-out normal clips
 its thresholds were fitted on, stored with the model version in
-``thresholds["normal_scores"]``); the fused score is the mean over families, so a clip is as
+``Thresholds.normal_scores``); the fused score is the mean over families, so a clip is as
 unusual as the families say on average. Two normalisations (``method``):
 
 - ``rank``: the mid-rank empirical CDF, ``(#{r < s} + #{r == s} / 2) / n`` in [0, 1].
@@ -62,7 +62,7 @@ import numpy as np
 from scipy import stats
 
 from slidead.core import metrics
-from slidead.core.thresholds import MIN_FIT, threshold_map
+from slidead.core.thresholds import MIN_FIT, Fit, Thresholds
 
 Log = Callable[[str], None]
 METHODS = ("rank", "tail")
@@ -83,13 +83,13 @@ def rank_normalise(scores, reference) -> np.ndarray:
     return np.where(np.isnan(s), np.nan, out)
 
 
-def tail_normalise(scores, reference, fit: Mapping | None = None) -> np.ndarray:
+def tail_normalise(scores, reference, fit: Fit | None = None) -> np.ndarray:
     """``-ln P(normal score >= s)``: under the gamma of ``fit`` (a stored per-ID threshold fit
     with ``shape`` and ``scale``, location 0) when it has one, else under a normal distribution
     with the mean and standard deviation of ``reference``."""
     s = np.asarray(scores, dtype=np.float64)
-    if fit is not None and fit.get("shape") and fit.get("scale"):
-        return -stats.gamma.logsf(s, fit["shape"], scale=fit["scale"])
+    if fit is not None and fit.shape and fit.scale:
+        return -stats.gamma.logsf(s, fit.shape, scale=fit.scale)
     ref = np.asarray(reference, dtype=np.float64).ravel()
     ref = ref[np.isfinite(ref)]
     if ref.size == 0:
@@ -111,7 +111,7 @@ def fuse(
     references: Mapping[str, Mapping[str, Sequence[float]]],
     machine_ids: Sequence[str],
     method: str = DEFAULT_METHOD,
-    fits: Mapping[str, Mapping[str, Mapping]] | None = None,
+    fits: Mapping[str, Mapping[str, Fit]] | None = None,
 ) -> np.ndarray:
     """``scores``: family -> one score per clip; ``references``: family -> machine ID -> that
     family's normal scores; ``fits`` (``tail`` only): family -> machine ID -> the stored
@@ -142,7 +142,7 @@ def fuse(
 def fused_normal_scores(
     normal: Mapping[str, Mapping[str, Mapping[str, float]]],
     method: str = DEFAULT_METHOD,
-    fits: Mapping[str, Mapping[str, Mapping]] | None = None,
+    fits: Mapping[str, Mapping[str, Fit]] | None = None,
 ) -> dict[str, np.ndarray]:
     """``normal``: family -> machine ID -> {clip_id: score} (the families' normal reference
     scores). Per ID, the fused score of each clip every family holds; with ``rank`` each
@@ -171,9 +171,9 @@ def fused_thresholds(
     normal: Mapping[str, Mapping[str, Mapping[str, float]]],
     quantile: float = 0.9,
     method: str = DEFAULT_METHOD,
-    fits: Mapping[str, Mapping[str, Mapping]] | None = None,
-) -> dict:
-    """Thresholds in the stored format (``{"quantile", "per_id": {id: {"threshold", ...}}}``)."""
+    fits: Mapping[str, Mapping[str, Fit]] | None = None,
+) -> Thresholds:
+    """Per machine ID, the empirical ``quantile`` of the fused normal scores (module docstring)."""
     if not 0 < quantile < 1:
         raise ValueError(f"quantile={quantile!r} must be in (0, 1)")
     if method not in METHODS:
@@ -184,21 +184,11 @@ def fused_thresholds(
     for mid in all_ids:
         s = fused.get(mid, np.zeros(0))
         if s.size >= MIN_FIT:
-            per_id[mid] = {
-                "threshold": float(np.quantile(s, quantile)),
-                "n": int(s.size),
-                "method": "empirical",
-                "source": "fused validation",
-            }
+            per_id[mid] = Fit(float(np.quantile(s, quantile)), int(s.size), "empirical", "fused validation")
         else:
             single = quantile if method == "rank" else float(-np.log1p(-quantile))
-            per_id[mid] = {
-                "threshold": float(single),
-                "n": int(s.size),
-                "method": f"{method} quantile",
-                "source": "too few common normal clips",
-            }
-    return {"quantile": quantile, "per_id": per_id}
+            per_id[mid] = Fit(float(single), int(s.size), f"{method} quantile", "too few common normal clips")
+    return Thresholds(quantile, per_id)
 
 
 def mix_logmels(a: np.ndarray, b: np.ndarray, mix_db: float = MIX_DB) -> np.ndarray:
@@ -220,7 +210,7 @@ def select_members(
     normal: Mapping[str, Mapping[str, Mapping[str, float]]],
     pseudo: Mapping[str, Mapping[str, Sequence[float]]],
     method: str = DEFAULT_METHOD,
-    fits: Mapping[str, Mapping[str, Mapping]] | None = None,
+    fits: Mapping[str, Mapping[str, Fit]] | None = None,
     references: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
 ) -> dict[str, dict]:
     """Per machine ID, the members to fuse: the subset of families whose fused pseudo-anomaly
@@ -267,9 +257,9 @@ def select_members(
     return out
 
 
-def normal_reference(thresholds: dict, family: str = "") -> dict[str, dict[str, float]]:
+def normal_reference(thresholds: Thresholds, family: str = "") -> dict[str, dict[str, float]]:
     """A model version's normal reference scores (``{machine_id: {clip_id: score}}``)."""
-    ref = thresholds.get("normal_scores")
+    ref = thresholds.normal_scores
     if not ref:
         raise ValueError(
             f"{family or 'the model'} has no stored normal scores (trained before score fusion "
@@ -335,13 +325,13 @@ def evaluate_fused(
         log(f"fused: {m.name} v{m.version} scored {len(rows)} eval clips")
     ids = [r.machine_id for r in rows]
     labels = [1 if r.label == "anomaly" else 0 for r in rows]
-    fits = {f: m.thresholds.get("per_id", {}) for f, m in loaded.items()}
+    fits = {f: m.thresholds.per_id for f, m in loaded.items()}
     quantile = next(iter(loaded.values())).config.threshold_quantile
     selection = _selection(svc, machine_type, loaded, normal, method, fits, mix_db, device, log) if select else {}
     refs_all = {f: {mid: list(d.values()) for mid, d in n.items()} for f, n in normal.items()}
     id_arr = np.asarray(ids)
     fused = np.full(id_arr.shape, np.nan)
-    thresholds = {"quantile": quantile, "per_id": {}}
+    chosen: dict[str, Fit] = {}
     for mid in sorted(set(ids) | set(selection)):
         members = selection.get(mid, {}).get("members", tuple(loaded))
         mask = id_arr == mid
@@ -349,11 +339,12 @@ def evaluate_fused(
             fused[mask] = fuse(
                 {f: np.asarray(scores[f])[mask] for f in members}, refs_all, _ids_of(mask, ids), method, fits
             )
-        part = fused_thresholds({f: normal[f] for f in members}, quantile, method, fits)["per_id"]
+        part = fused_thresholds({f: normal[f] for f in members}, quantile, method, fits).per_id
         if mid in part:
-            thresholds["per_id"][mid] = part[mid]
+            chosen[mid] = part[mid]
+    thresholds = Thresholds(quantile, chosen)
     keep = np.isfinite(fused)
-    report = metrics.evaluate(np.asarray(ids)[keep], np.asarray(labels)[keep], fused[keep], threshold_map(thresholds))
+    report = metrics.evaluate(np.asarray(ids)[keep], np.asarray(labels)[keep], fused[keep], thresholds.map())
     per_id = {mid: {k: r[k] for k in metrics.AT_THRESHOLD_KEYS if k in r} for mid, r in report["per_id"].items()}
     return {
         "family": "fused",

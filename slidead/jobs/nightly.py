@@ -32,7 +32,6 @@ import pyarrow as pa
 from slidead.core.explain import sentence
 from slidead.core.models import family_of
 from slidead.core.score import score_logmels
-from slidead.core.thresholds import threshold_for
 from slidead.core.train import resolve_device
 from slidead.errors import NightBusyError, StoreError, redact
 from slidead.jobs.champions import champions
@@ -326,9 +325,9 @@ def _score_shard(
         cfg.score,
         device,
         [refs_by_id[i].machine_id for i in ids],
-        loaded.thresholds.get("band_error"),
+        loaded.thresholds.band_error or None,
     )
-    thr = [threshold_for(loaded.thresholds, refs_by_id[i].machine_id) for i in ids]
+    thr = [loaded.thresholds.for_id(refs_by_id[i].machine_id) for i in ids]
     flagged = [t is not None and s > t for s, t in zip(sc.score, thr)]
     what = "error" if family_of(loaded.model).reconstructs else "deviation"
     explanation = [

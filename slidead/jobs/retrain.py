@@ -20,7 +20,7 @@ from slidead.core.config import RunConfig
 from slidead.core.features import FeatureConfig, windows
 from slidead.core.models import family_of
 from slidead.core.score import fit_normal_statistics, score_logmels
-from slidead.core.thresholds import MIN_FIT, fit_thresholds, threshold_map, too_few
+from slidead.core.thresholds import MIN_FIT, Thresholds
 from slidead.core.train import FrameWindows, TrainResult, fit, resolve_device, split_clips
 from slidead.errors import NotEnoughDataError
 from slidead.jobs.ingest import IngestResult, ingest, list_refs
@@ -64,7 +64,7 @@ class Outcome:
     best_epoch: int
     epochs_run: int
     seconds: float
-    thresholds: dict
+    thresholds: Thresholds
     report: dict
     eval_scores: dict  # machine_ids, labels, scores (lists)
     baseline: dict  # machine_id -> {median, p90} of held-out normal scores
@@ -121,7 +121,7 @@ def train_and_evaluate(
     An ID classifier learns the machine IDs of ``train_rows`` (their sorted list becomes
     ``cfg.model.classes``; it needs two or more). After training, the scoring statistics are
     fitted on the training windows (:func:`~slidead.core.score.fit_normal_statistics`). The normal
-    scores the thresholds were fitted on are kept in ``thresholds["normal_scores"]``
+    scores the thresholds were fitted on are kept in ``Thresholds.normal_scores``
     (``{machine_id: {clip_id: score}}``) for score fusion (:mod:`slidead.jobs.fusion`).
 
     ``train_rows`` left in the feature store (:class:`~slidead.jobs.stream.StoredClips`) are streamed
@@ -232,15 +232,18 @@ def train_and_evaluate(
         else:
             held.update({r.clip_id: float(s) for r, s in zip(tr, train_scores) if r.machine_id == mid})
             by_id[mid], sources[mid] = held, "validation+train"
-    thresholds = {"quantile": cfg.threshold_quantile, "per_id": {}}
+    fits = {}
     for mid, s in by_id.items():
-        part = fit_thresholds({mid: np.array(list(s.values()))}, cfg.threshold_quantile, sources[mid])
-        thresholds["per_id"].update(part["per_id"])
-    thresholds["normal_scores"] = by_id
-    for warning in too_few(thresholds):
+        fits.update(Thresholds.fit({mid: np.array(list(s.values()))}, cfg.threshold_quantile, sources[mid]).per_id)
+    thresholds = Thresholds(
+        cfg.threshold_quantile,
+        fits,
+        by_id,
+        # the normal error per mel band of each ID: explanations say where a clip departs from it
+        {mid: (band_sum[mid] / band_n[mid]).round(6).tolist() for mid in band_sum},
+    )
+    for warning in thresholds.too_few():
         log(f"warning: {warning}")
-    # the normal error per mel band of each ID: explanations say where a clip departs from it
-    thresholds["band_error"] = {mid: (band_sum[mid] / band_n[mid]).round(6).tolist() for mid in band_sum}
     baseline = {
         mid: {"median": float(np.median(list(s.values()))), "p90": float(np.quantile(list(s.values()), 0.9))}
         for mid, s in by_id.items()
@@ -342,14 +345,16 @@ def _fit_or_fit_clips(model, tr, x_train, x_val, cfg: RunConfig, progress=None) 
     return TrainResult(state, {}, 0, 0, time.perf_counter() - t0, "cpu")
 
 
-def evaluate(model, cfg: RunConfig, eval_rows: list[FeatureRow], thresholds: dict, device="cpu") -> tuple[dict, dict]:
+def evaluate(
+    model, cfg: RunConfig, eval_rows: list[FeatureRow], thresholds: Thresholds, device="cpu"
+) -> tuple[dict, dict]:
     """Metrics per machine ID on labelled clips (AUC, pAUC, and decisions at the thresholds)."""
     if not eval_rows:
         return {"per_id": {}, "mean": {}}, {"machine_ids": [], "labels": [], "scores": []}
     ids = [r.machine_id for r in eval_rows]
     scores = score_logmels(model, [r.logmel for r in eval_rows], cfg.features, cfg.score, device, ids).score
     labels = [1 if r.label == "anomaly" else 0 for r in eval_rows]
-    report = metrics.evaluate(ids, labels, scores, threshold_map(thresholds))
+    report = metrics.evaluate(ids, labels, scores, thresholds.map())
     return report, {"machine_ids": ids, "labels": labels, "scores": [float(s) for s in scores]}
 
 
@@ -359,7 +364,7 @@ def figures(outcome: Outcome, eval_rows: list[FeatureRow]) -> dict:
         from slidead.core import plots
     except ImportError:
         return {}
-    ev, th = outcome.eval_scores, threshold_map(outcome.thresholds)
+    ev, th = outcome.eval_scores, outcome.thresholds.map()
     figs = {"loss_curves": plots.loss_curves(outcome.history, outcome.best_epoch)}
     if ev["scores"]:
         figs["score_distributions"] = plots.score_distributions(ev["machine_ids"], ev["labels"], ev["scores"], th)
@@ -455,7 +460,7 @@ def register(
             "champion_pauc": decision.champion_pauc,
             "promoted": decision.promoted,
             "decision": decision.reason,
-            "thresholds": json.dumps(threshold_map(outcome.thresholds)),
+            "thresholds": json.dumps(outcome.thresholds.map()),
             "baseline": json.dumps(outcome.baseline),
         }
     )

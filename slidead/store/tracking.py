@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from slidead.core.thresholds import Thresholds
 from slidead.errors import NoChampionError
 
 if TYPE_CHECKING:  # torch and the model registry only when a model is logged or loaded (`slidead models` lists without)
@@ -52,7 +53,7 @@ def experiment_name(machine_type: str) -> str:
 class LoadedModel:
     model: torch.nn.Module
     config: RunConfig
-    thresholds: dict
+    thresholds: Thresholds
     name: str
     version: int
     run_id: str
@@ -180,7 +181,7 @@ class Tracker:
         cfg: RunConfig,
         model: torch.nn.Module,
         history: dict,
-        thresholds: dict,
+        thresholds: Thresholds,
         report: dict,
         data: dict,
         figures: dict | None = None,
@@ -213,7 +214,7 @@ class Tracker:
                             mlflow.log_input(ds, context=context)
                 except Exception as e:  # noqa: BLE001 - they describe the run; the version registers without them
                     logging.getLogger(__name__).warning("the run's datasets were not logged: %s", e)
-            mlflow.log_dict(thresholds, "thresholds.json")
+            mlflow.log_dict(thresholds.to_dict(), "thresholds.json")
             mlflow.log_dict(report, "evaluation.json")
             mlflow.log_dict({k: v for k, v in data.items() if isinstance(v, (list, dict))}, "data.json")
             for fname, fig in (figures or {}).items():
@@ -265,7 +266,7 @@ class Tracker:
             for start in range(0, len(new), 500):
                 self.client.log_batch(run_id, metrics=new[start : start + 500], synchronous=True)
 
-    def register_thresholds(self, loaded: LoadedModel, thresholds: dict, reason: str) -> tuple[str, int]:
+    def register_thresholds(self, loaded: LoadedModel, thresholds: Thresholds, reason: str) -> tuple[str, int]:
         """A new version of ``loaded.name``: ``loaded``'s weights and config with ``thresholds``
         (its evaluation carried over), tagged with ``reason`` and made the champion. Returns
         (run_id, version)."""
@@ -466,7 +467,7 @@ def model_from_files(files: dict[str, Path], name: str, version: int, run_id: st
     from slidead.core.config import RunConfig
 
     cfg = RunConfig.from_dict(json.loads(files["run_config.json"].read_text()))
-    thresholds = json.loads(files["thresholds.json"].read_text())
+    thresholds = Thresholds.from_dict(json.loads(files["thresholds.json"].read_text()))
     model = cfg.build_model()
     model.load_state_dict(torch.load(files["state_dict.pt"], map_location="cpu", weights_only=True))
     model.eval()
@@ -478,7 +479,7 @@ def file_digests(files) -> dict[str, str]:
     return {Path(f).name: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
 
 
-def _write_model_files(tmp: Path, cfg: RunConfig, model: torch.nn.Module, thresholds: dict) -> list[Path]:
+def _write_model_files(tmp: Path, cfg: RunConfig, model: torch.nn.Module, thresholds: Thresholds) -> list[Path]:
     import torch
 
     sd = tmp / "state_dict.pt"
@@ -492,26 +493,26 @@ def _write_model_files(tmp: Path, cfg: RunConfig, model: torch.nn.Module, thresh
     rc = tmp / "run_config.json"
     rc.write_text(cfg.to_json())
     th = tmp / "thresholds.json"
-    th.write_text(json.dumps(thresholds, indent=2, sort_keys=True))
+    th.write_text(json.dumps(thresholds.to_dict(), indent=2, sort_keys=True))
     return [sd, rc, th]
 
 
-def version_facts(cfg, thresholds: dict, report: dict) -> dict[str, str]:
+def version_facts(cfg, thresholds: Thresholds, report: dict) -> dict[str, str]:
     """What a version's registry page says of its flags: the false-alarm rate and recall at its
     thresholds on the evaluation set, what the thresholds promise and how many normal scores
     they rest on."""
     mean = report.get("mean", {})
-    fits = thresholds.get("per_id", {}).values()
+    fits = thresholds.per_id.values()
     facts = {
         "threshold_scheme": cfg.train.threshold_scheme,
-        "threshold_quantile": str(thresholds.get("quantile")),
-        "threshold_min_n": str(min((int(f.get("n", 0)) for f in fits), default=0)),
+        "threshold_quantile": str(thresholds.quantile),
+        "threshold_min_n": str(min((f.n for f in fits), default=0)),
         "false_alarm_rate": str(mean.get("false_alarm_rate", "")),
         "recall": str(mean.get("recall", "")),
     }
-    highs = [f["fa_high"] for f in fits if f.get("fa_high") is not None]
+    highs = [f.fa_high for f in fits if f.fa_high is not None]
     if highs:
-        facts["false_alarm_promise"] = f"{1 - float(thresholds.get('quantile', 0.9)):.0%} (90%: up to {max(highs):.0%})"
+        facts["false_alarm_promise"] = f"{1 - thresholds.quantile:.0%} (90%: up to {max(highs):.0%})"
     return facts
 
 
