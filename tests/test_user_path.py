@@ -52,6 +52,46 @@ def test_cli_score_runs_in_this_process_without_a_prefect_api(tmp_path):
     assert not (tmp_path / "prefect").exists()
 
 
+def test_a_rerun_of_a_scored_night_loads_no_model_and_a_new_champion_scores_it_again(tmp_path):
+    """Nothing new: the registry is still asked which version is the champion (its sqlite
+    tables), but neither MLflow nor torch is imported and the results stay as they were. A
+    newly promoted version has clips left to score, so it is loaded and scores them."""
+    home = tmp_path / "registry"
+    home.mkdir()
+    uri = make_registry(home)
+    svc = services(tmp_path, tracking_uri=uri)
+    put_night(svc.store, good_clips(3))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(SLIDEAD_HOME=str(tmp_path), SLIDEAD_MLFLOW_URI=uri, SLIDEAD_DEVICE="cpu")
+    env["SLIDEAD_DUCKDB"] = str(svc.db.path)  # the results this test reads
+    code = (
+        "import json, sys; from slidead.shell.cli import main; "
+        f"rc = main(['score', '--night', '{NIGHT}', '--family', 'ae', '--json']); "
+        "print(json.dumps(sorted(m for m in ('torch', 'mlflow', 'torchaudio') if m in sys.modules))); sys.exit(rc)"
+    )
+
+    def score() -> tuple[dict, list]:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        summary, imported = out.stdout.strip().splitlines()
+        return json.loads(summary), json.loads(imported)
+
+    first, imported = score()
+    assert first["n_scored"] == 3 and first["models"] == {MODEL: 1} and "torch" in imported
+    with svc.db.connect(read_only=True) as con:
+        before = con.execute("SELECT * FROM scores ORDER BY clip_id").fetchall()
+    again, imported = score()
+    assert again["n_scored"] == 0 and again["n_skipped"] == 3 and again["models"] == {MODEL: 1}
+    assert imported == []  # the champion's version came from the registry's tables; no model loaded
+    with svc.db.connect(read_only=True) as con:
+        assert con.execute("SELECT * FROM scores ORDER BY clip_id").fetchall() == before
+    tracker = svc.tracker
+    loaded = tracker.load(MODEL)
+    _, v2 = tracker.register_thresholds(loaded, loaded.thresholds, "test: a second champion")
+    third, imported = score()
+    assert v2 == 2 and third["models"] == {MODEL: 2} and third["n_scored"] == 3 and "torch" in imported
+
+
 def test_a_cached_champion_is_used_only_for_the_registered_version_and_digests(tmp_path):
     home = tmp_path / "registry"
     home.mkdir()

@@ -24,16 +24,18 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import soundfile as sf
-import torch
 
 from slidead.core.audio import HEAD_BYTES, AudioConfig, decode, oversized
-from slidead.core.features import FeatureConfig, LogMel
 from slidead.errors import AudioError, LayoutError, StoreError
 from slidead.layout import ClipRef, ObjectInfo, parse_key, prefix
 from slidead.store.features import FeatureRow, FeatureStore, partition
 from slidead.store.objects import ObjectStore, ObjectTooLarge, get_hashed, list_info
+
+if TYPE_CHECKING:  # torch and torchaudio load when clips are featured, not when a night is listed
+    from slidead.core.features import FeatureConfig
 
 FLUSH_CLIPS = 256  # new feature rows written to the store at a time (one Parquet file)
 MALLOC_ARENAS = 2  # glibc malloc arenas for the process (see cap_malloc_arenas)
@@ -153,6 +155,10 @@ def ingest(
     keep_features: bool = True,
     infos: dict[str, ObjectInfo] | None = None,
 ) -> IngestResult:
+    import torch  # here: listing a night (planning, a re-run with nothing new) needs no torch
+
+    from slidead.core.features import LogMel
+
     cap_malloc_arenas()
     configs = list(configs)
     res = IngestResult(features={c.hash: {} for c in configs})

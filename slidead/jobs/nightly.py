@@ -30,9 +30,6 @@ import numpy as np
 import pyarrow as pa
 
 from slidead.core.explain import sentence
-from slidead.core.models import family_of
-from slidead.core.score import score_logmels
-from slidead.core.train import resolve_device
 from slidead.errors import NightBusyError, StoreError, redact
 from slidead.jobs.champions import champions
 from slidead.jobs.ingest import arrival, ingest, list_refs
@@ -44,7 +41,7 @@ from slidead.store.objects import Lease
 from slidead.store.results import ARRIVAL_COLUMNS, CLIP_COLUMNS, REJECTED_COLUMNS
 from slidead.store.services import Services
 from slidead.store.shards import ShardStore, shard_id
-from slidead.store.tracking import LoadedModel, model_name
+from slidead.store.tracking import LoadedModel, model_name, quick_champion_version
 
 Log = Callable[[str], None]
 
@@ -201,32 +198,60 @@ def plan_night(
     if not refs_all and not bad_all:
         log(f"night {night}: no clips under drops/{night}/")
     models = dict(models or {})
-    models.update(champions(svc, family, [t for t in types if model_name(t, family) not in models]))
     shards = shard_store(svc)
-    if bad_all:  # keys that break the layout have no machine type to score with: report them once
-        by_uri = {svc.store.uri_for(k): i for k, i in infos.items()}
-        _write_rejected_only(shards, night, run_id, bad_all, res, by_uri)
     jobs, already = [], {}
     for mtype in types:
         name = model_name(mtype, family)
-        loaded = models[name]
-        res.models[name] = loaded.version
-        already[name] = frozenset(svc.db.scored_clip_ids(name, loaded.version))
         refs = [r for r in refs_all if r.machine_type == mtype]
+        # which version is the champion, asked of the registry every time; the model itself is
+        # loaded only when the night has clips left for it (a re-run of a scored night needs none)
+        version = models[name].version if name in models else quick_champion_version(svc.tracking_uri, name)
+        if version is None:  # the quick read cannot tell: load it now (its errors are the clear ones)
+            models.update(champions(svc, family, [mtype]))
+            version = models[name].version
+        part = _plan_machine_type(svc, shards, night, name, version, refs, infos, shard_size, run_id)
+        if part.jobs and name not in models:
+            models.update(champions(svc, family, [mtype]))
+            if models[name].version != version:  # promoted meanwhile: plan for the one loaded
+                version = models[name].version
+                part = _plan_machine_type(svc, shards, night, name, version, refs, infos, shard_size, run_id)
+        res.models[name] = version
+        res.shards += part.shards
+        res.n_shards_resumed += part.resumed
+        already[name] = part.already
+        jobs += part.jobs
         log(
-            f"{night} {mtype}: {len(refs)} clips, scoring with {name} v{loaded.version} "
-            f"({len(already[name])} clips already scored by it)"
+            f"{night} {mtype}: {len(refs)} clips, scoring with {name} v{version} "
+            f"({len(part.already)} clips already scored by it)"
         )
-        for start in range(0, len(refs), shard_size):
-            keys = tuple(r.key for r in refs[start : start + shard_size])
-            job_infos = tuple(infos.get(k, ObjectInfo(k)) for k in keys)
-            sid = shard_id(list(keys), [i.tag for i in job_infos])
-            res.shards.append((night, name, loaded.version, sid))
-            if shards.done(night, name, loaded.version, sid) and shards.read(night, name, loaded.version, sid):
-                res.n_shards_resumed += 1
-            else:
-                jobs.append(ShardJob(night, name, loaded.version, keys, sid, run_id, job_infos))
+    if bad_all:  # keys that break the layout have no machine type to score with: report them once
+        by_uri = {svc.store.uri_for(k): i for k, i in infos.items()}
+        _write_rejected_only(shards, night, run_id, bad_all, res, by_uri)
     return NightPlan(res, jobs, models, already)
+
+
+@dataclass
+class _TypePlan:
+    shards: list[tuple[str, str, int, str]]
+    resumed: int
+    jobs: list[ShardJob]
+    already: frozenset
+
+
+def _plan_machine_type(svc, shards, night, name, version, refs, infos, shard_size, run_id) -> _TypePlan:
+    """One machine type's shards under champion ``version``: resumed where the store holds their
+    results, else a job to score."""
+    out = _TypePlan([], 0, [], frozenset(svc.db.scored_clip_ids(name, version)))
+    for start in range(0, len(refs), shard_size):
+        keys = tuple(r.key for r in refs[start : start + shard_size])
+        job_infos = tuple(infos.get(k, ObjectInfo(k)) for k in keys)
+        sid = shard_id(list(keys), [i.tag for i in job_infos])
+        out.shards.append((night, name, version, sid))
+        if shards.done(night, name, version, sid) and shards.read(night, name, version, sid):
+            out.resumed += 1
+        else:
+            out.jobs.append(ShardJob(night, name, version, keys, sid, run_id, job_infos))
+    return out
 
 
 class ShardRunner(Protocol):
@@ -256,6 +281,10 @@ class LocalRunner:
     def __call__(
         self, svc: Services, plan: NightPlan, lease: Lease, progress: Callable[[int, int], None] | None
     ) -> int:
+        if not plan.jobs:  # a night already scored: no device, no torch
+            return 0
+        from slidead.core.train import resolve_device
+
         device = resolve_device(svc.device)
         total, done = sum(len(j.keys) for j in plan.jobs), 0
         for job in plan.jobs:
@@ -283,6 +312,8 @@ def _run_shards(
 
 def run_shard(svc: Services, job: ShardJob, loaded: LoadedModel, already: frozenset, device=None) -> int:
     """Score one shard and write its results to the store; returns how many clips it skipped."""
+    from slidead.core.train import resolve_device
+
     res = NightResult(job.night, job.run_id)
     device = device or resolve_device(svc.device)
     infos = {i.key: i for i in job.infos}
@@ -309,6 +340,9 @@ def run_shard_on_worker(settings, job: ShardJob, already: frozenset) -> int:
 def _score_shard(
     svc, loaded: LoadedModel, refs, already, run_id, device, res: NightResult, infos=None
 ) -> dict[str, pa.Table]:
+    from slidead.core.models import family_of  # torch: only when there are clips to score
+    from slidead.core.score import score_logmels
+
     cfg = loaded.config
     ing = ingest(
         svc.store, svc.features, refs, [cfg.features], svc.audio, skip_ids=already, device=str(device), infos=infos

@@ -407,6 +407,29 @@ def list_versions(tracking_uri: str, prefix: str) -> list[VersionRow]:
     return _client_versions(tracking_uri, prefix)
 
 
+def quick_champion_version(tracking_uri: str, name: str) -> int | None:
+    """The champion version of ``name`` from a sqlite registry's tables (read-only, no MLflow
+    import); None for any other registry, no champion, or a schema this does not know."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{tracking_uri.removeprefix('sqlite:///')}?mode=ro", uri=True)
+        try:
+            row = con.execute(
+                "SELECT CAST(a.version AS INTEGER) FROM registered_model_aliases a JOIN model_versions v "
+                "ON v.name = a.name AND CAST(v.version AS INTEGER) = CAST(a.version AS INTEGER) "
+                "WHERE a.alias = ? AND a.name = ? AND coalesce(v.current_stage, '') <> 'Deleted_Internal'",
+                [CHAMPION, name],
+            ).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return int(row[0]) if row else None
+
+
 def _client_versions(tracking_uri: str, prefix: str) -> list[VersionRow]:
     tracker = Tracker(tracking_uri)
     found = tracker.client.search_registered_models(filter_string=f"name LIKE '{_quote(prefix)}%'")
