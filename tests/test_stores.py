@@ -13,7 +13,8 @@ import pytest
 from slidead.core.features import FeatureConfig
 from slidead.errors import LayoutError
 from slidead.store.features import FeatureRow, FeatureStore, partition
-from slidead.store.objects import LocalObjectStore, ObjectStore, open_store
+from slidead.store.objects import LocalObjectStore, ObjectStore
+from slidead.store.services import open_store
 from slidead.store.shards import KINDS, ShardStore, shard_id
 
 

@@ -16,7 +16,7 @@ from faultkit import MODEL, NIGHT, champion_registry, good_clips, make_registry,
 from slidead.errors import ModelRegistryError
 from slidead.jobs.champions import ChampionCache, load_champion
 from slidead.shell.commands import mode
-from slidead.store.tracking import DIGEST_TAG
+from slidead.store.model_files import DIGEST_TAG
 
 
 def test_mode_follows_prefect_api_url_unless_told(monkeypatch):
@@ -150,7 +150,8 @@ def test_models_lists_the_sqlite_registry_as_mlflow_does(tmp_path):
     versions, tags and champion as the MLflow client gives."""
     from faultkit import make_registry
 
-    from slidead.store.tracking import Tracker, _client_versions, _sqlite_versions, list_versions
+    from slidead.store.registry_read import _client_versions, _sqlite_versions, list_versions
+    from slidead.store.tracking import Tracker
 
     uri = make_registry(tmp_path)
     client = Tracker(uri).client

@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 
 from slidead.errors import ModelRegistryError, NoChampionError, SlideadError, redact
+from slidead.store.model_files import DIGEST_TAG, MODEL_FILES, LoadedModel, file_digests, model_from_files
 from slidead.store.services import Services
-from slidead.store.tracking import DIGEST_TAG, MODEL_FILES, LoadedModel, file_digests, model_from_files, model_name
+from slidead.store.tracking import model_name
 
 
 def load_champion(svc: Services, name: str) -> LoadedModel:

@@ -37,11 +37,13 @@ from slidead.jobs.night_lock import night_lock
 from slidead.jobs.steps import Steps, inline
 from slidead.layout import ObjectInfo, check_night, parse_key
 from slidead.store import alarms as alarm_store
+from slidead.store.model_files import LoadedModel
 from slidead.store.objects import Lease
+from slidead.store.registry_read import quick_champion_version
 from slidead.store.results import ARRIVAL_COLUMNS, CLIP_COLUMNS, REJECTED_COLUMNS
 from slidead.store.services import Services
 from slidead.store.shards import ShardStore, shard_id
-from slidead.store.tracking import LoadedModel, model_name, quick_champion_version
+from slidead.store.tracking import model_name
 
 Log = Callable[[str], None]
 

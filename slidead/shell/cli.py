@@ -208,7 +208,7 @@ def cmd_models(a, settings: Settings) -> int:
     from slidead.store.tracking import model_name
 
     check_name("machine type", a.machine_type)
-    from slidead.store.tracking import list_versions
+    from slidead.store.registry_read import list_versions
 
     # the registry's own list of this type's models (every family ever registered, plug-ins
     # included), not the family registry: listing needs neither torch nor the families' modules

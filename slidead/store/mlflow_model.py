@@ -16,7 +16,7 @@ class WindowModel(PythonModel):
     def load_context(self, context):
         from pathlib import Path
 
-        from slidead.store.tracking import model_from_files
+        from slidead.store.model_files import model_from_files
 
         files = {name: Path(path) for name, path in context.artifacts.items()}
         self.loaded = model_from_files(files, "", 0, "")

@@ -1,7 +1,7 @@
 """Object stores: where WAV clips (and Parquet features) live, and a lease lock on one key.
 
 A store is anything with the small :class:`ObjectStore` protocol, keys being relative
-``/``-separated paths (see :mod:`slidead.layout`). ``open_store(uri)`` picks the
+``/``-separated paths (see :mod:`slidead.layout`). ``slidead.store.services.open_store(uri)`` picks the
 implementation: a local folder by default; ``s3://bucket/prefix`` for S3-compatible servers.
 
 ``get`` raises ``FileNotFoundError`` for a missing object (a property of that clip) and
@@ -201,19 +201,6 @@ class LocalObjectStore:
 
     def local_path(self, key: str) -> Path:
         return self._path(key)
-
-
-def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
-    """A store for a local folder path (or ``file://``) or ``s3://bucket/prefix``."""
-    if uri.startswith("s3://"):
-        from slidead.store.s3 import S3ObjectStore
-
-        return S3ObjectStore(uri, endpoint_url=endpoint_url)
-    if uri.startswith("file://"):
-        uri = uri[len("file://") :]
-    if "://" in uri:
-        raise ValueError(f"store={uri!r}: expected a folder path or s3://bucket/prefix")
-    return LocalObjectStore(uri)
 
 
 # -- a lease lock on one key -------------------------------------------------------------------

@@ -12,8 +12,21 @@ from slidead.core.alarms import AlarmConfig
 from slidead.core.audio import AudioConfig
 from slidead.settings import Settings
 from slidead.store.features import FeatureStore
-from slidead.store.objects import LocalObjectStore, ObjectStore, open_store
+from slidead.store.objects import LocalObjectStore, ObjectStore
 from slidead.store.results import ResultsDB
+
+
+def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
+    """A store for a local folder path (or ``file://``) or ``s3://bucket/prefix``."""
+    if uri.startswith("s3://"):
+        from slidead.store.s3 import S3ObjectStore
+
+        return S3ObjectStore(uri, endpoint_url=endpoint_url)
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    if "://" in uri:
+        raise ValueError(f"store={uri!r}: expected a folder path or s3://bucket/prefix")
+    return LocalObjectStore(uri)
 
 
 @dataclass

@@ -5,12 +5,15 @@ the version in use carries the alias ``champion``. A version is three files,
 ``state_dict.pt`` + ``run_config.json`` + ``thresholds.json``, logged as the artifacts of a
 models-from-code pyfunc (``slidead/store/mlflow_model.py``): nothing is pickled. Scoring, and
 ``mlflow.pyfunc.load_model``, rebuild the network from them with ``torch.load(weights_only=True)``.
+
+Beside it: :mod:`slidead.store.model_files` (those files), :mod:`slidead.store.registry_read`
+(the registry read without MLflow where it can be) and :mod:`slidead.store.run_record` (what a
+run and a version say of themselves).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -25,18 +28,24 @@ from typing import TYPE_CHECKING
 
 from slidead.core.thresholds import Thresholds
 from slidead.errors import NoChampionError
+from slidead.store.model_files import (
+    DIGEST_TAG,
+    MODEL_FILES,
+    LoadedModel,
+    file_digests,
+    model_from_files,
+    write_model_files,
+)
+from slidead.store.registry_read import CHAMPION, champion_of, quote_name, versions_of
+from slidead.store.run_record import feature_datasets, flat_metrics, version_description, version_facts
 
 if TYPE_CHECKING:  # torch and the model registry only when a model is logged or loaded (`slidead models` lists without)
     import torch
 
     from slidead.core.config import RunConfig
 
-CHAMPION = "champion"
 KIND_TAG = "mlflow.experimentKind"  # what the MLflow 3 UI reads: model training, not a GenAI app
 KIND = "custom_model_development"
-# what scoring rebuilds a version from; their sha256 digests are the version's tag DIGEST_TAG
-MODEL_FILES = ("state_dict.pt", "run_config.json", "thresholds.json")
-DIGEST_TAG = "model_files_sha256"
 PIP_REQUIREMENTS = ["torch==2.11.*", "numpy", "slidead"]
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")  # what mlflow.pyfunc.load_model runs
 
@@ -47,16 +56,6 @@ def model_name(machine_type: str, family: str) -> str:
 
 def experiment_name(machine_type: str) -> str:
     return f"slidead/{machine_type}"
-
-
-@dataclass
-class LoadedModel:
-    model: torch.nn.Module
-    config: RunConfig
-    thresholds: Thresholds
-    name: str
-    version: int
-    run_id: str
 
 
 @dataclass
@@ -222,7 +221,7 @@ class Tracker:
             import torch
 
             with tempfile.TemporaryDirectory() as tmp:
-                files = _write_model_files(Path(tmp), cfg, model, thresholds)
+                files = write_model_files(Path(tmp), cfg, model, thresholds)
                 digests = file_digests(files)
                 example = torch.zeros(2, cfg.features.dim)
                 from mlflow.models import infer_signature
@@ -290,7 +289,7 @@ class Tracker:
         verdict = "promoted" if decision.promoted else "kept champion"
         self.client.set_tag(run_id, "promotion", verdict)
         self.client.set_tag(run_id, "promotion_reason", decision.reason)
-        for mv in self.client.search_model_versions(f"run_id='{_quote(run_id)}'"):
+        for mv in self.client.search_model_versions(f"run_id='{quote_name(run_id)}'"):
             self.client.set_model_version_tag(mv.name, mv.version, "gate_decision", verdict)
             self.client.set_model_version_tag(mv.name, mv.version, "gate_reason", decision.reason[:5000])
             text = (mv.description or "").split("\n\nGate: ")[0]
@@ -304,15 +303,8 @@ class Tracker:
     # -- registry ------------------------------------------------------------------------
 
     def champion_version(self, name: str):
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self.client.get_model_version_by_alias(name, CHAMPION)
-        except MlflowException as e:
-            # no such model or alias: no champion; anything else (an outage) is not "no champion"
-            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-                return None
-            raise
+        """The champion's ``ModelVersion``, or None when ``name`` has none."""
+        return champion_of(self.client, name)
 
     def decide(
         self, name: str, auc: float, pauc: float, champion_figures: tuple[float, float] | None, tolerance: float = 0.0
@@ -368,236 +360,4 @@ class Tracker:
         return files
 
     def versions(self, name: str) -> list:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return sorted(self.client.search_model_versions(f"name='{_quote(name)}'"), key=lambda v: int(v.version))
-        except MlflowException:
-            return []
-
-
-@dataclass(frozen=True)
-class VersionRow:
-    """A registered version as ``slidead models`` lists it."""
-
-    name: str
-    version: int
-    run_id: str | None
-    tags: dict
-    champion: bool
-
-
-def list_versions(tracking_uri: str, prefix: str) -> list[VersionRow]:
-    """Every version of the registered models named ``<prefix><family>``, sorted. On a sqlite
-    registry it reads MLflow's registry tables directly (read-only; importing MLflow and building
-    its tracking store took 9 s of a 10 s listing); anything else, or a schema it does not know,
-    goes through the MLflow client."""
-    if tracking_uri.startswith("sqlite:///"):
-        import sqlite3
-
-        path = tracking_uri.removeprefix("sqlite:///")
-        try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                return _sqlite_versions(con, prefix)
-            finally:
-                con.close()
-        except sqlite3.Error:
-            pass  # an older or newer schema: ask MLflow
-    return _client_versions(tracking_uri, prefix)
-
-
-def quick_champion_version(tracking_uri: str, name: str) -> int | None:
-    """The champion version of ``name`` from a sqlite registry's tables (read-only, no MLflow
-    import); None for any other registry, no champion, or a schema this does not know."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    import sqlite3
-
-    try:
-        con = sqlite3.connect(f"file:{tracking_uri.removeprefix('sqlite:///')}?mode=ro", uri=True)
-        try:
-            row = con.execute(
-                "SELECT CAST(a.version AS INTEGER) FROM registered_model_aliases a JOIN model_versions v "
-                "ON v.name = a.name AND CAST(v.version AS INTEGER) = CAST(a.version AS INTEGER) "
-                "WHERE a.alias = ? AND a.name = ? AND coalesce(v.current_stage, '') <> 'Deleted_Internal'",
-                [CHAMPION, name],
-            ).fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None
-    return int(row[0]) if row else None
-
-
-def _client_versions(tracking_uri: str, prefix: str) -> list[VersionRow]:
-    tracker = Tracker(tracking_uri)
-    found = tracker.client.search_registered_models(filter_string=f"name LIKE '{_quote(prefix)}%'")
-    rows = []
-    for name in sorted(m.name for m in found if _family_of(m.name, prefix)):
-        champ = tracker.champion_version(name)
-        for v in tracker.versions(name):
-            champion = champ is not None and champ.version == v.version
-            rows.append(VersionRow(name, int(v.version), v.run_id, dict(v.tags), champion))
-    return rows
-
-
-def _family_of(name: str, prefix: str) -> bool:
-    return name.startswith(prefix) and bool(name[len(prefix) :]) and "-" not in name[len(prefix) :]
-
-
-def _sqlite_versions(con, prefix: str) -> list[VersionRow]:
-    like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    versions = con.execute(
-        "SELECT name, CAST(version AS INTEGER), run_id FROM model_versions WHERE name LIKE ? ESCAPE '\\' "
-        "AND coalesce(current_stage, '') <> 'Deleted_Internal'",
-        [like],
-    ).fetchall()
-    tags: dict[tuple[str, int], dict] = {}
-    for key, value, name, version in con.execute(
-        "SELECT key, value, name, CAST(version AS INTEGER) FROM model_version_tags WHERE name LIKE ? ESCAPE '\\'",
-        [like],
-    ):
-        tags.setdefault((name, version), {})[key] = value
-    champions = {
-        (name, int(version))
-        for name, version in con.execute(
-            "SELECT name, version FROM registered_model_aliases WHERE alias = ? AND name LIKE ? ESCAPE '\\'",
-            [CHAMPION, like],
-        )
-    }
-    return sorted(
-        (
-            VersionRow(name, version, run_id, tags.get((name, version), {}), (name, version) in champions)
-            for name, version, run_id in versions
-            if _family_of(name, prefix)
-        ),
-        key=lambda r: (r.name, r.version),
-    )
-
-
-def _quote(name: str) -> str:
-    if "'" in name:
-        raise ValueError(f"model name {name!r} must not contain quotes")
-    return name
-
-
-def model_from_files(files: dict[str, Path], name: str, version: int, run_id: str) -> LoadedModel:
-    """A model version rebuilt from its :data:`MODEL_FILES` (``torch.load(weights_only=True)``:
-    the weights are never unpickled as code)."""
-    import torch
-
-    from slidead.core.config import RunConfig
-
-    cfg = RunConfig.from_dict(json.loads(files["run_config.json"].read_text()))
-    thresholds = Thresholds.from_dict(json.loads(files["thresholds.json"].read_text()))
-    model = cfg.build_model()
-    model.load_state_dict(torch.load(files["state_dict.pt"], map_location="cpu", weights_only=True))
-    model.eval()
-    return LoadedModel(model, cfg, thresholds, name, version, run_id)
-
-
-def file_digests(files) -> dict[str, str]:
-    """``{file name: sha256}`` of the given paths."""
-    return {Path(f).name: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
-
-
-def _write_model_files(tmp: Path, cfg: RunConfig, model: torch.nn.Module, thresholds: Thresholds) -> list[Path]:
-    import torch
-
-    sd = tmp / "state_dict.pt"
-    torch.save(
-        {
-            k: v.detach().cpu() if isinstance(v, torch.Tensor) else v  # extra state: plain values
-            for k, v in model.state_dict().items()
-        },
-        sd,
-    )
-    rc = tmp / "run_config.json"
-    rc.write_text(cfg.to_json())
-    th = tmp / "thresholds.json"
-    th.write_text(json.dumps(thresholds.to_dict(), indent=2, sort_keys=True))
-    return [sd, rc, th]
-
-
-def version_facts(cfg, thresholds: Thresholds, report: dict) -> dict[str, str]:
-    """What a version's registry page says of its flags: the false-alarm rate and recall at its
-    thresholds on the evaluation set, what the thresholds promise and how many normal scores
-    they rest on."""
-    mean = report.get("mean", {})
-    fits = thresholds.per_id.values()
-    facts = {
-        "threshold_scheme": cfg.train.threshold_scheme,
-        "threshold_quantile": str(thresholds.quantile),
-        "threshold_min_n": str(min((f.n for f in fits), default=0)),
-        "false_alarm_rate": str(mean.get("false_alarm_rate", "")),
-        "recall": str(mean.get("recall", "")),
-    }
-    highs = [f.fa_high for f in fits if f.fa_high is not None]
-    if highs:
-        facts["false_alarm_promise"] = f"{1 - thresholds.quantile:.0%} (90%: up to {max(highs):.0%})"
-    return facts
-
-
-def flat_metrics(report: dict) -> dict[str, float]:
-    """``{"mean_auc": .., "auc_id_00": .., ...}`` from a metrics report."""
-    out = {f"mean_{k}": float(v) for k, v in report.get("mean", {}).items()}
-    for mid, row in report.get("per_id", {}).items():
-        for k, v in row.items():
-            out[f"{k}_id_{mid}"] = float(v)
-    return out
-
-
-def version_description(cfg: RunConfig, report: dict) -> str:
-    """What a registered version's page says first: which model, how it scores, how it did."""
-    mean = report.get("mean", {})
-    figures = ", ".join(
-        f"{label} {float(mean[k]):.3f}"
-        for k, label in (("auc", "mean AUC"), ("pauc", "pAUC"), ("false_alarm_rate", "false-alarm rate"))
-        if mean.get(k) is not None
-    )
-    text = (
-        f"{cfg.family} for {cfg.machine_type}, scored by {cfg.score.metric}, on log-mel features {cfg.features.hash} "
-        f"({cfg.features.n_mels} mels, {cfg.features.frames} frames); threshold at the {cfg.threshold_quantile:.0%} "
-        f"quantile of normal scores ({cfg.train.threshold_scheme})."
-    )
-    return text + (f" Evaluation: {figures}." if figures else " No labelled evaluation set.")
-
-
-def _digest(clip_ids, feature_hash: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256(feature_hash.encode())
-    for cid in sorted(clip_ids):
-        h.update(b"\n" + str(cid).encode())
-    return h.hexdigest()[:16]
-
-
-def feature_datasets(features, cfg: RunConfig, data: dict) -> list:
-    """``(dataset, context)`` for the training set (the clips trained and validated on, context
-    ``training``) and the evaluation set (``evaluation``), as MLflow datasets whose source is
-    the feature store's Parquet partition and whose digest is a hash of the clip IDs and the
-    feature config: two runs on the same clips show the same digest."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.types import ColSpec, DataType, Schema
-
-    schema = Schema(
-        [
-            ColSpec(DataType.string, "clip_id"),
-            ColSpec(DataType.string, "machine_id"),
-            ColSpec(DataType.string, "label", required=False),
-            ColSpec(DataType.integer, "n_frames"),
-        ]
-    )
-    out = []
-    for split, context, ids in (
-        ("train", "training", list(data.get("train_clip_ids", [])) + list(data.get("val_clip_ids", []))),
-        ("eval", "evaluation", list(data.get("eval_clip_ids", []))),
-    ):
-        if not ids:
-            continue
-        source = resolve_dataset_source(features.uri(cfg.features, f"set={split}", cfg.machine_type))
-        name = f"{cfg.machine_type}-{split}-{len(ids)}clips"
-        out.append((MetaDataset(source, name=name, digest=_digest(ids, cfg.features.hash), schema=schema), context))
-    return out
+        return versions_of(self.client, name)
