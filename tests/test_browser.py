@@ -157,6 +157,12 @@ def test_night_report_images_decode_and_audio_plays(browser, trained_store, tmp_
     for mid in ("00", "02"):
         assert f"slider id {mid}</h2>" in page
     assert page.count("The 30 nights up to") == 2
+    _, arrived = svc.db.query(
+        "SELECT machine_id, count(*) FROM drops WHERE night = ?::DATE GROUP BY ALL ORDER BY 1", [night]
+    )
+    assert [mid for mid, _ in arrived] == ["00", "02"]
+    for mid, n in arrived:  # each machine's section starts with what the ledger says arrived
+        assert re.search(rf"slider id {mid}</h2><p>{n} clips arrived: ", page), mid
     assert len(page) < 2_000_000, f"{len(page)} bytes, written in {seconds:.1f} s"
 
     # the check runs in the page as it is (which carries no script of its own), awaited in real

@@ -34,3 +34,15 @@ def test_page_escapes_text_and_needs_nothing_outside_it():
     assert "2.0x" in out and "Flagged clips (2)" in out and "0002.wav" in out and "1 machine alarm" in out
     assert 'src="data:image/webp;base64,' in out and 'src="data:audio/mpeg;base64,' in out
     assert "http" not in out.replace("http-equiv", "") and "<script" not in out
+
+
+def test_machines_say_what_arrived_and_what_was_a_duplicate():
+    counts = [page.ModelCounts("slidead-slider-vae v1", 10, 1, 4.5)]
+    m = page.Machine("slider", "00", counts, rejected=2, arrivals=15, duplicates=3)
+    out = page.render(page.NightPage("2026-11-23", "/store", "now", [m], ["slidead-slider-vae v1"]))
+    assert "<th class=n>arrived</th><th class=n>duplicates</th>" in out
+    assert '<td class=n rowspan="1">15</td><td class=n rowspan="1">3</td><td class=n rowspan="1">2</td>' in out
+    assert "15 clips arrived: 10 clips scored by slidead-slider-vae v1, 1 flagged; 3 duplicates not scored again" in out
+    before = page.Machine("slider", "02", counts)  # a night scored before the ledger existed
+    out = page.render(page.NightPage("2026-11-23", "/store", "now", [before], ["slidead-slider-vae v1"]))
+    assert '<td class=n rowspan="1">-</td><td class=n rowspan="1">0</td>' in out and "arrived:" not in out

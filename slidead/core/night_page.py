@@ -52,6 +52,8 @@ class Machine:
     machine_id: str
     counts: list[ModelCounts] = field(default_factory=list)
     rejected: int = 0
+    arrivals: int | None = None  # objects dropped for it tonight (the drops ledger); None: a night before the ledger
+    duplicates: int = 0  # of them, bytes already seen (another name, an earlier night, a training clip)
     alarms: list[str] = field(default_factory=list)  # one sentence each
     clips: list[FlaggedClip] = field(default_factory=list)
     not_shown: list[FlaggedClip] = field(default_factory=list)  # flagged, listed without pictures
@@ -148,6 +150,8 @@ def _overview(page: NightPage) -> str:
                 + f"<td>{_e(c.model)}</td><td class=n>{c.scored}</td><td class=n>{c.flagged}</td>"
                 + f"<td class=n>{_num(c.median_score)}</td>"
                 + (
+                    f'<td class=n rowspan="{max(len(m.counts), 1)}">{"-" if m.arrivals is None else m.arrivals}</td>'
+                    f'<td class=n rowspan="{max(len(m.counts), 1)}">{m.duplicates}</td>'
                     f'<td class=n rowspan="{max(len(m.counts), 1)}">{m.rejected}</td>'
                     f'<td rowspan="{max(len(m.counts), 1)}" class="{"alarm" if m.alarms else "muted"}">'
                     f"{len(m.alarms) or 'none'}</td>"
@@ -158,7 +162,8 @@ def _overview(page: NightPage) -> str:
             )
     head = (
         "<tr><th>machine</th><th>model</th><th class=n>scored</th><th class=n>flagged</th>"
-        "<th class=n>median score</th><th class=n>rejected</th><th>alarms</th></tr>"
+        "<th class=n>median score</th><th class=n>arrived</th><th class=n>duplicates</th>"
+        "<th class=n>rejected</th><th>alarms</th></tr>"
     )
     return f"<table>{head}{''.join(rows)}</table>"
 
@@ -191,9 +196,12 @@ def _clip(c: FlaggedClip) -> str:
 def _machine(m: Machine, night: str) -> str:
     out = [f'<h2 id="m-{_e(m.machine_type)}-{_e(m.machine_id)}">{_e(m.name)}</h2>']
     parts = [f"{c.scored} clips scored by {_e(c.model)}, {c.flagged} flagged" for c in m.counts]
+    if m.duplicates:
+        parts.append(f"{m.duplicates} duplicate{'s' if m.duplicates != 1 else ''} not scored again")
     if m.rejected:
         parts.append(f"{m.rejected} rejected")
-    out.append(f"<p>{'; '.join(parts) or 'no clips scored'}.</p>")
+    arrived = f"{m.arrivals} clip{'s' if m.arrivals != 1 else ''} arrived: " if m.arrivals is not None else ""
+    out.append(f"<p>{arrived}{'; '.join(parts) or 'no clips scored'}.</p>")
     if m.alarms:
         out.append("<ul>" + "".join(f'<li class="alarm">{_e(a)}</li>' for a in m.alarms) + "</ul>")
     else:

@@ -67,6 +67,14 @@ def _machines(svc: Services, night: str) -> dict[tuple[str, str], page.Machine]:
     )
     for mt, mid, n in rows:
         out.setdefault((mt, mid), page.Machine(mt, mid)).rejected = int(n)
+    _, rows = svc.db.query(  # what the drops ledger says arrived, and which of it was a duplicate
+        "SELECT machine_type, machine_id, count(*), count(*) FILTER (WHERE fate = 'duplicate') FROM drops "
+        "WHERE night = ?::DATE AND machine_type IS NOT NULL AND machine_id IS NOT NULL GROUP BY ALL",
+        [night],
+    )
+    for mt, mid, n, dup in rows:
+        m = out.setdefault((mt, mid), page.Machine(mt, mid))
+        m.arrivals, m.duplicates = int(n), int(dup)
     _, rows = svc.db.query(
         "SELECT kind, machine_type, machine_id, night, model_name || ' v' || model_version, detail FROM alarms "
         "WHERE night <= ?::DATE AND (cleared_night IS NULL OR cleared_night > ?::DATE) ORDER BY night DESC, kind",
