@@ -187,9 +187,10 @@ def plan_night(
     models: dict[str, LoadedModel] | None = None,
     log: Log = _quiet,
 ) -> NightPlan:
-    """List the night (once), load each machine type's champion (unless given), write the
-    layout-rejects shard, and plan the shards still to score (shards whose results are already
-    in the store are resumed, not planned)."""
+    """List the night (once), ask the registry which version is each machine type's champion,
+    plan the shards still to score under it (shards whose results are already in the store are
+    resumed, not planned), load the champion only where some are left (unless given), and write
+    the layout-rejects shard."""
     if shard_size < 1:
         raise ValueError(f"shard_size={shard_size!r} must be >= 1")
     res = NightResult(night, run_id, family)
