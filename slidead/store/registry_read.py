@@ -28,24 +28,28 @@ def list_versions(tracking_uri: str, prefix: str) -> list[VersionRow]:
     registry it reads MLflow's registry tables directly (read-only; importing MLflow and building
     its tracking store took 9 s of a 10 s listing); anything else, or a schema it does not know,
     goes through the MLflow client."""
-    if tracking_uri.startswith("sqlite:///"):
-        import sqlite3
-
-        path = tracking_uri.removeprefix("sqlite:///")
-        try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                return _sqlite_versions(con, prefix)
-            finally:
-                con.close()
-        except sqlite3.Error:
-            pass  # an older or newer schema: ask MLflow
-    return _client_versions(tracking_uri, prefix)
+    rows = _read_tables(tracking_uri, lambda con: _sqlite_versions(con, prefix))
+    return rows if rows is not None else _client_versions(tracking_uri, prefix)
 
 
 def quick_champion_version(tracking_uri: str, name: str) -> int | None:
     """The champion version of ``name`` from a sqlite registry's tables (read-only, no MLflow
     import); None for any other registry, no champion, or a schema this does not know."""
+    row = _read_tables(
+        tracking_uri,
+        lambda con: con.execute(
+            "SELECT CAST(a.version AS INTEGER) FROM registered_model_aliases a JOIN model_versions v "
+            "ON v.name = a.name AND CAST(v.version AS INTEGER) = CAST(a.version AS INTEGER) "
+            "WHERE a.alias = ? AND a.name = ? AND coalesce(v.current_stage, '') <> 'Deleted_Internal'",
+            [CHAMPION, name],
+        ).fetchone(),
+    )
+    return int(row[0]) if row else None
+
+
+def _read_tables(tracking_uri: str, read):
+    """``read(connection)`` on a sqlite registry opened read-only; None when the registry is not
+    sqlite, or its file or schema is not what this knows."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
     import sqlite3
@@ -53,17 +57,11 @@ def quick_champion_version(tracking_uri: str, name: str) -> int | None:
     try:
         con = sqlite3.connect(f"file:{tracking_uri.removeprefix('sqlite:///')}?mode=ro", uri=True)
         try:
-            row = con.execute(
-                "SELECT CAST(a.version AS INTEGER) FROM registered_model_aliases a JOIN model_versions v "
-                "ON v.name = a.name AND CAST(v.version AS INTEGER) = CAST(a.version AS INTEGER) "
-                "WHERE a.alias = ? AND a.name = ? AND coalesce(v.current_stage, '') <> 'Deleted_Internal'",
-                [CHAMPION, name],
-            ).fetchone()
+            return read(con)
         finally:
             con.close()
     except sqlite3.Error:
         return None
-    return int(row[0]) if row else None
 
 
 def _client_versions(tracking_uri: str, prefix: str) -> list[VersionRow]:
