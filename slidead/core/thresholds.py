@@ -98,7 +98,8 @@ class Thresholds:
         per_id = {}
         for mid, s in sorted(scores_by_id.items()):
             fit = gamma_threshold(s, quantile)
-            per_id[mid] = replace(fit, source=source, **dict(zip(_FA, false_alarm_interval(fit.n, quantile))))
+            expected, low, high = false_alarm_interval(fit.n, quantile)
+            per_id[mid] = replace(fit, source=source, fa_expected=expected, fa_low=low, fa_high=high)
         return cls(quantile, per_id)
 
     def with_fits(self, per_id: Mapping[str, Fit]) -> Thresholds:
@@ -155,9 +156,6 @@ class Thresholds:
             {str(m): {str(c): float(v) for c, v in s.items()} for m, s in (d.get("normal_scores") or {}).items()},
             {str(m): [float(x) for x in v] for m, v in (d.get("band_error") or {}).items()},
         )
-
-
-_FA = ("fa_expected", "fa_low", "fa_high")
 
 
 def gamma_threshold(scores, quantile: float = 0.9) -> Fit:

@@ -109,7 +109,6 @@ def main(argv=None) -> int:
         return sessions_bench(a)
 
     from slidead.core.config import RunConfig
-    from slidead.jobs import retrain as steps
     from slidead.jobs.fusion import evaluate_fused
     from slidead.settings import Settings
     from slidead.store.services import Services
@@ -130,18 +129,8 @@ def main(argv=None) -> int:
     results = {}
     for family, metric in ROWS:
         cfg = RunConfig.default(family, "slider", metric=metric, epochs=a.epochs, device="cpu")
-        data = steps.ingest_sets(svc, "slider", [cfg.features])
-        t0 = time.perf_counter()
-        out = steps.train_and_evaluate(cfg, data.rows(cfg.features, "train"), data.rows(cfg.features, "eval"))
         label = f"{family} ({cfg.score.metric})"
-        if metric is None:
-            steps.register(svc, out, data.rows(cfg.features, "eval"))
-        results[label] = out.report
-        print(
-            f"{label}: {out.epochs_run} epochs (best {out.best_epoch}), {time.perf_counter() - t0:.0f} s, "
-            f"mean AUC {out.report['mean']['auc']:.3f}",
-            file=sys.stderr,
-        )
+        results[label] = _trained(svc, cfg, label, register=metric is None)
     for method in ("tail", "rank"):  # the mean of all members (select=False), as this table was measured
         results[f"fused {method} (ae + vae + idclf)"] = evaluate_fused(
             svc, "slider", ("ae", "vae", "idclf"), method=method, select=False
@@ -167,6 +156,23 @@ SESSION_ROWS = [
 FUSED = ("ae", "vae", "idclf", "clipstats", "knn")
 
 
+def _trained(svc, cfg, label: str, register: bool) -> dict:
+    """``cfg`` trained and evaluated on the plant's sets (registered, if asked): its report."""
+    from slidead.jobs import retrain as steps
+
+    data = steps.ingest_sets(svc, "slider", [cfg.features])
+    t0 = time.perf_counter()
+    out = steps.train_and_evaluate(cfg, data.rows(cfg.features, "train"), data.rows(cfg.features, "eval"))
+    if register:
+        steps.register(svc, out, data.rows(cfg.features, "eval"))
+    print(
+        f"{label}: {out.epochs_run} epochs (best {out.best_epoch}), {time.perf_counter() - t0:.0f} s, "
+        f"mean AUC {out.report['mean']['auc']:.3f}",
+        file=sys.stderr,
+    )
+    return out.report
+
+
 def _mean(report: dict, key: str) -> float:
     import numpy as np
 
@@ -178,7 +184,6 @@ def sessions_bench(a) -> int:
     the statistics families also with out-of-fold thresholds (5 folds), and the fusion of the
     five champions with members selected from normal clips (the default) and of all five."""
     from slidead.core.config import RunConfig
-    from slidead.jobs import retrain as steps
     from slidead.jobs.fusion import evaluate_fused
     from slidead.settings import Settings
     from slidead.store.services import Services
@@ -199,18 +204,8 @@ def sessions_bench(a) -> int:
     for family, scheme in SESSION_ROWS:
         train = {"threshold_scheme": scheme, "threshold_folds": 5} if scheme else {}
         cfg = RunConfig.default(family, "slider", epochs=a.epochs, device="cpu", **train)
-        data = steps.ingest_sets(svc, "slider", [cfg.features])
-        t0 = time.perf_counter()
-        out = steps.train_and_evaluate(cfg, data.rows(cfg.features, "train"), data.rows(cfg.features, "eval"))
         label = f"{family} ({cfg.score.metric}, {cfg.train.threshold_scheme} thresholds)"
-        if scheme is None:
-            steps.register(svc, out, data.rows(cfg.features, "eval"))
-        results[label] = out.report
-        print(
-            f"{label}: {out.epochs_run} epochs (best {out.best_epoch}), {time.perf_counter() - t0:.0f} s, "
-            f"mean AUC {out.report['mean']['auc']:.3f}",
-            file=sys.stderr,
-        )
+        results[label] = _trained(svc, cfg, label, register=scheme is None)
     for select in (True, False):
         t0 = time.perf_counter()
         out = evaluate_fused(svc, "slider", FUSED, select=select, log=lambda m: print(m, file=sys.stderr))
