@@ -196,7 +196,7 @@ def _clip(svc: Services, models: _Models, row: tuple, with_media: bool, log: Log
     normal = models.normal_level(cfg, mt, mid)
     normal_err = loaded.thresholds.band_error.get(mid)
     # the same span the sentence names: the clip scored again, as the night scored it
-    sc = score_logmels(loaded.model, [lm], cfg.features, cfg.score, "cpu", [mid], loaded.thresholds.band_error or None)
+    sc = score_logmels(loaded.model, [lm], cfg.features, cfg.score, "cpu", [mid], loaded.thresholds.band_error)
     span = (sc.span_start_s[0], sc.span_end_s[0], sc.span_freq_lo_hz[0], sc.span_freq_hi_hz[0])
     fig = plots.clip_view(
         lm,

@@ -362,7 +362,7 @@ def _score_shard(
         cfg.score,
         device,
         [refs_by_id[i].machine_id for i in ids],
-        loaded.thresholds.band_error or None,
+        loaded.thresholds.band_error,
     )
     thr = [loaded.thresholds.for_id(refs_by_id[i].machine_id) for i in ids]
     flagged = [t is not None and s > t for s, t in zip(sc.score, thr)]
