@@ -3,20 +3,8 @@
 Everything else in the library takes values, not settings: the CLI and the flows read
 ``Settings()`` once and pass what they need down.
 
-| variable | default |
-| --- | --- |
-| ``SLIDEAD_HOME`` | ``./slidead-data`` |
-| ``SLIDEAD_STORE`` | ``$SLIDEAD_HOME/store`` (a folder, or ``s3://bucket/prefix``) |
-| ``SLIDEAD_S3_ENDPOINT`` | unset (AWS); set for MinIO or any S3-compatible server |
-| ``SLIDEAD_MLFLOW_URI`` | ``sqlite:///$SLIDEAD_HOME/mlflow.db`` |
-| ``SLIDEAD_DUCKDB`` | ``$SLIDEAD_HOME/slidead.duckdb`` |
-| ``SLIDEAD_FAMILY`` | ``vae`` (family used by ``score`` when none is given) |
-| ``SLIDEAD_DEVICE`` | ``auto`` |
-| ``SLIDEAD_DASK_ADDRESS`` | unset; a Dask scheduler address to score shards on its workers |
-| ``SLIDEAD_DASK_WORKERS`` | ``0``; with no address, a local Dask cluster of this many processes |
-| ``SLIDEAD_ALARM_K`` / ``SLIDEAD_ALARM_N`` | ``5`` / ``10``: a machine alarm when k of its last n clips are flagged |
-| ``SLIDEAD_DRIFT_WARMUP_NIGHTS`` | ``3``: nights that set a machine's reference level for drift |
-| ``SLIDEAD_DRIFT_SLACK`` / ``SLIDEAD_DRIFT_LIMIT`` | ``0.5`` / ``5.0``: the drift CUSUM's allowance and level |
+docs/configuration.md is generated from this class (``make docs``): a field's description is
+the comment above it and at the end of its line.
 """
 
 from __future__ import annotations
@@ -34,21 +22,24 @@ BUILT_IN_FAMILIES = ("ae", "vae", "idclf")
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLIDEAD_", extra="ignore")
 
-    home: Path = Path("./slidead-data")
-    store: str | None = None
+    home: Path = Path("./slidead-data")  # where everything lives: the store, MLflow, DuckDB, logs (docs/data.md)
+    store: str | None = None  # the object store: a folder or s3://bucket/prefix; default $SLIDEAD_HOME/store
+    # an S3-compatible server (MinIO, ...); unset: AWS. Credentials come from the standard AWS chain,
+    # never from slidead's settings, and are never logged or stored
     s3_endpoint: str | None = None
-    mlflow_uri: str | None = None
-    duckdb: str | None = None
-    family: str = "vae"
-    device: str = "auto"
+    mlflow_uri: str | None = None  # MLflow tracking and registry; default sqlite:///$SLIDEAD_HOME/mlflow.db
+    duckdb: str | None = None  # the results database; default $SLIDEAD_HOME/slidead.duckdb
+    family: str = "vae"  # the model family score and commission use when no --family is given
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda or cuda:N: features, training, scoring
     dask_address: str | None = None  # a Dask scheduler (tcp://host:8786): shards fan out to its workers
     dask_workers: int = 0  # >0 and no address: a local Dask cluster of this many processes
-    alarm_k: int = 5
-    alarm_n: int = 10
-    drift_warmup_nights: int = 3
-    drift_slack: float = 0.5
-    drift_limit: float = 5.0
-    false_alarms_per_week: float | None = None  # per machine: sets the clip threshold's quantile
+    alarm_k: int = 5  # a machine's flagged alarm: k of its last n clips flagged
+    alarm_n: int = 10  # the n of that window, which runs across nights
+    drift_warmup_nights: int = 3  # first nights with a model version: a machine's reference for drift
+    drift_slack: float = 0.5  # the drift CUSUM's allowance per night, in standard errors of a median
+    drift_limit: float = 5.0  # the CUSUM level that raises the drift alarm
+    # machine alarms a week a plant accepts from a healthy machine, with clips_per_night and alarm_k of alarm_n:
+    false_alarms_per_week: float | None = None  # per machine: sets the clip threshold's quantile (unset: 0.9)
     clips_per_night: int = 20  # per machine, for false_alarms_per_week
     commission_nights: int = 3  # first nights of a machine that `slidead commission` fits its threshold on
     timezone: str = "UTC"  # of the 02:00 nightly schedule and of "the night before"
@@ -94,7 +85,7 @@ class Settings(BaseSettings):
     def threshold_quantile(self) -> float:
         """The quantile of the normal scores a threshold sits at: 0.9 (the DCASE baselines'),
         or what SLIDEAD_FALSE_ALARMS_PER_WEEK asks for with the k-of-n alarm and
-        SLIDEAD_CLIPS_PER_NIGHT (see README: alarms per week into a clip rate)."""
+        SLIDEAD_CLIPS_PER_NIGHT (docs/thresholds.md: alarms a week into a clip rate)."""
         if self.false_alarms_per_week is None:
             return 0.9
         from slidead.core.alarms import clip_rate_for
