@@ -145,7 +145,7 @@ def render() -> str:
         "",
         "## `make docker-check` only",
         "",
-        "Read by `docker/check.sh` and `docker/compose.local.yaml` (see [operations](operations.md#make-docker-check)),",
+        "Read by `docker/check.sh` and `docker/compose.local.yaml` (see [operations](operations.md#without-registry-access-make-docker-check)),",
         "never by slidead itself.",
         "",
         "| variable | default and what it does |",
