@@ -100,5 +100,41 @@ def test_every_setting_is_documented_once():
     assert sorted(set(rows) - read) == [], "in docs/configuration.md but read nowhere"
 
 
+_COMMAND = re.compile(r"\bslidead ([a-z][a-z0-9-]*)([^`\n|;#]*)")
+_OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
+
+
+def _commands() -> dict[str, set[str]]:
+    """Each ``slidead`` command and its options, from the parser itself."""
+    import argparse
+
+    from slidead.shell.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: {o for a in p._actions for o in a.option_strings} for name, p in sub.choices.items()}
+
+
+def test_commands_the_docs_show_exist():
+    """Every ``slidead COMMAND --option`` written as code in the README or docs/ is one the parser has."""
+    commands, wrong, seen = _commands(), [], 0
+    for page in [README, *PAGES]:
+        text = page.read_text()
+        fences = [m.group(0) for m in _FENCE.finditer(text)]
+        for snippet in [*fences, *_CODE.findall(_FENCE.sub("", text))]:
+            for m in _COMMAND.finditer(snippet):
+                seen += 1
+                name, rest = m.group(1), m.group(2).split("&&")[0]
+                if name not in commands:
+                    wrong.append(f"{page.name}: slidead {name}: no such command")
+                    continue
+                wrong += [
+                    f"{page.name}: slidead {name} {o}: no such option"
+                    for o in _OPTION.findall(rest)
+                    if o not in commands[name]
+                ]
+    assert seen >= 20
+    assert not wrong, "\n".join(wrong)
+
+
 def test_configuration_page_is_generated_from_settings():
     assert CONFIG.read_text() == gen_config_doc.render(), "docs/configuration.md is stale: run `make docs`"

@@ -4,7 +4,7 @@ Commands: ``demo``, ``generate``, ``import dcase2020|mimii DIR``, ``upload-night
 ``train``, ``evaluate``, ``score``, ``report``, ``models``. ``train``, ``score`` and ``demo`` run
 the library recipe in this process, or the Prefect flow when ``PREFECT_API_URL`` names a server
 (``--prefect`` / ``--no-prefect`` force either; see :func:`slidead.shell.commands.mode`).
-Settings come from ``SLIDEAD_*`` variables (see README).
+Settings come from ``SLIDEAD_*`` variables (see docs/configuration.md).
 """
 
 from __future__ import annotations

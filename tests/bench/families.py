@@ -1,4 +1,4 @@
-"""Every model family and score metric on one synthetic plant: the README's comparison table.
+"""Every model family and score metric on one synthetic plant: the comparison tables of docs/models.md.
 
 Not a test: it prints a markdown table of AUC and pAUC (max FPR 0.1) per machine ID and their
 mean. It generates the plant ``slidead generate`` makes by default (IDs 00/02/04, 40 normal
