@@ -66,5 +66,5 @@ def test_fused_auc_floor(plant):
     out = evaluate_fused(svc, "slider", ("ae", "idclf"))
     assert out["members"] == {"ae": 1, "idclf": 1} and out["method"] == "tail"
     # measured at 0.92 mean AUC (pAUC 0.80; AE alone 0.69, idclf alone 0.93); the bounded
-    # rank normalisation gives 0.72 here (README)
+    # rank normalisation gives 0.72 here (docs/models.md)
     _floor(out, 0.85, 0.65, 0.8)
