@@ -25,17 +25,12 @@ from slidead.core.train import FrameWindows, TrainResult, fit, resolve_device, s
 from slidead.errors import NotEnoughDataError
 from slidead.jobs.ingest import IngestResult, ingest, list_refs
 from slidead.jobs.labels import add_plant_clips
-from slidead.jobs.steps import Steps, inline
+from slidead.jobs.steps import Log, Steps, inline
+from slidead.jobs.steps import quiet as _quiet
 from slidead.jobs.stream import StoredClips, StreamWindows, stored_rows
 from slidead.store.features import FeatureRow, partition
 from slidead.store.services import Services
 from slidead.store.tracking import Decision, model_name
-
-Log = Callable[[str], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 @dataclass
