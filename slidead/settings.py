@@ -14,9 +14,7 @@ from pathlib import Path
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# the families slidead.core.models registers itself: a name among them is valid without
-# importing the registry (torch, ~1 s); any other name is looked up there
-BUILT_IN_FAMILIES = ("ae", "vae", "idclf")
+from slidead.core.family_names import built_in_families
 
 
 class Settings(BaseSettings):
@@ -61,7 +59,7 @@ class Settings(BaseSettings):
     @field_validator("family")
     @classmethod
     def _family(cls, v: str) -> str:
-        if v in BUILT_IN_FAMILIES:
+        if v in built_in_families():  # read from the family files, without importing torch
             return v
         from slidead.core.models import families  # the registry (imports torch: only for a plug-in's name)
 

@@ -139,13 +139,22 @@ def test_scoring_resumes_from_shards_after_a_crash_before_the_load(plant, tmp_pa
     build = machine_build("slider", "00", 7)
     for i in range(5):
         svc.store.put(f"drops/{night}/slider/id_00/{i:04d}.wav", wav_bytes(normal_clip(build, rng)))
-    crashed = nightly.score_night(svc, night, "vae", shard_size=2)  # shards written, no load: a crash
+    scored = []
+
+    def crash_before_the_load(name, fn, *args):
+        if name == "load":
+            raise RuntimeError("the process died before the load")
+        scored.append(fn(*args))
+        return scored[-1]
+
+    with pytest.raises(RuntimeError, match="died before the load"):
+        nightly.run_night(svc, night, "vae", shard_size=2, steps=crash_before_the_load)  # shards written, no load
+    crashed = scored[-1]
     assert len(crashed.shards) == 3 and crashed.n_shards_resumed == 0
     with svc.db.connect(read_only=True) as con:
         assert con.execute("SELECT count(*) FROM scores WHERE night = ?::DATE", [night]).fetchone()[0] == 0
-    rerun = nightly.score_night(svc, night, "vae", shard_size=2)
+    rerun = nightly.run_night(svc, night, "vae", shard_size=2)
     assert rerun.n_shards_resumed == 3
-    nightly.load_night(svc, rerun)
     with svc.db.connect(read_only=True) as con:
         assert con.execute("SELECT count(*) FROM scores WHERE night = ?::DATE", [night]).fetchone()[0] == 5
 

@@ -23,9 +23,10 @@ highest-scoring patch, and the peak band is where that patch's mean level depart
 its ID's normal band profile (in units of the profile's spread).
 
 A family looks at every ``Family.window_hop``-th window (the ID classifier: its patch hop; the
-reconstruction models: every window). A family that does not reconstruct scores its windows
-itself (``score_windows``, see :class:`slidead.core.models.registry.Detector`). Windows of many clips are batched together, so the model runs in large
-batches.
+reconstruction models: every window) and scores them through
+:meth:`~slidead.core.models.registry.Family.score_windows`: the reconstruction families through
+their one shared default (:mod:`slidead.core.models.reconstruction`), any other through its
+network's own. Windows of many clips are batched together, so the model runs in large batches.
 """
 
 from __future__ import annotations
@@ -126,23 +127,13 @@ def score_logmels(
     for group in _groups(logmels, frames, config.batch_windows, hop):
         # clips of one length, stacked: (B, n_mels, T) -> windows (B, W, frames * n_mels)
         x = torch.as_tensor(np.stack([logmels[i] for i in group]), dtype=torch.float32).to(device)
-        b, n_mels, _ = x.shape
         w = windows(x, frames)[:, ::hop]
         flat = w.reshape(-1, w.shape[-1])
         group_ids = [ids[i] for i in group]
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            if config.metric == "mse":
-                err, extra = model.window_errors(flat, use_kl=config.use_kl)
-                err, extra = err.float(), extra.float()
-                per_window = (err.mean(dim=1) + extra).reshape(b, -1)
-                t_prof, f_prof = _profiles(err.reshape(b, -1, frames, n_mels))
-            elif fam.reconstructs:  # mahalanobis on reconstruction errors
-                diff = model(flat).float() - flat
-                per_window = model.mahalanobis.distance(diff, _per_window(model.mahalanobis.index(group_ids), w))
-                per_window = per_window.reshape(b, -1)
-                t_prof, f_prof = _profiles((diff**2).reshape(b, -1, frames, n_mels))
-            else:  # the family scores its windows itself (the ID classifier: models/idclf.py)
-                per_window, t_prof, f_prof = model.score_windows(flat, w, group_ids, config.metric)
+            per_window, t_prof, f_prof = fam.score_windows(
+                model, flat, w, group_ids, config.metric, frames, config.use_kl
+            )
         t_peak, f_peak = t_prof.argmax(dim=1).cpu().numpy(), f_prof.argmax(dim=1).cpu().numpy()
         t_prof, f_prof = t_prof.float().cpu().numpy(), f_prof.float().cpu().numpy()
         scores = per_window.float().mean(dim=1).cpu().numpy()
@@ -162,11 +153,6 @@ def score_logmels(
     return ClipScores(**out)
 
 
-def _per_window(rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """One row per clip -> one per window of ``w (B, W, dim)``, flattened clip-major."""
-    return rows.to(w.device).repeat_interleave(w.shape[1])
-
-
 @torch.no_grad()
 def fit_normal_statistics(
     model: nn.Module,
@@ -178,8 +164,9 @@ def fit_normal_statistics(
 ) -> nn.Module:
     """After training, the statistics scoring needs from the normal training windows ``data``
     (:class:`~slidead.core.train.FrameWindows` labelled with each window's index into ``classes``):
-    the ID classifier's band profiles, and for ``metric="mahalanobis"`` the selective
-    Mahalanobis statistics (attached as ``model.mahalanobis``). Returns the model."""
+    the family's own profiles (``Family.fit_profiles``: the ID classifier's band profiles), and
+    for ``metric="mahalanobis"`` the selective Mahalanobis statistics of what the family measures
+    (``Family.normal_vectors``), attached as ``model.mahalanobis``. Returns the model."""
     from slidead.core.models.mahalanobis import SelectiveMahalanobis
 
     model.eval()
@@ -192,29 +179,11 @@ def fit_normal_statistics(
             idx = torch.arange(start, min(start + batch, len(data)), device=device)
             yield fn(data.batch(idx)), data.targets(idx)
 
-    if hasattr(model, "band_levels"):
-        k = len(classes)
-        n = torch.zeros(k, dtype=torch.float64)
-        s = torch.zeros(k, model.band_mean.shape[1], dtype=torch.float64)
-        ss = torch.zeros_like(s)
-        for v, y in batches(model.band_levels):
-            v, y = v.double().cpu(), y.cpu()
-            n.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
-            s.index_add_(0, y, v)
-            ss.index_add_(0, y, v * v)
-        mean = s / n.clamp(min=1)[:, None]
-        std = ((ss - n[:, None] * mean**2) / (n - 1).clamp(min=1)[:, None]).clamp(min=1e-6).sqrt()
-        ok = (n >= 2).to(model.band_mean.device)
-        model.band_mean[ok] = mean.to(model.band_mean)[ok]
-        model.band_std[ok] = std.clamp(min=1e-3).to(model.band_std)[ok]
+    fam = family_of(model)
+    if fam.fit_profiles is not None:
+        fam.fit_profiles(model, batches(lambda x: x), classes)
     if config.metric == "mahalanobis":
-        if family_of(model).reconstructs:
-
-            def vectors(x):
-                return model(x).float() - x
-        else:
-            vectors = model.embed
-        model.mahalanobis = SelectiveMahalanobis().to(device).fit(batches(vectors), classes)
+        model.mahalanobis = SelectiveMahalanobis().to(device).fit(batches(fam.normal_vectors(model)), classes)
     return model
 
 
@@ -246,17 +215,3 @@ def _span(profile: np.ndarray, peak: int) -> tuple[int, int]:
     while hi < profile.size - 1 and above[hi + 1]:
         hi += 1
     return lo, hi
-
-
-def _profiles(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``e``: (B, W, frames, n_mels) window errors. Spread each window's error back onto the
-    frames it covers, average; return per clip the error per frame (B, T) and per mel band
-    (B, n_mels)."""
-    b, w, frames, n_mels = e.shape
-    fmap = torch.zeros(b, w + frames - 1, n_mels, device=e.device)
-    cover = torch.zeros(w + frames - 1, 1, device=e.device)
-    for k in range(frames):
-        fmap[:, k : k + w] += e[:, :, k, :]
-        cover[k : k + w] += 1
-    fmap /= cover
-    return fmap.mean(dim=2), fmap.mean(dim=1)

@@ -14,21 +14,16 @@ with the new thresholds; rows already written stay as they were.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from slidead.core.thresholds import MIN_FIT, Thresholds
 from slidead.errors import NotEnoughDataError
+from slidead.jobs.steps import Log
+from slidead.jobs.steps import quiet as _quiet
 from slidead.store.services import Services
 from slidead.store.tracking import model_name
-
-Log = Callable[[str], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 @dataclass

@@ -12,19 +12,18 @@ fused evaluation use real plant labels as they accumulate.
 from __future__ import annotations
 
 import getpass
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from slidead.core.features import FeatureConfig
 from slidead.errors import LabelError
 from slidead.jobs.ingest import IngestResult, ingest
+from slidead.jobs.steps import Log, quiet
 from slidead.layout import parse_key
 from slidead.store.features import FeatureRow
 from slidead.store.results import ResultsDB
 
 VERDICTS = {"fault": "anomaly", "false_alarm": "normal", "maintenance": None}
 MIN_PREFIX = 8
-
-Log = Callable[[str], None]
 
 
 def find_clip(db: ResultsDB, clip: str) -> dict:
@@ -89,7 +88,7 @@ def labelled(db: ResultsDB, machine_type: str) -> dict[str, tuple[str, str]]:
 
 
 def add_plant_clips(
-    svc, machine_type: str, configs: Iterable[FeatureConfig], res: IngestResult, log: Log = lambda _m: None
+    svc, machine_type: str, configs: Iterable[FeatureConfig], res: IngestResult, log: Log = quiet
 ) -> int:
     """Join the labelled plant clips of ``machine_type`` to the evaluation set ``res`` (its
     ``features`` per config hash, in place), labelled by their verdicts. Returns how many joined.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
 
 import numpy as np
 
@@ -24,6 +23,8 @@ from slidead.core.audio import decode
 from slidead.core.errormap import error_map
 from slidead.core.features import log_mel, mel_band_edges
 from slidead.core.score import score_logmels
+from slidead.jobs.steps import Log
+from slidead.jobs.steps import quiet as _quiet
 from slidead.layout import check_night
 from slidead.store.features import partition
 from slidead.store.services import Services
@@ -31,12 +32,6 @@ from slidead.store.services import Services
 MAX_CLIPS = 6  # per machine, with pictures and sound
 NORMAL_CLIPS = 32  # training clips per machine that set its normal level per band
 TREND_NIGHTS = 30
-
-Log = Callable[[str], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 def report_key(night: str) -> str:

@@ -34,7 +34,8 @@ from slidead.errors import NightBusyError, StoreError, redact
 from slidead.jobs.champions import champions
 from slidead.jobs.ingest import arrival, ingest, list_refs
 from slidead.jobs.night_lock import night_lock
-from slidead.jobs.steps import Steps, inline
+from slidead.jobs.steps import Log, Steps, inline
+from slidead.jobs.steps import quiet as _quiet
 from slidead.layout import ObjectInfo, check_night, parse_key
 from slidead.store import alarms as alarm_store
 from slidead.store.model_files import LoadedModel
@@ -44,8 +45,6 @@ from slidead.store.results import ARRIVAL_COLUMNS, CLIP_COLUMNS, REJECTED_COLUMN
 from slidead.store.services import Services
 from slidead.store.shards import ShardStore, shard_id
 from slidead.store.tracking import model_name
-
-Log = Callable[[str], None]
 
 _SCORE_SCHEMA = pa.schema(
     [
@@ -74,10 +73,6 @@ _CLIP_SCHEMA = pa.schema(
 )
 _REJ_SCHEMA = pa.schema([(c, pa.string()) for c in REJECTED_COLUMNS])
 _ARRIVAL_SCHEMA = pa.schema([(c, pa.int64() if c == "size_bytes" else pa.string()) for c in ARRIVAL_COLUMNS])
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 @dataclass
@@ -125,30 +120,6 @@ class NightResult:
 def shard_store(svc: Services) -> ShardStore:
     fs = svc.features
     return ShardStore(fs.fs, fs.root.rsplit("/", 1)[0] + "/results")
-
-
-def score_night(
-    svc: Services,
-    night: str,
-    family: str,
-    machine_type: str | None = None,
-    shard_size: int = 256,
-    run_id: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    log: Log = _quiet,
-    models: dict[str, LoadedModel] | None = None,
-    lock_wait_s: float = 0.0,
-    runner: "ShardRunner | None" = None,
-) -> NightResult:
-    """Score every clip of a night with each machine type's champion; writes shard results only
-    (:func:`run_night` also loads them). Holds the night's lock; every champion is loaded before
-    anything is written. A failing store raises :class:`~slidead.errors.StoreError`; the shards
-    written so far stay and a re-run resumes from them."""
-    check_night(night)
-    run_id = run_id or uuid.uuid4().hex[:12]
-    with night_lock(svc, night, family, run_id, lock_wait_s) as lease:
-        plan = plan_night(svc, night, family, machine_type, shard_size, run_id, models, log)
-        return _run_shards(svc, plan, runner or LocalRunner(), lease, progress)
 
 
 @dataclass(frozen=True)

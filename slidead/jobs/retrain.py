@@ -18,24 +18,19 @@ import torch
 from slidead.core import metrics
 from slidead.core.config import RunConfig
 from slidead.core.features import FeatureConfig, windows
-from slidead.core.models import family_of
+from slidead.core.models import EPOCHS, family_of
 from slidead.core.score import fit_normal_statistics, score_logmels
 from slidead.core.thresholds import MIN_FIT, Thresholds
 from slidead.core.train import FrameWindows, TrainResult, fit, resolve_device, split_clips
 from slidead.errors import NotEnoughDataError
 from slidead.jobs.ingest import IngestResult, ingest, list_refs
 from slidead.jobs.labels import add_plant_clips
-from slidead.jobs.steps import Steps, inline
+from slidead.jobs.steps import Log, Steps, inline
+from slidead.jobs.steps import quiet as _quiet
 from slidead.jobs.stream import StoredClips, StreamWindows, stored_rows
 from slidead.store.features import FeatureRow, partition
 from slidead.store.services import Services
 from slidead.store.tracking import Decision, model_name
-
-Log = Callable[[str], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 @dataclass
@@ -179,8 +174,8 @@ def train_and_evaluate(
         x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if learns_ids else None, stride)
         x_val = FrameWindows([r.logmel for r in va], frames, va_rows if learns_ids else None, stride)
         log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
-    result = _fit_or_fit_clips(model, tr, x_train, x_val, cfg, progress)
-    if not hasattr(model, "fit_clips") and (learns_ids or cfg.score.metric == "mahalanobis"):
+    result = _fit(model, tr, x_train, x_val, cfg, progress)
+    if fam.needs_statistics(cfg.score.metric):
         stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(tr_rows)
         fit_normal_statistics(model, stats_data, classes, cfg.score, device)
 
@@ -326,17 +321,17 @@ def _fit_model(
     tr_rows, va_rows = [row_of[r.machine_id] for r in tr], [row_of[r.machine_id] for r in va]
     x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if fam.learns_ids else None, stride)
     x_val = FrameWindows([r.logmel for r in va], frames, va_rows if fam.learns_ids else None, stride)
-    _fit_or_fit_clips(model, tr, x_train, x_val, cfg)
-    if not hasattr(model, "fit_clips") and (fam.learns_ids or cfg.score.metric == "mahalanobis"):
+    _fit(model, tr, x_train, x_val, cfg)
+    if fam.needs_statistics(cfg.score.metric):
         fit_normal_statistics(model, x_train.with_labels(tr_rows), classes, cfg.score, device)
     return model
 
 
-def _fit_or_fit_clips(model, tr, x_train, x_val, cfg: RunConfig, progress=None) -> TrainResult:
-    """Gradient training on the windows; a network with ``fit_clips`` (a statistics family, e.g.
-    :mod:`slidead.core.models.clipstats`) is fitted in one pass over its training clips ``tr``
-    instead (rows, or clips streamed from the store), with no epochs."""
-    if not hasattr(model, "fit_clips"):
+def _fit(model, tr, x_train, x_val, cfg: RunConfig, progress=None) -> TrainResult:
+    """Fit ``model`` as its family declares (``Family.fits``): gradient epochs on the windows, or
+    (a statistics family, e.g. :mod:`slidead.core.models.clipstats`) one pass over its training
+    clips ``tr`` (rows, or clips streamed from the store), with no epochs."""
+    if family_of(model).fits == EPOCHS:
         return fit(model, x_train, x_val, cfg.train, progress)
     t0 = time.perf_counter()
     rows = (r for chunk in stored_rows(tr) for r in chunk) if isinstance(tr, StoredClips) else tr

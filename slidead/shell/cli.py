@@ -15,7 +15,8 @@ import os
 import sys
 import time
 
-from slidead.settings import BUILT_IN_FAMILIES, Settings
+from slidead.core.family_names import built_in_families
+from slidead.settings import Settings
 from slidead.shell.commands import evaluate_version, prefect_env, run_retrain, run_score, say, services
 from slidead.shell.failures import error_sentence, save_traceback
 from slidead.shell.report import format_metrics
@@ -26,13 +27,15 @@ EPILOG = (
 )
 
 
-FAMILY_HELP = "a registered model family: ae, vae, idclf, or one a plug-in registers"
+def family_help() -> str:
+    """``--family``'s help: the built-in families by name (read from their files, no torch)."""
+    return f"a registered model family: {', '.join(built_in_families())}, or one a plug-in registers"
 
 
 def family_name(value: str, extra: tuple[str, ...] = ()) -> str:
     """``--family``: a family in the registry (looked up only for a name that is not built in:
     the registry imports torch)."""
-    if value in extra or value in BUILT_IN_FAMILIES:
+    if value in extra or value in built_in_families():
         return value
     from slidead.core.models import families
 
@@ -334,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--night", required=True, help="YYYY-MM-DD")
 
     t = add("train", cmd_train, "train, evaluate and register a model; promote it if no worse than the champion")
-    t.add_argument("--family", type=family_name, required=True, help=FAMILY_HELP)
+    t.add_argument("--family", type=family_name, required=True, help=family_help())
     t.add_argument("--machine-type", default="slider")
     t.add_argument("--epochs", type=int, default=None, help="default 100 (the seed's schedule)")
     t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 10)")
@@ -368,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--family",
         type=lambda v: family_name(v, ("fused",)),
         required=True,
-        help=FAMILY_HELP + "; fused: the champions of the other families, each normalised against its normal scores "
+        help=family_help() + "; fused: the champions of the other families, each normalised against its normal scores "
         "per machine ID, averaged",
     )
     e.add_argument("--machine-type", default="slider")
@@ -377,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("score", cmd_score, "score a night's drops with the champion and write DuckDB")
     s.add_argument("--night", required=True, help="YYYY-MM-DD")
-    s.add_argument("--family", type=family_name, default=None, help=FAMILY_HELP + "; default: SLIDEAD_FAMILY (vae)")
+    s.add_argument("--family", type=family_name, default=None, help=family_help() + "; default: SLIDEAD_FAMILY (vae)")
     s.add_argument("--machine-type", default=None, help="default: every type in the night")
     s.add_argument("--shard-size", type=int, default=256)
     s.add_argument("--json", action="store_true")
@@ -407,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         "registers a new version (the same weights) and records every change",
     )
     cm.add_argument("--machine-type", default="slider")
-    cm.add_argument("--family", type=family_name, default=None, help=FAMILY_HELP + "; default: SLIDEAD_FAMILY (vae)")
+    cm.add_argument("--family", type=family_name, default=None, help=family_help() + "; default: SLIDEAD_FAMILY (vae)")
     cm.add_argument("--ids", default=None, help="machine IDs, comma-separated (default: every machine it scored)")
     cm.add_argument(
         "--nights",

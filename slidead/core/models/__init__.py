@@ -3,8 +3,8 @@
 ``ae`` and ``vae`` are the seed's reconstruction models; ``idclf`` is a machine-ID classifier
 (:mod:`.idclf`); ``clipstats`` and ``knn`` score clip spectral statistics without a network
 (:mod:`.clipstats`, :mod:`.knn`). :mod:`.mahalanobis` holds the normal statistics a model may carry for the
-selective Mahalanobis score. A new family: a new file that calls ``register(Family(...))``, and
-its import below.
+selective Mahalanobis score; :mod:`.reconstruction` is how every reconstruction family scores its
+windows. A new family: a new file that calls ``register(Family(...))``, and its import below.
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ from slidead.core.models import ae, clipstats, idclf, knn, vae  # noqa: F401 - e
 from slidead.core.models.ae import AE, AEConfig
 from slidead.core.models.idclf import IDClf, IDClfConfig
 from slidead.core.models.mahalanobis import SelectiveMahalanobis
-from slidead.core.models.registry import Detector, Family, families, family, family_of, for_family, register
+from slidead.core.models.registry import (
+    CLIPS,
+    EPOCHS,
+    Detector,
+    Family,
+    families,
+    family,
+    family_of,
+    for_family,
+    register,
+)
 from slidead.core.models.vae import VAE, VAEConfig
 
 
@@ -33,6 +43,8 @@ def n_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
+    "CLIPS",
+    "EPOCHS",
     "AE",
     "AEConfig",
     "VAE",

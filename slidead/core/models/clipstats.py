@@ -13,9 +13,9 @@ night, is thresholded and fused exactly as the networks are.
 The family sees a clip's log-mel frames as windows of one frame (``frames=1``, every frame), so
 :meth:`ClipStats.score_windows` gets all of a clip's frames at once and computes the clip's
 statistics from them; each of its windows carries the clip's score (their mean is the clip's
-score). Fitting is one pass over the training clips, :meth:`ClipStats.fit_clips`, which
-:func:`slidead.jobs.retrain.train_and_evaluate` calls instead of the gradient loop for any
-network that has it. Peaks: the band is where the clip's mean level departs most from its
+score). Fitting is one pass over the training clips, :meth:`ClipStats.fit_clips` (the family
+declares ``fits=CLIPS``), which :func:`slidead.jobs.retrain.train_and_evaluate` calls instead of
+the gradient loop. Peaks: the band is where the clip's mean level departs most from its
 machine's normal level (in units of the normal within-clip spread), the time the frame that
 departs most over all bands.
 """
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from slidead.core.models.mahalanobis import SelectiveMahalanobis
-from slidead.core.models.registry import Family, register
+from slidead.core.models.registry import CLIPS, Family, register
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,7 @@ class ClipStats(nn.Module):
 STATISTICS_FAMILY = dict(
     features={"n_mels": 64, "frames": 1},
     batch_size=1,  # no gradient training
+    fits=CLIPS,  # one pass over the training clips (fit_clips)
     # fitting is one pass over the clips, so out-of-fold thresholds cost little, and on the
     # session plant they held the 10% target where the validation split's gave 22-23%
     train={"threshold_scheme": "oof", "threshold_folds": 5},

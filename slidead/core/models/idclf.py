@@ -136,6 +136,25 @@ class IDClf(nn.Module):
         return self.patches(x).mean(dim=2)
 
     @torch.no_grad()
+    def fit_band_profiles(self, batches, classes) -> None:
+        """Each ID's normal band profile from ``(x, y)`` batches of normal training patches
+        (``y``: the index into ``classes``); an ID with fewer than two patches keeps its default."""
+        k = len(classes)
+        n = torch.zeros(k, dtype=torch.float64)
+        s = torch.zeros(k, self.band_mean.shape[1], dtype=torch.float64)
+        ss = torch.zeros_like(s)
+        for x, y in batches:
+            v, y = self.band_levels(x).double().cpu(), y.cpu()
+            n.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+            s.index_add_(0, y, v)
+            ss.index_add_(0, y, v * v)
+        mean = s / n.clamp(min=1)[:, None]
+        std = ((ss - n[:, None] * mean**2) / (n - 1).clamp(min=1)[:, None]).clamp(min=1e-6).sqrt()
+        ok = (n >= 2).to(self.band_mean.device)
+        self.band_mean[ok] = mean.to(self.band_mean)[ok]
+        self.band_std[ok] = std.clamp(min=1e-3).to(self.band_std)[ok]
+
+    @torch.no_grad()
     def band_deviation(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``(B, n_mels)``: |patch band level - its ID's normal level| / the ID's spread (the
         mean profile over IDs for an unknown ID, target -1)."""
@@ -193,6 +212,7 @@ FAMILY = register(
         reconstructs=False,
         learns_ids=True,
         window_hop=lambda config: config.patch_hop,
+        fit_profiles=IDClf.fit_band_profiles,
         description="a machine-ID classifier",
     )
 )
