@@ -268,6 +268,10 @@ class Thresholds:
         for reading only: their flags come from p-values)."""
         return {mid: float(f.threshold) for mid, f in self.per_id.items()}
 
+    def finite_map(self) -> dict[str, float | None]:
+        """:meth:`map` with None where nothing can be flagged (JSON has no infinity)."""
+        return {mid: (t if math.isfinite(t) else None) for mid, t in self.map().items()}
+
     def for_id(self, machine_id: str) -> float | None:
         """The ID's own threshold; for an ID the model never saw, the highest known (conservative)."""
         m = self.map()

@@ -150,7 +150,7 @@ def commission(
             "feature_hash": loaded.config.features.hash,
             "promoted": True,
             "decision": reason[:1000],
-            "thresholds": json.dumps(thresholds.map()),
+            "thresholds": json.dumps(thresholds.finite_map()),
         }
     )
     log(f"{name} v{res.version} (v{loaded.version}'s weights, new thresholds) is the champion now")

@@ -442,7 +442,8 @@ def figures(outcome: Outcome, eval_rows: list[FeatureRow]) -> dict:
         from slidead.core import plots
     except ImportError:
         return {}
-    ev, th = outcome.eval_scores, outcome.thresholds.map()
+    ev = outcome.eval_scores
+    th = {m: t for m, t in outcome.thresholds.finite_map().items() if t is not None}
     figs = {"loss_curves": plots.loss_curves(outcome.history, outcome.best_epoch)}
     if ev["scores"]:
         figs["score_distributions"] = plots.score_distributions(ev["machine_ids"], ev["labels"], ev["scores"], th)
@@ -539,7 +540,7 @@ def register(
             "champion_pauc": decision.champion_pauc,
             "promoted": decision.promoted,
             "decision": decision.reason,
-            "thresholds": json.dumps(outcome.thresholds.map()),
+            "thresholds": json.dumps(outcome.thresholds.finite_map()),
             "baseline": json.dumps(outcome.baseline),
         }
     )
