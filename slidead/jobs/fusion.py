@@ -24,7 +24,11 @@ unusual as the families say on average. Two normalisations (``method``):
   the normal reference clips (only clips every family holds out count; with ``rank`` each is
   ranked leave-one-out against its family's other normal scores). With fewer than three such
   clips, the threshold is what a single family would give at the quantile (``q`` for rank,
-  ``-ln(1 - q)`` for tail).
+  ``-ln(1 - q)`` for tail). Shown for reading: the fused *flags* are not a threshold on the
+  fused score but each member's own calibrated p-value (:meth:`Thresholds.decide`, conformal
+  for every family at its defaults), combined per clip by Bonferroni, ``min(1, F min_f p_f)``
+  (:func:`slidead.core.conformal.combine`): valid whatever the families' dependence, so the
+  fused flags keep the members' promise (at most the target rate of normal clips).
 - :func:`evaluate_fused`: loads the champions, scores the labelled ``eval/`` clips with each
   and reports the fused scores' metrics exactly as ``slidead evaluate`` does for one family.
 
