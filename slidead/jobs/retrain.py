@@ -266,12 +266,15 @@ def calibration_scheme(cfg: RunConfig, machine_ids, streaming: bool = False) -> 
     calibration clips, else ``cross``; clips streamed from the store calibrate ``split`` (fold
     models need the clips in memory)."""
     scheme = cfg.train.threshold_scheme
+    _, counts = np.unique(np.asarray(machine_ids), return_counts=True)
+    fewest = int(counts.min()) if counts.size else 0
     if scheme == "auto":
-        _, counts = np.unique(np.asarray(machine_ids), return_counts=True)
-        held = int(np.floor(cfg.train.calibration_fraction * counts.min())) if counts.size else 0
+        held = int(np.floor(cfg.train.calibration_fraction * fewest))
         scheme = "split" if held >= SPLIT_MIN else "cross"
     if streaming and scheme in ("cross", "oof"):
         return "split" if scheme == "cross" else "validation"
+    if scheme in ("cross", "oof") and fewest < 2:  # a machine with one clip: no fold can hold it out
+        return "validation"
     return scheme
 
 
@@ -307,8 +310,8 @@ def calibration_set(
         )
         return CalibrationSet("conformal", by_id, {m: "calibration split" for m in by_id})
     if scheme in ("cross", "oof"):
-        k = cfg.train.threshold_folds
         rows = list(tr) + list(va)
+        k = min(cfg.train.threshold_folds, min(sum(r.machine_id == m for r in rows) for m in classes))
         log(
             f"thresholds: {'cross-conformal' if scheme == 'cross' else 'out-of-fold'} scores of all {len(rows)} "
             f"training clips ({k} fold models, {max(1, best_epoch)} epochs' worth of steps each)"
@@ -340,8 +343,9 @@ def _fold_scores(
     clips of every machine ID are dealt into ``cfg.train.threshold_folds`` folds; each fold model
     trains on the other folds as many optimiser steps as the main model took to its best epoch
     (``epochs``), with the family's own statistics, and scores its fold."""
-    k = cfg.train.threshold_folds
     ids = np.array([r.machine_id for r in rows])
+    # as many folds as asked, or as the machine with the fewest clips allows (each fold holds one of its clips)
+    k = min(cfg.train.threshold_folds, int(np.unique(ids, return_counts=True)[1].min()))
     fold = np.zeros(len(rows), dtype=int)
     rng = np.random.default_rng(cfg.train.seed + 7919)
     for mid in classes:
