@@ -158,11 +158,7 @@ def test_the_nightly_recipe_commissions_a_machine_after_its_first_nights_and_one
             rng = np.random.default_rng([n, int(mid), 5])
             for i in range(12):
                 faulty = mid == "02" and n == 0
-                audio = (
-                    anomalous_clip(build, rng, "bearing_tone", 1.0)
-                    if faulty
-                    else normal_clip(build, rng, session=DRIFT)
-                )
+                audio = anomalous_clip(build, rng, "bearing_tone", 1.0) if faulty else normal_clip(build, rng)
                 svc.store.put(f"drops/{night}/slider/id_{mid}/{i:04d}.wav", wav_bytes(audio))
     run_retrain(settings, "clipstats", "slider", use_prefect=False)
     v1 = svc.tracker.load("slidead-slider-clipstats", 1)

@@ -172,28 +172,32 @@ def commission_due(svc: Services, family: str, models: dict[str, int], night: st
             continue
         machine_type = name[len("slidead-") : -len(family) - 1]
         _, rows = svc.db.query(
-            "SELECT machine_id, count(DISTINCT night), min(night), max(night) FROM scores "
+            "SELECT machine_id, count(DISTINCT night) FROM scores "
             "WHERE model_name = ? AND model_version = ? AND night IS NOT NULL AND provisional "
-            "GROUP BY 1 HAVING count(DISTINCT night) >= ? ORDER BY 1",
-            [name, version, nights],
+            "GROUP BY 1 ORDER BY 1",
+            [name, version],
         )
         due, waiting = [], {}
-        for mid, _n, _first, _last in rows:
+        for mid, n_nights in rows:
+            _, before = svc.db.query(
+                "SELECT night, reason FROM commissioning WHERE model_name = ? AND machine_id = ? "
+                "AND status = 'waiting' AND night < ?::DATE ORDER BY night LIMIT 1",
+                [name, mid, night],
+            )
+            if before:  # a person has not looked yet: it keeps saying so, whatever version scores it
+                waiting[mid] = f"waiting since {before[0][0]}: {before[0][1]}"
+                continue
+            if n_nights < nights:
+                continue
             _, first = svc.db.query(
                 "SELECT DISTINCT night FROM scores WHERE model_name = ? AND model_version = ? AND machine_id = ? "
                 "AND night IS NOT NULL ORDER BY night LIMIT ?",
                 [name, version, mid, nights],
             )
-            last_first = max(r[0] for r in first)
             _, alarms = svc.db.query(
                 "SELECT kind, night, detail FROM alarms WHERE model_name = ? AND machine_id = ? "
                 "AND model_version = ? AND night <= ?::DATE ORDER BY night LIMIT 1",
-                [name, mid, version, str(last_first)],
-            )
-            _, before = svc.db.query(
-                "SELECT night, reason FROM commissioning WHERE model_name = ? AND machine_id = ? "
-                "AND status = 'waiting' AND night < ?::DATE ORDER BY night LIMIT 1",
-                [name, mid, night],
+                [name, mid, version, str(max(r[0] for r in first))],
             )
             if alarms:
                 kind, when, detail = alarms[0]
@@ -202,8 +206,6 @@ def commission_due(svc: Services, family: str, models: dict[str, int], night: st
                     "they are no normal reference; after a look, run `slidead commission --ids "
                     f"{mid} --family {family} --machine-type {machine_type}`"
                 )
-            elif before:
-                waiting[mid] = f"waiting since {before[0][0]}: {before[0][1]}"
             else:
                 due.append(mid)
         rows_out = [

@@ -145,7 +145,17 @@ def cmd_score(a, settings: Settings) -> int:
         else f"night {out['night']}: {out['n_clips']} clips, {out['n_scored']} newly scored, "
         f"{out['n_skipped']} already scored, {out['n_rejected']} rejected, {out['n_flagged']} flagged "
         f"({', '.join(f'{k} v{v}' for k, v in out['models'].items())}); ledger: {out.get('n_arrivals', 0)} arrivals, "
-        f"{out.get('n_duplicates', 0)} duplicates" + "".join(f"\n  ALARM: {d}" for d in out.get("alarms", []))
+        f"{out.get('n_duplicates', 0)} duplicates"
+        + "".join(f"\n  ALARM: {d}" for d in out.get("alarms", []))
+        + "".join(
+            f"\n  {c['model_name']} id {c['machine_id']}: "
+            + (
+                f"commissioned on its first nights (v{c['new_version']})"
+                if c["status"] == "commissioned"
+                else f"not commissioned, waiting for a person: {c['reason']}"
+            )
+            for c in out.get("commissioning", [])
+        )
     )
     return 0
 
