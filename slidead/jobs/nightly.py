@@ -371,7 +371,11 @@ def _score_shard(
     machine_ids = [refs_by_id[i].machine_id for i in ids]
     th = loaded.thresholds
     thr = [th.for_id(m) for m in machine_ids]
-    thr = [t if t is None or np.isfinite(t) else None for t in thr]  # infinite: nothing can be flagged
+    # infinite: nothing can be flagged; cross-conformal: the flag is the fold models' p-value, and no
+    # threshold on the main model's score says it (a ratio to one would mislead)
+    cross = {m for m, f in th.per_id.items() if f.method == "cross-conformal"}
+    conformal_ids = {m for m, f in th.per_id.items() if f.conformal}
+    thr = [None if t is None or not np.isfinite(t) or m in cross else t for t, m in zip(thr, machine_ids)]
     fold_sc = None
     if ids and th.n_folds and loaded.folds:  # cross-conformal: each clip under each fold model too
         fold_sc = np.vstack(
@@ -394,6 +398,7 @@ def _score_shard(
             sc.span_freq_hi_hz[k],
             what,
         )
+        + (f", p = {p_value[k]:.2g}" if machine_ids[k] in conformal_ids and np.isfinite(p_value[k]) else "")
         if flagged[k]
         else None
         for k in range(len(ids))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from slidead.core import metrics
+from slidead.core import conformal, metrics
 from slidead.core.config import RunConfig
 from slidead.core.features import FeatureConfig, windows
 from slidead.core.models import family_of
@@ -264,15 +264,19 @@ def calibration_scheme(cfg: RunConfig, machine_ids, streaming: bool = False) -> 
     """What ``cfg.train.threshold_scheme`` comes to for these training clips: ``auto`` is
     ``split`` when every machine would hold out :data:`~slidead.core.thresholds.SPLIT_MIN` or more
     calibration clips, else ``cross``; clips streamed from the store calibrate ``split`` (fold
-    models need the clips in memory)."""
+    models need the clips in memory), or with too few clips for a split to reach the target rate,
+    by the seed's gamma fit on the validation split."""
     scheme = cfg.train.threshold_scheme
     _, counts = np.unique(np.asarray(machine_ids), return_counts=True)
     fewest = int(counts.min()) if counts.size else 0
     if scheme == "auto":
         held = int(np.floor(cfg.train.calibration_fraction * fewest))
         scheme = "split" if held >= SPLIT_MIN else "cross"
-    if streaming and scheme in ("cross", "oof"):
-        return "split" if scheme == "cross" else "validation"
+    if streaming and scheme in ("cross", "oof"):  # fold models need the clips in memory
+        enough = int(round(cfg.train.calibration_fraction * fewest)) >= conformal.min_calibration(
+            1.0 - cfg.threshold_quantile
+        )
+        return "split" if scheme == "cross" and enough else "validation"
     if scheme in ("cross", "oof") and fewest < 2:  # a machine with one clip: no fold can hold it out
         return "validation"
     return scheme

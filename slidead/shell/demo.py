@@ -62,8 +62,8 @@ def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool | None = No
     print(format_metrics(reports))
     cols, rows = svc.db.query(
         "SELECT machine_id, regexp_extract(uri, '[^/]+$') AS clip, left(clip_id, 10) AS clip_id, "
-        "round(score, 3) AS score, round(ratio, 2) AS ratio, explanation "
-        "FROM anomalies WHERE night = ?::DATE AND model_name = ANY(?) ORDER BY ratio DESC",
+        "round(score, 3) AS score, round(p_value, 3) AS p_value, explanation "
+        "FROM anomalies WHERE night = ?::DATE AND model_name = ANY(?) ORDER BY p_value, score DESC",
         [DEMO_NIGHT, list(night["models"])],
     )
     print(
