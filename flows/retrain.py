@@ -35,7 +35,7 @@ def retrain(
     patience: int | None = None,
     metric: str | None = None,
     stream: str = "auto",
-    thresholds: str = "validation",
+    thresholds: str | None = None,  # None: the family's (auto: conformal, docs/conformal.md)
 ) -> dict:
     """Train ``family`` on ``train/<machine_type>/``, evaluate on ``eval/`` (and the plant clips
     operators labelled), register, gate promotion. ``metric``: the score metric (ae/vae ``mse``

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     # machine alarms a week a plant accepts from a healthy machine, with clips_per_night and alarm_k of alarm_n:
     false_alarms_per_week: float | None = None  # per machine: sets the clip threshold's quantile (unset: 0.9)
     clips_per_night: int = 20  # per machine, for false_alarms_per_week
-    commission_nights: int = 3  # first nights of a machine that `slidead commission` fits its threshold on
+    commission_nights: int = 3  # first nights of a machine its thresholds are commissioned on (nightly; 0: never)
     timezone: str = "UTC"  # of the 02:00 nightly schedule and of "the night before"
     max_clip_mb: float = 64.0  # a larger object is rejected from its header, never read whole
 

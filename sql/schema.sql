@@ -75,6 +75,11 @@ CREATE TABLE IF NOT EXISTS scores (
 );
 -- databases made before explanations existed
 ALTER TABLE scores ADD COLUMN IF NOT EXISTS explanation VARCHAR;
+-- ... and before conformal calibration: the clip's p-value under its version's calibration (for a
+-- conformal one, its score ranked among normal scores of the same model: one scale for every family),
+-- and whether the machine's threshold was still provisional (fitted on training clips only)
+ALTER TABLE scores ADD COLUMN IF NOT EXISTS p_value DOUBLE;
+ALTER TABLE scores ADD COLUMN IF NOT EXISTS provisional BOOLEAN;
 
 CREATE TABLE IF NOT EXISTS runs (
     run_id        VARCHAR PRIMARY KEY,
@@ -131,7 +136,7 @@ SELECT s.night, s.machine_type, s.machine_id, s.clip_id, c.uri,
        s.score - s.threshold AS margin,
        s.score / nullif(s.threshold, 0) AS ratio,
        s.peak_time_s, s.peak_freq_lo_hz, s.peak_freq_hi_hz, s.scored_at, s.explanation,
-       l.verdict, l.note AS verdict_note
+       l.verdict, l.note AS verdict_note, s.p_value, s.provisional
 FROM scores s LEFT JOIN clips c USING (clip_id) LEFT JOIN labels l USING (clip_id)
 WHERE s.is_anomaly;
 
@@ -223,4 +228,19 @@ CREATE TABLE IF NOT EXISTS threshold_changes (
     reason         VARCHAR NOT NULL,
     changed_at     TIMESTAMP DEFAULT current_timestamp,
     PRIMARY KEY (model_name, version, machine_id)
+);
+
+-- The nightly flow's commissioning of each machine (slidead.jobs.commission.commission_due): a row
+-- when it commissioned one, and one each night a machine waits for a person (why, e.g. a machine
+-- alarm in its first nights).
+CREATE TABLE IF NOT EXISTS commissioning (
+    night          DATE NOT NULL,
+    model_name     VARCHAR NOT NULL,
+    model_version  INTEGER NOT NULL,     -- the version whose first nights were heard
+    machine_id     VARCHAR NOT NULL,
+    status         VARCHAR NOT NULL CHECK (status IN ('commissioned', 'waiting')),
+    new_version    INTEGER,              -- commissioned: the version carrying the new calibration
+    reason         VARCHAR NOT NULL,
+    decided_at     TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (night, model_name, model_version, machine_id)
 );

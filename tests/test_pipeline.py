@@ -31,8 +31,9 @@ pytestmark = pytest.mark.integration
 def plant(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     settings, svc, summary = make_plant(home)
-    ae = run_retrain(settings, "ae", "slider", epochs=40, use_prefect=False)
-    vae = run_retrain(settings, "vae", "slider", epochs=30, use_prefect=False)
+    # the seed's thresholds (score > threshold, "x the threshold" sentences); conformal ones: test_conformal.py
+    ae = run_retrain(settings, "ae", "slider", epochs=40, use_prefect=False, thresholds="validation")
+    vae = run_retrain(settings, "vae", "slider", epochs=30, use_prefect=False, thresholds="validation")
     return settings, svc, summary, {"ae": ae, "vae": vae}
 
 

@@ -131,8 +131,12 @@ def test_fitted_thresholds_carry_their_promise_and_too_few_scores_are_named():
 
 
 def test_threshold_scheme_is_checked():
-    assert TrainConfig().threshold_scheme == "validation" and TrainConfig().threshold_folds == 2
+    assert TrainConfig().threshold_scheme == "auto" and TrainConfig().threshold_folds == 5
+    for scheme in ("auto", "split", "cross", "validation", "oof"):
+        assert TrainConfig(threshold_scheme=scheme).threshold_scheme == scheme
     with pytest.raises(ValueError, match="threshold_scheme"):
         TrainConfig(threshold_scheme="gamma")
+    with pytest.raises(ValueError, match="calibration_fraction"):
+        TrainConfig(calibration_fraction=1.0)
     with pytest.raises(ValueError, match="threshold_folds"):
         TrainConfig(threshold_folds=1)

@@ -218,7 +218,8 @@ def plant(tmp_path_factory):
 @pytest.mark.integration
 def test_training_streamed_from_the_store_matches_memory(plant):
     svc = plant
-    base = RunConfig.default("ae", "slider", epochs=6, patience=6, device="cpu", seed=0)
+    # the seed's thresholds: this compares training modes (fold models, for cross-conformal, need memory)
+    base = RunConfig.default("ae", "slider", epochs=6, patience=6, device="cpu", seed=0, threshold_scheme="validation")
     data = steps.ingest_sets(svc, "slider", [base.features])
     train = data.rows(base.features, "train")
     assert isinstance(train, StoredClips) and len(train) == 32

@@ -69,11 +69,15 @@ def _partial_area(y, s, max_fpr: float) -> float:
 AT_THRESHOLD_KEYS = ("auc", "pauc", "precision", "recall", "f1", "accuracy", "false_alarm_rate")
 
 
-def at_threshold(y, s, threshold: float) -> dict[str, float]:
+def at_threshold(y, s, threshold: float, flags=None) -> dict[str, float]:
     """Precision, recall, F1, accuracy and the false-alarm rate (flagged normals / normals) when
-    ``score > threshold`` is flagged."""
+    ``score > threshold`` is flagged (or the clips ``flags`` says, when given: conformal p-values)."""
     y = np.asarray(y).astype(int).ravel()
-    pred = np.asarray(s, dtype=np.float64).ravel() > threshold
+    pred = (
+        np.asarray(flags, dtype=bool).ravel()
+        if flags is not None
+        else np.asarray(s, dtype=np.float64).ravel() > threshold
+    )
     tp = int(np.sum(pred & (y == 1)))
     fp = int(np.sum(pred & (y == 0)))
     fn = int(np.sum(~pred & (y == 1)))
@@ -90,8 +94,9 @@ def at_threshold(y, s, threshold: float) -> dict[str, float]:
     }
 
 
-def evaluate(machine_ids, labels, scores, thresholds: dict[str, float]) -> dict:
-    """Per machine ID metrics and their mean.
+def evaluate(machine_ids, labels, scores, thresholds: dict[str, float], flags=None) -> dict:
+    """Per machine ID metrics and their mean. ``flags`` (one bool per clip): the decisions the
+    at-threshold metrics count, when they are not ``score > threshold`` (conformal p-values).
 
     Returns ``{"per_id": {id: {auc, pauc, precision, recall, f1, accuracy, false_alarm_rate,
     n_normal, n_anomaly}}, "mean": {the same but the counts}}``. IDs without both classes
@@ -100,17 +105,20 @@ def evaluate(machine_ids, labels, scores, thresholds: dict[str, float]) -> dict:
     """
     ids = np.asarray(machine_ids).astype(str)
     labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
+    flags = None if flags is None else np.asarray(flags, dtype=bool)
     per_id: dict[str, dict] = {}
     for mid in sorted(set(ids)):
         m = ids == mid
         y, s = labels[m], scores[m]
+        f = None if flags is None else flags[m]
         row: dict = {"n_normal": int(np.sum(y == 0)), "n_anomaly": int(np.sum(y == 1))}
         if row["n_normal"] and row["n_anomaly"]:
             row.update(auc=auc(y, s), pauc=pauc(y, s))
             if mid in thresholds:
-                row.update(at_threshold(y, s, thresholds[mid]))
+                row.update(at_threshold(y, s, thresholds[mid], f))
         elif row["n_normal"] and mid in thresholds:  # normals only: what the threshold costs them
-            row["false_alarm_rate"] = float(np.mean(s[y == 0] > thresholds[mid]))
+            flagged = f if f is not None else s > thresholds[mid]
+            row["false_alarm_rate"] = float(np.mean(flagged[y == 0]))
         per_id[str(mid)] = row
     keys = AT_THRESHOLD_KEYS
     mean = {

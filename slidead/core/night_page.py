@@ -44,6 +44,7 @@ class ModelCounts:
     flagged: int
     median_score: float | None
     threshold: float | None = None
+    provisional: bool = False  # the machine's thresholds rest on training clips only (not yet commissioned)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Machine:
     arrivals: int | None = None  # objects dropped for it tonight (the drops ledger); None: a night before the ledger
     duplicates: int = 0  # of them, bytes already seen (another name, an earlier night, a training clip)
     alarms: list[str] = field(default_factory=list)  # one sentence each
+    commissioning: list[str] = field(default_factory=list)  # what the night's commissioning decided, one sentence each
     clips: list[FlaggedClip] = field(default_factory=list)
     not_shown: list[FlaggedClip] = field(default_factory=list)  # flagged, listed without pictures
     trend: bytes | None = None  # PNG: 30 nights of median score and flag rate
@@ -195,13 +197,23 @@ def _clip(c: FlaggedClip) -> str:
 
 def _machine(m: Machine, night: str) -> str:
     out = [f'<h2 id="m-{_e(m.machine_type)}-{_e(m.machine_id)}">{_e(m.name)}</h2>']
-    parts = [f"{c.scored} clips scored by {_e(c.model)}, {c.flagged} flagged" for c in m.counts]
+    parts = [
+        f"{c.scored} clips scored by {_e(c.model)}, {c.flagged} flagged"
+        + (
+            " (provisional thresholds: fitted on training clips, not yet on this machine's own nights)"
+            if c.provisional
+            else ""
+        )
+        for c in m.counts
+    ]
     if m.duplicates:
         parts.append(f"{m.duplicates} duplicate{'s' if m.duplicates != 1 else ''} not scored again")
     if m.rejected:
         parts.append(f"{m.rejected} rejected")
     arrived = f"{m.arrivals} clip{'s' if m.arrivals != 1 else ''} arrived: " if m.arrivals is not None else ""
     out.append(f"<p>{arrived}{'; '.join(parts) or 'no clips scored'}.</p>")
+    if m.commissioning:
+        out.append("<ul>" + "".join(f"<li>{_e(a)}</li>" for a in m.commissioning) + "</ul>")
     if m.alarms:
         out.append("<ul>" + "".join(f'<li class="alarm">{_e(a)}</li>' for a in m.alarms) + "</ul>")
     else:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 STREAM_MODES = ("auto", "memory", "parquet")
+THRESHOLD_SCHEMES = ("auto", "split", "cross", "validation", "oof")  # as slidead.core.thresholds.SCHEMES
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,12 @@ class TrainConfig:
     stream: str = "auto"  # memory | parquet | auto (parquet above memory_budget_mb)
     memory_budget_mb: int = 1024  # auto: the training frames' size above which training streams
     buffer_clips: int = 512  # parquet: clips the shuffle buffer holds at most
-    threshold_scheme: str = "validation"  # validation: the validation split's clips (the seed's); oof: every
-    # training clip scored by a fold model that did not train on it (see README: conservative here)
-    threshold_folds: int = 2  # oof: folds (each fold model trains on the other folds)
+    # how the thresholds are calibrated (slidead.core.thresholds.SCHEMES, docs/conformal.md): auto (split
+    # conformal when every machine has 50 held-out clips, else cross-conformal), split, cross; or the
+    # seed's gamma fit on the validation split's scores (validation) or on out-of-fold scores (oof)
+    threshold_scheme: str = "auto"
+    threshold_folds: int = 5  # cross / oof: folds (each fold model trains on the other folds)
+    calibration_fraction: float = 0.25  # split: the share of each machine's clips held out to calibrate
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -67,8 +71,10 @@ class TrainConfig:
             raise ValueError(f"memory_budget_mb={self.memory_budget_mb!r} must be >= 0")
         if self.buffer_clips < 1:
             raise ValueError(f"buffer_clips={self.buffer_clips!r} must be >= 1")
-        if self.threshold_scheme not in ("oof", "validation"):
-            raise ValueError(f"threshold_scheme={self.threshold_scheme!r}: expected 'oof' or 'validation'")
+        if self.threshold_scheme not in THRESHOLD_SCHEMES:
+            raise ValueError(f"threshold_scheme={self.threshold_scheme!r}: expected one of {THRESHOLD_SCHEMES}")
+        if not 0 < self.calibration_fraction < 1:
+            raise ValueError(f"calibration_fraction={self.calibration_fraction!r} must be in (0, 1)")
         if self.threshold_folds < 2:
             raise ValueError(f"threshold_folds={self.threshold_folds!r} must be >= 2")
         resolve_device(self.device, check=False)

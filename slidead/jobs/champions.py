@@ -19,7 +19,14 @@ import tempfile
 from pathlib import Path
 
 from slidead.errors import ModelRegistryError, NoChampionError, SlideadError, redact
-from slidead.store.model_files import DIGEST_TAG, MODEL_FILES, LoadedModel, file_digests, model_from_files
+from slidead.store.model_files import (
+    DIGEST_TAG,
+    MODEL_FILES,
+    OPTIONAL_FILES,
+    LoadedModel,
+    file_digests,
+    model_from_files,
+)
 from slidead.store.services import Services
 from slidead.store.tracking import model_name
 
@@ -70,7 +77,7 @@ def _load(svc: Services, name: str, cache: ChampionCache | None) -> LoadedModel:
         files = tracker.model_files(name, mv, tmp)
         got = file_digests(files.values())
         if want and got != want:
-            bad = sorted(f for f in MODEL_FILES if got.get(f) != want.get(f))
+            bad = sorted(f for f in set(got) | set(want) if got.get(f) != want.get(f))
             raise ValueError(
                 f"its {', '.join(bad)} in the artifact store differ from the sha256 registered with v{version}"
             )
@@ -87,7 +94,8 @@ def registered_digests(mv) -> dict[str, str]:
         got = json.loads((mv.tags or {}).get(DIGEST_TAG, "{}"))
     except ValueError:
         return {}
-    return got if isinstance(got, dict) and set(got) == set(MODEL_FILES) else {}
+    ok = isinstance(got, dict) and set(MODEL_FILES) <= set(got) <= set(MODEL_FILES + OPTIONAL_FILES)
+    return got if ok else {}
 
 
 class ChampionCache:
@@ -117,7 +125,7 @@ class ChampionCache:
             return None
         if entry != _entry(tracking_uri, name, version, run_id, digests):
             return None
-        files = {f: d / f for f in MODEL_FILES}
+        files = {f: d / f for f in digests}  # the version's files (a cross-conformal one has its folds too)
         try:
             if file_digests(files.values()) != digests:
                 return None
@@ -131,9 +139,9 @@ class ChampionCache:
         try:
             d.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=".new-"))
-            for f in MODEL_FILES:
+            for f in files:
                 shutil.copyfile(files[f], tmp / f)
-            digests = file_digests(tmp / f for f in MODEL_FILES)
+            digests = file_digests(tmp / f for f in files)
             (tmp / "entry.json").write_text(json.dumps(_entry(tracking_uri, name, version, run_id, digests)))
             shutil.rmtree(d, ignore_errors=True)
             os.replace(tmp, d)

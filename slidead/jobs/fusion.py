@@ -24,7 +24,11 @@ unusual as the families say on average. Two normalisations (``method``):
   the normal reference clips (only clips every family holds out count; with ``rank`` each is
   ranked leave-one-out against its family's other normal scores). With fewer than three such
   clips, the threshold is what a single family would give at the quantile (``q`` for rank,
-  ``-ln(1 - q)`` for tail).
+  ``-ln(1 - q)`` for tail). Shown for reading: the fused *flags* are not a threshold on the
+  fused score but each member's own calibrated p-value (:meth:`Thresholds.decide`, conformal
+  for every family at its defaults), combined per clip by Bonferroni, ``min(1, F min_f p_f)``
+  (:func:`slidead.core.conformal.combine`): valid whatever the families' dependence, so the
+  fused flags keep the members' promise (at most the target rate of normal clips).
 - :func:`evaluate_fused`: loads the champions, scores the labelled ``eval/`` clips with each
   and reports the fused scores' metrics exactly as ``slidead evaluate`` does for one family.
 
@@ -61,7 +65,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from slidead.core import metrics
+from slidead.core import conformal, metrics
 from slidead.core.thresholds import MIN_FIT, Fit, Thresholds
 
 Log = Callable[[str], None]
@@ -277,12 +281,15 @@ def evaluate_fused(
     method: str = DEFAULT_METHOD,
     select: bool = True,
     mix_db: float = MIX_DB,
+    combination: str = "bonferroni",
 ) -> dict:
     """Fused metrics of the champions of ``families`` (default: every family with a champion)
     on ``eval/<machine_type>/``, as ``{"family": "fused", "machine_type", "model_version": None,
     "method", "members": {family: version}, "selected": {id: [family, ...]}, "selection":
     {id: criterion}, "per_id": {...}, "mean": {"auc", "pauc"}}``. ``select``: per machine ID
-    fuse only the members chosen from normal training clips (module docstring); else all."""
+    fuse only the members chosen from normal training clips (module docstring); else all. The
+    flags (the at-threshold metrics) come from the members' conformal p-values combined by
+    ``combination`` (:func:`slidead.core.conformal.combine`; ``bonferroni`` keeps the promise)."""
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {METHODS}")
     from slidead.core import models
@@ -290,8 +297,11 @@ def evaluate_fused(
     from slidead.errors import NoChampionError, NotEnoughDataError
     from slidead.jobs.ingest import ingest, list_refs
     from slidead.jobs.labels import add_plant_clips
+    from slidead.jobs.retrain import fold_scores
     from slidead.store.tracking import model_name
 
+    if combination not in conformal.COMBINATIONS:
+        raise ValueError(f"combination={combination!r}: expected one of {conformal.COMBINATIONS}")
     explicit = families is not None
     loaded = {}
     for family in families or models.families():
@@ -312,16 +322,19 @@ def evaluate_fused(
     res = ingest(svc.store, svc.features, refs, configs, svc.audio)
     add_plant_clips(svc, machine_type, configs, res, log)  # operators' verdicts on night clips
     clips = sorted(set.intersection(*(set(res.features[m.config.features.hash]) for m in loaded.values())))
-    scores, normal = {}, {}
+    scores, normal, p_values = {}, {}, {}
     rows = None
     for family, m in loaded.items():
         by_clip = res.features[m.config.features.hash]
         rows = [by_clip[c] for c in clips]
         ids = [r.machine_id for r in rows]
-        scores[family] = score_logmels(
-            m.model, [r.logmel for r in rows], m.config.features, m.config.score, device, ids
-        ).score
+        logmels = [r.logmel for r in rows]
+        scores[family] = score_logmels(m.model, logmels, m.config.features, m.config.score, device, ids).score
         normal[family] = normal_reference(m.thresholds, f"{m.name} v{m.version}")
+        # each family's own calibration: its p-values are on one scale, whatever its scores' scale
+        p_values[family], _ = m.thresholds.decide(
+            ids, scores[family], fold_scores(m.folds, logmels, m.config, ids, device)
+        )
         log(f"fused: {m.name} v{m.version} scored {len(rows)} eval clips")
     ids = [r.machine_id for r in rows]
     labels = [1 if r.label == "anomaly" else 0 for r in rows]
@@ -343,14 +356,25 @@ def evaluate_fused(
         if mid in part:
             chosen[mid] = part[mid]
     thresholds = Thresholds(quantile, chosen)
+    # the flags: the members' p-values combined (Bonferroni: at most the target rate whatever the
+    # families' dependence); the fused score above only ranks the clips (AUC)
+    p_fused = np.full(id_arr.shape, np.nan)
+    for mid in sorted(set(ids)):
+        mask = id_arr == mid
+        members = selection.get(mid, {}).get("members", tuple(loaded))
+        p_fused[mask] = conformal.combine([p_values[f][mask] for f in members], combination)
+    flags = p_fused <= (1.0 - quantile) + 1e-12
     keep = np.isfinite(fused)
-    report = metrics.evaluate(np.asarray(ids)[keep], np.asarray(labels)[keep], fused[keep], thresholds.map())
+    report = metrics.evaluate(
+        np.asarray(ids)[keep], np.asarray(labels)[keep], fused[keep], thresholds.map(), flags[keep]
+    )
     per_id = {mid: {k: r[k] for k in metrics.AT_THRESHOLD_KEYS if k in r} for mid, r in report["per_id"].items()}
     return {
         "family": "fused",
         "machine_type": machine_type,
         "model_version": None,
         "method": method,
+        "combination": combination,
         "members": {f: m.version for f, m in loaded.items()},
         "selected": {mid: list(sel["members"]) for mid, sel in selection.items()},
         "selection": {mid: {k: v for k, v in sel.items() if k != "members"} for mid, sel in selection.items()},

@@ -48,13 +48,27 @@ def _machines(svc: Services, night: str) -> dict[tuple[str, str], page.Machine]:
     cols, rows = svc.db.query(
         "SELECT machine_type, machine_id, model_name || ' v' || model_version AS model, count(*) AS scored, "
         "count(*) FILTER (WHERE is_anomaly) AS flagged, median(score) AS median_score, "
-        "any_value(threshold) AS threshold FROM scores WHERE night = ?::DATE GROUP BY ALL ORDER BY ALL",
+        "any_value(threshold) AS threshold, coalesce(bool_or(provisional), false) AS provisional "
+        "FROM scores WHERE night = ?::DATE GROUP BY ALL ORDER BY ALL",
         [night],
     )
     out: dict[tuple[str, str], page.Machine] = {}
-    for mt, mid, model, scored, flagged, median, thr in rows:
+    for mt, mid, model, scored, flagged, median, thr, prov in rows:
         m = out.setdefault((mt, mid), page.Machine(mt, mid))
-        m.counts.append(page.ModelCounts(model, int(scored), int(flagged), median, thr))
+        m.counts.append(page.ModelCounts(model, int(scored), int(flagged), median, thr, bool(prov)))
+    _, rows = svc.db.query(  # what the nightly commissioning decided for a machine tonight
+        "SELECT m.machine_type, c.machine_id, c.status, c.new_version, c.reason, c.model_name "
+        "FROM commissioning c JOIN (SELECT DISTINCT model_name, machine_type FROM scores) m USING (model_name) "
+        "WHERE c.night = ?::DATE ORDER BY ALL",
+        [night],
+    )
+    for mt, mid, status, new_version, reason, name in rows:
+        text = (
+            f"commissioned tonight: {name} v{new_version} carries thresholds fitted on its own nights ({reason})"
+            if status == "commissioned"
+            else f"not commissioned automatically, waiting for a person: {reason}"
+        )
+        out.setdefault((mt, mid), page.Machine(mt, mid)).commissioning.append(text)
     _, rows = svc.db.query(
         "SELECT machine_type, machine_id, count(*) FROM rejected WHERE night = ?::DATE "
         "AND machine_type IS NOT NULL AND machine_id IS NOT NULL GROUP BY ALL",

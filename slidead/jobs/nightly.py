@@ -63,6 +63,8 @@ _SCORE_SCHEMA = pa.schema(
         ("peak_freq_hi_hz", pa.float64()),
         ("run_id", pa.string()),
         ("explanation", pa.string()),
+        ("p_value", pa.float64()),  # the calibration's p-value (conformal: rank among normal scores)
+        ("provisional", pa.bool_()),  # the machine's threshold rests on training clips only
     ]
 )
 _CLIP_SCHEMA = pa.schema(
@@ -95,6 +97,7 @@ class NightResult:
     seconds: float = 0.0
     shards: list[tuple[str, str, int, str]] = field(default_factory=list)  # (night, model, version, shard)
     alarms: list = field(default_factory=list)  # machine alarms this run raised (slidead.core.alarms.Alarm)
+    commissioning: list = field(default_factory=list)  # the commissioning step's decisions (slidead.jobs.commission)
     engine: str = "process"  # where the shards were scored (the runner's name)
 
     def summary(self) -> dict:
@@ -114,6 +117,7 @@ class NightResult:
             "shards_resumed": self.n_shards_resumed,
             "engine": self.engine,
             "alarms": [a.detail for a in self.alarms],
+            "commissioning": self.commissioning,
         }
 
 
@@ -335,8 +339,25 @@ def _score_shard(
         [refs_by_id[i].machine_id for i in ids],
         loaded.thresholds.band_error,
     )
-    thr = [loaded.thresholds.for_id(refs_by_id[i].machine_id) for i in ids]
-    flagged = [t is not None and s > t for s, t in zip(sc.score, thr)]
+    machine_ids = [refs_by_id[i].machine_id for i in ids]
+    th = loaded.thresholds
+    thr = [th.for_id(m) for m in machine_ids]
+    # infinite: nothing can be flagged; cross-conformal: the flag is the fold models' p-value, and no
+    # threshold on the main model's score says it (a ratio to one would mislead)
+    cross = {m for m, f in th.per_id.items() if f.method == "cross-conformal"}
+    conformal_ids = {m for m, f in th.per_id.items() if f.conformal}
+    thr = [None if t is None or not np.isfinite(t) or m in cross else t for t, m in zip(thr, machine_ids)]
+    fold_sc = None
+    if ids and th.n_folds and loaded.folds:  # cross-conformal: each clip under each fold model too
+        fold_sc = np.vstack(
+            [
+                score_logmels(m, [rows[i].logmel for i in ids], cfg.features, cfg.score, device, machine_ids).score
+                for m in loaded.folds
+            ]
+        )
+    p_value, flags = th.decide(machine_ids, sc.score, fold_sc) if ids else (np.zeros(0), np.zeros(0, dtype=bool))
+    flagged = [bool(f) for f in flags]
+    provisional = [bool(th.per_id[m].provisional) if m in th.per_id else True for m in machine_ids]
     what = "error" if family_of(loaded.model).reconstructs else "deviation"
     explanation = [
         sentence(
@@ -348,6 +369,7 @@ def _score_shard(
             sc.span_freq_hi_hz[k],
             what,
         )
+        + (f", p = {p_value[k]:.2g}" if machine_ids[k] in conformal_ids and np.isfinite(p_value[k]) else "")
         if flagged[k]
         else None
         for k in range(len(ids))
@@ -369,6 +391,8 @@ def _score_shard(
             "peak_freq_hi_hz": sc.peak_freq_hi_hz,
             "run_id": [run_id] * len(ids),
             "explanation": explanation,
+            "p_value": np.asarray(p_value, dtype=np.float64),
+            "provisional": provisional,
         },
         schema=_SCORE_SCHEMA,
     )
@@ -501,6 +525,20 @@ def record_run(
     )
 
 
+def commission_step(svc: Services, res: NightResult, log: Log = _quiet) -> list[dict]:
+    """After the load: machines whose provisional thresholds have heard ``svc.commission_nights``
+    nights are commissioned on them (:func:`slidead.jobs.commission.commission_due`)."""
+    if not res.family or svc.commission_nights < 1 or not res.models:
+        return []
+    from slidead.jobs.commission import commission_due
+
+    try:
+        return commission_due(svc, res.family, res.models, res.night, svc.commission_nights, log)
+    except Exception as e:  # noqa: BLE001 - the night's scores are loaded; commissioning waits for the next night
+        log(f"commissioning skipped tonight ({type(e).__name__}: {redact(str(e))[:300]}); it is tried again next night")
+        return []
+
+
 def run_night(
     svc: Services,
     night: str,
@@ -528,6 +566,7 @@ def run_night(
             res = plan.result
             res = steps("score", _run_shards, svc, plan, runner, lease, progress)
             res = steps("load", _load_night, svc, res, log)
+            res.commissioning = steps("commission", commission_step, svc, res, log)
     except Exception as e:
         with contextlib.suppress(Exception):  # a busy database must not hide the first error
             record_run(svc, res, family, "failed", started, f"{type(e).__name__}: {e}")

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from slidead.core import metrics
+from slidead.core import conformal, metrics
 from slidead.core.config import RunConfig
 from slidead.core.features import FeatureConfig, windows
 from slidead.core.models import EPOCHS, family_of
 from slidead.core.score import fit_normal_statistics, score_logmels
-from slidead.core.thresholds import MIN_FIT, Thresholds
+from slidead.core.thresholds import MIN_FIT, SPLIT_MIN, Thresholds
 from slidead.core.train import FrameWindows, TrainResult, fit, resolve_device, split_clips
 from slidead.errors import NotEnoughDataError
 from slidead.jobs.ingest import IngestResult, ingest, list_refs
@@ -64,6 +64,7 @@ class Outcome:
     eval_scores: dict  # machine_ids, labels, scores (lists)
     baseline: dict  # machine_id -> {median, p90} of held-out normal scores
     data: dict = field(default_factory=dict)
+    fold_models: list = field(default_factory=list)  # cross-conformal: the fold models the night scores with too
 
 
 def ingest_sets(
@@ -140,6 +141,15 @@ def train_and_evaluate(
     ids = np.array([r.machine_id for r in train_rows])
     cfg = cfg.with_classes(ids)
     classes = sorted(set(ids.tolist()))
+    # split: the clips a split-conformal calibration holds out (never trained or early-stopped on)
+    scheme = calibration_scheme(cfg, ids, streaming)
+    cal_mask = split_clips(ids, cfg.train.calibration_fraction, cfg.train.seed + 1) if scheme == "split" else None
+    if cal_mask is not None:
+        cal = train_rows.subset(cal_mask) if streaming else [r for r, c in zip(train_rows, cal_mask) if c]
+        train_rows = train_rows.subset(~cal_mask) if streaming else [r for r, c in zip(train_rows, cal_mask) if not c]
+        ids = ids[~cal_mask]
+    else:
+        cal = []
     val_mask = split_clips(ids, cfg.train.val_fraction, cfg.train.seed)
     if streaming:
         tr, va = train_rows.subset(~val_mask), train_rows.subset(val_mask)
@@ -179,7 +189,8 @@ def train_and_evaluate(
         stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(tr_rows)
         fit_normal_statistics(model, stats_data, classes, cfg.score, device)
 
-    # thresholds from held-out normal clips per ID; too few held out -> all training clips of the ID
+    # every training clip is normal: each ID's mean error per mel band (what explanations compare
+    # against), and the scores the calibration rests on
     band_sum: dict[str, np.ndarray] = {}
     band_n: dict[str, int] = {}
 
@@ -187,72 +198,45 @@ def train_and_evaluate(
         sc = score_logmels(
             model, [r.logmel for r in rows], cfg.features, cfg.score, device, [r.machine_id for r in rows]
         )
-        for r, profile in zip(rows, sc.band_error):  # every training clip is normal
+        for r, profile in zip(rows, sc.band_error):
             band_sum[r.machine_id] = band_sum.get(r.machine_id, 0.0) + profile
             band_n[r.machine_id] = band_n.get(r.machine_id, 0) + 1
         return sc.score
 
+    score_of: dict[str, float] = {}
     if streaming:  # one pass over the store, a chunk of clips at a time
-        score_of = {}
-        for chunk in stored_rows(train_rows):
-            score_of.update(zip((r.clip_id for r in chunk), scores_of(chunk)))
-        val_scores, train_scores = [score_of[r.clip_id] for r in va], [score_of[r.clip_id] for r in tr]
+        for part in (train_rows, cal) if len(cal) else (train_rows,):
+            for chunk in stored_rows(part):
+                score_of.update(zip((r.clip_id for r in chunk), map(float, scores_of(chunk))))
     else:
-        val_scores, train_scores = scores_of(va), scores_of(tr)
-    by_id, sources = {}, {}
-    oof = cfg.train.threshold_scheme == "oof"
-    if oof and streaming:
-        log(
-            "thresholds: training clips streamed from the store, so the validation split's scores set them "
-            "(out-of-fold scores need the clips in memory)"
-        )
-        oof = False
-    if oof:
-        k = cfg.train.threshold_folds
-        log(
-            f"thresholds: out-of-fold scores of all {len(tr) + len(va)} training clips ({k} fold models, "
-            f"{max(1, result.best_epoch)} epochs each)"
-        )
-        held_out = _fold_scores(cfg, tr + va, classes, row_of, max(1, result.best_epoch), device)
-        id_of = {r.clip_id: r.machine_id for r in tr + va}
-        for cid, s in held_out.items():
-            by_id.setdefault(id_of[cid], {})[cid] = s
-            sources[id_of[cid]] = "oof"
-    for mid in classes:
-        if mid in by_id and len(by_id[mid]) >= MIN_FIT:
-            continue
-        held = {r.clip_id: float(s) for r, s in zip(va, val_scores) if r.machine_id == mid}
-        if len(held) >= MIN_FIT:
-            by_id[mid], sources[mid] = held, "validation"
-        else:
-            held.update({r.clip_id: float(s) for r, s in zip(tr, train_scores) if r.machine_id == mid})
-            by_id[mid], sources[mid] = held, "validation+train"
-    fits = {}
-    for mid, s in by_id.items():
-        fits.update(Thresholds.fit({mid: np.array(list(s.values()))}, cfg.threshold_quantile, sources[mid]).per_id)
-    thresholds = Thresholds(
-        cfg.threshold_quantile,
-        fits,
-        by_id,
-        # the normal error per mel band of each ID: explanations say where a clip departs from it
-        {mid: (band_sum[mid] / band_n[mid]).round(6).tolist() for mid in band_sum},
+        for part in (va, tr, cal):
+            if part:
+                score_of.update(zip((r.clip_id for r in part), map(float, scores_of(part))))
+    band_error = {mid: (band_sum[mid] / band_n[mid]).round(6).tolist() for mid in band_sum}
+    cal_set = calibration_set(cfg, scheme, classes, tr, va, cal, score_of, result.best_epoch, row_of, device, log)
+    thresholds = Thresholds.calibrate(
+        cal_set.scores, cal_set.method, cfg.threshold_quantile, "", cal_set.folds, True, band_error
     )
+    thresholds = thresholds.with_fits({m: replace(f, source=cal_set.sources[m]) for m, f in thresholds.per_id.items()})
     for warning in thresholds.too_few():
         log(f"warning: {warning}")
     baseline = {
         mid: {"median": float(np.median(list(s.values()))), "p90": float(np.quantile(list(s.values()), 0.9))}
-        for mid, s in by_id.items()
+        for mid, s in cal_set.scores.items()
     }
 
-    report, ev = evaluate(model, cfg, eval_rows, thresholds, device)
+    report, ev = evaluate(model, cfg, eval_rows, thresholds, device, cal_set.fold_models)
     data = {
+        "threshold_scheme": cal_set.method,
         "n_train_clips": len(tr),
         "n_val_clips": len(va),
+        "n_calibration_clips": len(cal),
         "n_eval_clips": len(eval_rows),
         "n_train_windows": int(len(x_train)),
         "train_streamed": bool(streaming),
         "train_clip_ids": sorted(r.clip_id for r in tr),
         "val_clip_ids": sorted(r.clip_id for r in va),
+        "calibration_clip_ids": sorted(r.clip_id for r in cal),
         "eval_clip_ids": sorted(r.clip_id for r in eval_rows),
     }
     return Outcome(
@@ -267,30 +251,116 @@ def train_and_evaluate(
         ev,
         baseline,
         data,
+        cal_set.fold_models,
     )
+
+
+def calibration_scheme(cfg: RunConfig, machine_ids, streaming: bool = False) -> str:
+    """What ``cfg.train.threshold_scheme`` comes to for these training clips: ``auto`` is
+    ``split`` when every machine would hold out :data:`~slidead.core.thresholds.SPLIT_MIN` or more
+    calibration clips, else ``cross``; clips streamed from the store calibrate ``split`` (fold
+    models need the clips in memory), or with too few clips for a split to reach the target rate,
+    by the seed's gamma fit on the validation split."""
+    scheme = cfg.train.threshold_scheme
+    _, counts = np.unique(np.asarray(machine_ids), return_counts=True)
+    fewest = int(counts.min()) if counts.size else 0
+    if scheme == "auto":
+        held = int(np.floor(cfg.train.calibration_fraction * fewest))
+        scheme = "split" if held >= SPLIT_MIN else "cross"
+    if streaming and scheme in ("cross", "oof"):  # fold models need the clips in memory
+        enough = int(round(cfg.train.calibration_fraction * fewest)) >= conformal.min_calibration(
+            1.0 - cfg.threshold_quantile
+        )
+        return "split" if scheme == "cross" and enough else "validation"
+    if scheme in ("cross", "oof") and fewest < 2:  # a machine with one clip: no fold can hold it out
+        return "validation"
+    return scheme
+
+
+@dataclass
+class CalibrationSet:
+    """The normal scores a version's thresholds are fitted on: ``{id: {clip_id: score}}``, how
+    (``method``: conformal, cross-conformal or gamma), where each ID's came from, and for
+    cross-conformal each clip's fold and the fold models."""
+
+    method: str
+    scores: dict[str, dict[str, float]]
+    sources: dict[str, str]
+    folds: dict[str, dict[str, int]] = field(default_factory=dict)
+    fold_models: list = field(default_factory=list)
+
+
+def calibration_set(
+    cfg: RunConfig, scheme: str, classes, tr, va, cal, score_of: dict, best_epoch: int, row_of, device, log: Log
+) -> CalibrationSet:
+    """The calibration scores of ``scheme`` (:func:`calibration_scheme`): ``split``, the main
+    model's scores of the held-out calibration clips ``cal``; ``cross``, every training clip
+    scored by the fold model that did not train on it; ``validation`` (the seed's), the validation
+    split's scores (with the training clips' when an ID has fewer than three); ``oof``, out-of-fold
+    scores under the gamma fit."""
+    by_id: dict[str, dict[str, float]] = {}
+    sources: dict[str, str] = {}
+    if scheme == "split":
+        for r in cal:
+            by_id.setdefault(r.machine_id, {})[r.clip_id] = score_of[r.clip_id]
+        log(
+            f"thresholds: split conformal on {len(cal)} held-out calibration clips "
+            f"({cfg.train.calibration_fraction:.0%} of each machine's, never trained on)"
+        )
+        return CalibrationSet("conformal", by_id, {m: "calibration split" for m in by_id})
+    if scheme in ("cross", "oof"):
+        rows = list(tr) + list(va)
+        k = min(cfg.train.threshold_folds, min(sum(r.machine_id == m for r in rows) for m in classes))
+        log(
+            f"thresholds: {'cross-conformal' if scheme == 'cross' else 'out-of-fold'} scores of all {len(rows)} "
+            f"training clips ({k} fold models, {max(1, best_epoch)} epochs' worth of steps each)"
+        )
+        held_out, fold_of, models = _fold_scores(cfg, rows, classes, row_of, max(1, best_epoch), device)
+        id_of = {r.clip_id: r.machine_id for r in rows}
+        for cid, s in held_out.items():
+            by_id.setdefault(id_of[cid], {})[cid] = s
+        if scheme == "cross":
+            folds = {m: {c: fold_of[c] for c in d} for m, d in by_id.items()}
+            return CalibrationSet("cross-conformal", by_id, {m: "cross-conformal" for m in by_id}, folds, models)
+        sources = {m: "oof" for m in by_id}
+    for mid in classes:  # validation (and oof where a fold left an ID with too few scores)
+        if mid in by_id and len(by_id[mid]) >= MIN_FIT:
+            continue
+        held = {r.clip_id: score_of[r.clip_id] for r in va if r.machine_id == mid}
+        if len(held) >= MIN_FIT:
+            by_id[mid], sources[mid] = held, "validation"
+        else:
+            held.update({r.clip_id: score_of[r.clip_id] for r in tr if r.machine_id == mid})
+            by_id[mid], sources[mid] = held, "validation+train"
+    return CalibrationSet("gamma", by_id, sources)
 
 
 def _fold_scores(
     cfg: RunConfig, rows: list[FeatureRow], classes: list[str], row_of: dict[str, int], epochs: int, device
-) -> dict[str, float]:
-    """Each clip's score by a model that did not train on it: the clips of every machine ID are
-    dealt into ``cfg.train.threshold_folds`` folds; each fold model trains on the other folds as
-    many optimiser steps as the main model took to its best epoch (``epochs``), with the
-    family's own statistics, and scores its fold."""
-    k = cfg.train.threshold_folds
+) -> tuple[dict[str, float], dict[str, int], list]:
+    """Each clip's score by a model that did not train on it, its fold, and the fold models: the
+    clips of every machine ID are dealt into ``cfg.train.threshold_folds`` folds; each fold model
+    trains on the other folds as many optimiser steps as the main model took to its best epoch
+    (``epochs``), with the family's own statistics, and scores its fold."""
     ids = np.array([r.machine_id for r in rows])
+    # as many folds as asked, or as the machine with the fewest clips allows (each fold holds one of its clips)
+    k = min(cfg.train.threshold_folds, int(np.unique(ids, return_counts=True)[1].min()))
     fold = np.zeros(len(rows), dtype=int)
     rng = np.random.default_rng(cfg.train.seed + 7919)
     for mid in classes:
         idx = rng.permutation(np.flatnonzero(ids == mid))
         fold[idx] = np.arange(idx.size) % k
     out: dict[str, float] = {}
+    fold_of: dict[str, int] = {}
+    models = []
     n_main = len(rows) - int(split_clips(ids, cfg.train.val_fraction, cfg.train.seed).sum())
     for f in range(k):
         held = [r for r, g in zip(rows, fold) if g == f]
         rest = [r for r, g in zip(rows, fold) if g != f]
         if not held or len(rest) < 2:
-            continue
+            raise NotEnoughDataError(
+                f"{cfg.machine_type}: {len(rows)} training clips are too few for {k} calibration folds"
+            )
         val = split_clips([r.machine_id for r in rest], cfg.train.val_fraction, cfg.train.seed + f + 1)
         # as many optimiser steps as the main model took to its best epoch, on fewer clips
         n_fold = max(1, int((~val).sum()))
@@ -307,7 +377,18 @@ def _fold_scores(
             model, [r.logmel for r in held], cfg.features, cfg.score, device, [r.machine_id for r in held]
         )
         out.update(zip((r.clip_id for r in held), (float(s) for s in sc.score)))
-    return out
+        fold_of.update((r.clip_id, f) for r in held)
+        models.append(model.cpu().eval())
+    return out, fold_of, models
+
+
+def fold_scores(folds, logmels, cfg: RunConfig, machine_ids, device="cpu") -> np.ndarray | None:
+    """``(K, n)``: the clips' scores under each of a version's fold models (None without any)."""
+    if not folds:
+        return None
+    return np.vstack(
+        [score_logmels(m, logmels, cfg.features, cfg.score, device, list(machine_ids)).score for m in folds]
+    )
 
 
 def _fit_model(
@@ -341,16 +422,21 @@ def _fit(model, tr, x_train, x_val, cfg: RunConfig, progress=None) -> TrainResul
 
 
 def evaluate(
-    model, cfg: RunConfig, eval_rows: list[FeatureRow], thresholds: Thresholds, device="cpu"
+    model, cfg: RunConfig, eval_rows: list[FeatureRow], thresholds: Thresholds, device="cpu", folds=()
 ) -> tuple[dict, dict]:
-    """Metrics per machine ID on labelled clips (AUC, pAUC, and decisions at the thresholds)."""
+    """Metrics per machine ID on labelled clips (AUC, pAUC, and the decisions of the calibration:
+    p-values at the target rate, or the gamma thresholds). ``folds``: the version's fold models
+    (cross-conformal)."""
     if not eval_rows:
-        return {"per_id": {}, "mean": {}}, {"machine_ids": [], "labels": [], "scores": []}
+        return {"per_id": {}, "mean": {}}, {"machine_ids": [], "labels": [], "scores": [], "p_values": []}
     ids = [r.machine_id for r in eval_rows]
-    scores = score_logmels(model, [r.logmel for r in eval_rows], cfg.features, cfg.score, device, ids).score
+    logmels = [r.logmel for r in eval_rows]
+    scores = score_logmels(model, logmels, cfg.features, cfg.score, device, ids).score
+    p, flags = thresholds.decide(ids, scores, fold_scores(folds, logmels, cfg, ids, device))
     labels = [1 if r.label == "anomaly" else 0 for r in eval_rows]
-    report = metrics.evaluate(ids, labels, scores, thresholds.map())
-    return report, {"machine_ids": ids, "labels": labels, "scores": [float(s) for s in scores]}
+    report = metrics.evaluate(ids, labels, scores, thresholds.map(), flags)
+    ev = {"machine_ids": ids, "labels": labels, "scores": [float(s) for s in scores], "p_values": p.tolist()}
+    return report, ev
 
 
 def figures(outcome: Outcome, eval_rows: list[FeatureRow]) -> dict:
@@ -359,7 +445,8 @@ def figures(outcome: Outcome, eval_rows: list[FeatureRow]) -> dict:
         from slidead.core import plots
     except ImportError:
         return {}
-    ev, th = outcome.eval_scores, outcome.thresholds.map()
+    ev = outcome.eval_scores
+    th = {m: t for m, t in outcome.thresholds.finite_map().items() if t is not None}
     figs = {"loss_curves": plots.loss_curves(outcome.history, outcome.best_epoch)}
     if ev["scores"]:
         figs["score_distributions"] = plots.score_distributions(ev["machine_ids"], ev["labels"], ev["scores"], th)
@@ -402,7 +489,7 @@ def register(
         try:
             current = tracker.load(name, int(champ.version))
             if current.config.features.hash == cfg.features.hash:
-                rep, _ = evaluate(current.model, current.config, eval_rows, current.thresholds)
+                rep, _ = evaluate(current.model, current.config, eval_rows, current.thresholds, folds=current.folds)
                 if "auc" in rep["mean"]:
                     champion_figs = (rep["mean"]["auc"], rep["mean"]["pauc"])
         except Exception as e:  # noqa: BLE001 - fall back to the champion's stored figures
@@ -419,6 +506,7 @@ def register(
         {"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run, "train_seconds": outcome.seconds},
         run_id,
         svc.features,
+        outcome.fold_models,
     )
     mean = outcome.report.get("mean", {})
     auc, pauc = mean.get("auc", float("nan")), mean.get("pauc", float("nan"))
@@ -455,7 +543,7 @@ def register(
             "champion_pauc": decision.champion_pauc,
             "promoted": decision.promoted,
             "decision": decision.reason,
-            "thresholds": json.dumps(outcome.thresholds.map()),
+            "thresholds": json.dumps(outcome.thresholds.finite_map()),
             "baseline": json.dumps(outcome.baseline),
         }
     )

@@ -148,7 +148,17 @@ def cmd_score(a, settings: Settings) -> int:
         else f"night {out['night']}: {out['n_clips']} clips, {out['n_scored']} newly scored, "
         f"{out['n_skipped']} already scored, {out['n_rejected']} rejected, {out['n_flagged']} flagged "
         f"({', '.join(f'{k} v{v}' for k, v in out['models'].items())}); ledger: {out.get('n_arrivals', 0)} arrivals, "
-        f"{out.get('n_duplicates', 0)} duplicates" + "".join(f"\n  ALARM: {d}" for d in out.get("alarms", []))
+        f"{out.get('n_duplicates', 0)} duplicates"
+        + "".join(f"\n  ALARM: {d}" for d in out.get("alarms", []))
+        + "".join(
+            f"\n  {c['model_name']} id {c['machine_id']}: "
+            + (
+                f"commissioned on its first nights (v{c['new_version']})"
+                if c["status"] == "commissioned"
+                else f"not commissioned, waiting for a person: {c['reason']}"
+            )
+            for c in out.get("commissioning", [])
+        )
     )
     return 0
 
@@ -223,7 +233,10 @@ def cmd_models(a, settings: Settings) -> int:
             v.tags.get("mean_pauc", ""),
             v.tags.get("false_alarm_rate", ""),
             v.tags.get("recall", ""),
+            v.tags.get("threshold_scheme", ""),
             v.tags.get("threshold_min_n", ""),
+            v.tags.get("false_alarm_promise", ""),
+            _provisional(v.tags),
             "champion" if v.champion else "",
             v.run_id,
         )
@@ -233,11 +246,33 @@ def cmd_models(a, settings: Settings) -> int:
 
     print(
         format_table(
-            ["model", "version", "mean_auc", "mean_pauc", "false_alarms", "recall", "thr_n", "alias", "mlflow_run_id"],
-            [(n, v, _num(a_), _num(p), _num(fa), _num(rc), tn, al, r) for n, v, a_, p, fa, rc, tn, al, r in rows],
+            [
+                "model",
+                "version",
+                "mean_auc",
+                "mean_pauc",
+                "false_alarms",
+                "recall",
+                "scheme",
+                "thr_n",
+                "promised",
+                "provisional",
+                "alias",
+                "mlflow_run_id",
+            ],
+            [(n, v, _num(a_), _num(p), _num(fa), _num(rc), *rest) for n, v, a_, p, fa, rc, *rest in rows],
         )
     )
     return 0
+
+
+def _provisional(tags: dict) -> str:
+    """Which machines' thresholds rest on training clips only (``provisional_ids``): "ids 00, 02",
+    "no" when every machine is commissioned, "" for a version made before the tag existed."""
+    if "provisional_ids" not in tags:
+        return ""
+    ids = [m for m in tags["provisional_ids"].split(",") if m]
+    return f"ids {', '.join(ids)}" if ids else "no"
 
 
 def cmd_serve(a, settings: Settings) -> int:
@@ -359,10 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--thresholds",
-        choices=["validation", "oof"],
+        choices=["auto", "split", "cross", "validation", "oof"],
         default=None,
-        help="what the thresholds are fitted on: the validation split's scores (default, the seed's) or "
-        "out-of-fold scores of every training clip (two fold models more to train)",
+        help="how the thresholds are calibrated (docs/conformal.md): auto (default: split conformal when every "
+        "machine has 200 or more training clips, else cross-conformal with 5 fold models), split, cross; or "
+        "the seed's gamma fit on the validation split's scores (validation) or on out-of-fold scores (oof)",
     )
     add_mode(t, "the retrain flow")
 

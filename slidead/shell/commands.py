@@ -154,7 +154,7 @@ def evaluate_version(settings: Settings, family: str, machine_type: str, version
     res = ingest(svc.store, svc.features, refs, [loaded.config.features], svc.audio)
     add_plant_clips(svc, machine_type, [loaded.config.features], res, say)
     rows = [res.features[loaded.config.features.hash][c] for c in sorted(res.features[loaded.config.features.hash])]
-    report, _ = job.evaluate(loaded.model, loaded.config, rows, loaded.thresholds)
+    report, _ = job.evaluate(loaded.model, loaded.config, rows, loaded.thresholds, folds=loaded.folds)
     per_id = {mid: {k: r[k] for k in AT_THRESHOLD_KEYS if k in r} for mid, r in report["per_id"].items()}
     return {
         "family": family,

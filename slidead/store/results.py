@@ -67,6 +67,8 @@ SCORE_COLUMNS = (
     "peak_freq_hi_hz",
     "run_id",
     "explanation",
+    "p_value",
+    "provisional",
 )
 RUN_COLUMNS = (
     "run_id",
@@ -118,7 +120,14 @@ THRESHOLD_CHANGE_COLUMNS = (
     "reason",
 )
 
+COMMISSIONING_COLUMNS = ("night", "model_name", "model_version", "machine_id", "status", "new_version", "reason")
+
 _INSERT = {
+    "commissioning": "INSERT OR REPLACE INTO commissioning ("
+    + ", ".join(COMMISSIONING_COLUMNS)
+    + ") VALUES ("
+    + ",".join("?" * len(COMMISSIONING_COLUMNS))
+    + ")",
     "threshold_changes": "INSERT INTO threshold_changes ("
     + ", ".join(THRESHOLD_CHANGE_COLUMNS)
     + ") VALUES ("
@@ -280,6 +289,10 @@ class ResultsDB:
     def record_threshold_changes(self, rows: list[dict]) -> int:
         return self._insert_rows("threshold_changes", THRESHOLD_CHANGE_COLUMNS, rows)
 
+    def record_commissioning(self, rows: list[dict]) -> int:
+        """The nightly commissioning's decisions (one row per night, model version and machine)."""
+        return self._insert_rows("commissioning", COMMISSIONING_COLUMNS, rows)
+
     def record_run(self, row: dict) -> None:
         self._insert_rows("runs", RUN_COLUMNS, [row])
 
@@ -321,16 +334,22 @@ class ResultsDB:
                     con.execute(_ARRIVALS)
                     con.unregister("batch")
                 for table in tables:
-                    if "explanation" not in table.column_names:  # a shard written before explanations
-                        table = table.append_column("explanation", pa.nulls(table.num_rows, pa.string()))
+                    for col, typ in (
+                        ("explanation", pa.string()),
+                        ("p_value", pa.float64()),
+                        ("provisional", pa.bool_()),
+                    ):
+                        if col not in table.column_names:  # a shard written before the column existed
+                            table = table.append_column(col, pa.nulls(table.num_rows, typ))
                     shard = table.select(list(SCORE_COLUMNS))
                     con.register("shard", shard)
                     con.execute(
                         "INSERT INTO scores (clip_id, model_name, model_version, family, night, machine_type, "
                         "machine_id, score, threshold, is_anomaly, peak_time_s, peak_freq_lo_hz, "
-                        "peak_freq_hi_hz, run_id, explanation) SELECT clip_id, model_name, model_version, "
-                        "family, CAST(night AS DATE), machine_type, machine_id, score, threshold, is_anomaly, "
-                        "peak_time_s, peak_freq_lo_hz, peak_freq_hi_hz, run_id, explanation FROM shard s "
+                        "peak_freq_hi_hz, run_id, explanation, p_value, provisional) SELECT clip_id, model_name, "
+                        "model_version, family, CAST(night AS DATE), machine_type, machine_id, score, threshold, "
+                        "is_anomaly, peak_time_s, peak_freq_lo_hz, peak_freq_hi_hz, run_id, explanation, p_value, "
+                        "provisional FROM shard s "
                         "WHERE s.night IS NULL OR NOT EXISTS (SELECT 1 FROM clips c WHERE c.clip_id = s.clip_id "
                         "AND (c.split <> 'drop' OR c.night IS DISTINCT FROM CAST(s.night AS DATE))) "
                         "ON CONFLICT DO NOTHING"

@@ -17,15 +17,25 @@ def version_facts(cfg, thresholds: Thresholds, report: dict) -> dict[str, str]:
     they rest on."""
     mean = report.get("mean", {})
     fits = thresholds.per_id.values()
+    schemes = sorted({f.method for f in fits})
     facts = {
-        "threshold_scheme": cfg.train.threshold_scheme,
+        # what the thresholds are (conformal, cross-conformal, gamma), not what was asked (auto)
+        "threshold_scheme": ",".join(schemes) if schemes else cfg.train.threshold_scheme,
+        "threshold_asked": cfg.train.threshold_scheme,
+        "provisional_ids": ",".join(sorted(m for m, f in thresholds.per_id.items() if f.provisional)),
         "threshold_quantile": str(thresholds.quantile),
         "threshold_min_n": str(min((f.n for f in fits), default=0)),
         "false_alarm_rate": str(mean.get("false_alarm_rate", "")),
         "recall": str(mean.get("recall", "")),
     }
     highs = [f.fa_high for f in fits if f.fa_high is not None]
-    if highs:
+    if any(f.method == "cross-conformal" for f in fits):
+        facts["false_alarm_promise"] = (
+            f"{1 - thresholds.quantile:.0%} (cross-conformal: at most {2 * (1 - thresholds.quantile):.0%})"
+        )
+    elif fits and all(f.conformal for f in fits):
+        facts["false_alarm_promise"] = f"at most {1 - thresholds.quantile:.0%} (split conformal)"
+    elif highs:
         facts["false_alarm_promise"] = f"{1 - thresholds.quantile:.0%} (90%: up to {max(highs):.0%})"
     return facts
 

@@ -39,6 +39,7 @@ class Services:
     audio: AudioConfig = AudioConfig()
     device: str = "auto"
     alarms: AlarmConfig = AlarmConfig()
+    commission_nights: int = 3  # the nightly flow commissions a provisional machine after this many nights (0: never)
     _tracker: object = None
 
     @classmethod
@@ -58,6 +59,7 @@ class Services:
             audio=s.audio_config,
             device=s.device,
             alarms=s.alarm_config,
+            commission_nights=s.commission_nights,
         )
 
     @property

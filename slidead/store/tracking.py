@@ -31,6 +31,7 @@ from slidead.errors import NoChampionError
 from slidead.store.model_files import (
     DIGEST_TAG,
     MODEL_FILES,
+    OPTIONAL_FILES,
     LoadedModel,
     file_digests,
     model_from_files,
@@ -187,6 +188,7 @@ class Tracker:
         extra_metrics: dict | None = None,
         run_id: str | None = None,
         features=None,
+        folds=(),
     ) -> tuple[str, int]:
         """Everything about one training in one MLflow run; returns (run_id, version).
 
@@ -221,7 +223,7 @@ class Tracker:
             import torch
 
             with tempfile.TemporaryDirectory() as tmp:
-                files = write_model_files(Path(tmp), cfg, model, thresholds)
+                files = write_model_files(Path(tmp), cfg, model, thresholds, folds)
                 digests = file_digests(files)
                 example = torch.zeros(2, cfg.features.dim)
                 from mlflow.models import infer_signature
@@ -274,7 +276,15 @@ class Tracker:
         except Exception:  # noqa: BLE001 - an older run without it: the version still registers
             report = {"per_id": {}, "mean": {}}
         run_id, version = self.log_training(
-            loaded.config, loaded.model, {}, thresholds, report, {"thresholds_from_version": loaded.version}, None, None
+            loaded.config,
+            loaded.model,
+            {},
+            thresholds,
+            report,
+            {"thresholds_from_version": loaded.version},
+            None,
+            None,
+            folds=loaded.folds,
         )
         for key, value in (("thresholds_from_version", str(loaded.version)), ("threshold_change", reason[:5000])):
             self.client.set_model_version_tag(loaded.name, str(version), key, value)
@@ -349,7 +359,7 @@ class Tracker:
                 artifact_uri=f"models:/{name}/{mv.version}", dst_path=dst, tracking_uri=self.uri
             )
         )
-        files = {p.name: p for p in local.rglob("*") if p.is_file() and p.name in MODEL_FILES}
+        files = {p.name: p for p in local.rglob("*") if p.is_file() and p.name in MODEL_FILES + OPTIONAL_FILES}
         missing = set(MODEL_FILES) - set(files)
         if missing:
             raise (

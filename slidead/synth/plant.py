@@ -91,6 +91,13 @@ def _jobs(spec: PlantSpec):
                 yield f"{split}/{base}/{i:04d}.wav", split, mid, i, fault
 
 
+def night_truth(spec: PlantSpec) -> dict[str, str]:
+    """``{drops key: fault name or "normal"}`` of the plant ``spec`` makes, without making it
+    (what :func:`generate_plant` returns as ``night_truth``)."""
+    _check_spec(spec)
+    return {key: fault or "normal" for key, split, _mid, _i, fault in _jobs(spec) if split.startswith("drops/")}
+
+
 def generate_plant(
     put: Callable[[str, bytes], None], spec: PlantSpec, progress: Callable[[int, int], None] | None = None
 ) -> dict:

@@ -138,9 +138,9 @@ STATISTICS_FAMILY = dict(
     features={"n_mels": 64, "frames": 1},
     batch_size=1,  # no gradient training
     fits=CLIPS,  # one pass over the training clips (fit_clips)
-    # fitting is one pass over the clips, so out-of-fold thresholds cost little, and on the
-    # session plant they held the 10% target where the validation split's gave 22-23%
-    train={"threshold_scheme": "oof", "threshold_folds": 5},
+    # fitting is one pass over the clips, so fold models cost little: conformal thresholds as every
+    # family's (auto: cross-conformal on small data, split on large)
+    train={"threshold_folds": 5},
     metrics=("mahalanobis",),
     shape=lambda features: {"n_mels": features.n_mels, "frames": features.frames},
     reconstructs=False,
