@@ -415,6 +415,7 @@ def _ingest(svc, loaded: LoadedModel, refs, already, device, res: NightResult, i
         skip_ids=already,
         device=str(device),
         infos=infos,
+        workers=max(4, min(16, 2 * _cores("cpu"))),  # reads, hashes and decodes: more cores, more at once
     )
     res.n_skipped += ing.n_skipped
     return ing

@@ -587,7 +587,7 @@ def _ensure_bytecode() -> None:
     print(f"  compiled the environment's bytecode once: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def bench_paths(sizes: list[int], work: Path, with_prefect: bool = True) -> None:
+def bench_paths(sizes: list[int], work: Path, with_prefect: bool = True, night_src: Path | None = None) -> None:
     import subprocess
 
     from s3server import free_port
@@ -622,11 +622,12 @@ def bench_paths(sizes: list[int], work: Path, with_prefect: bool = True) -> None
     _CACHE[:] = [work / "cached" / "cache"]
     nights = {}
     biggest = max(sizes)
-    src = work / "night-src"
-    for key, data in make_clips(biggest, seed=1):
-        p = src / key
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
+    src = night_src or work / "night-src"
+    if night_src is None or len(list((src / "drops" / NIGHT).rglob("*.wav"))) < biggest:
+        for key, data in make_clips(biggest, seed=1):
+            p = src / key
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
     for n in sizes:  # the first n clips (make_clips spreads them over the IDs in turn)
         nights[n] = work / f"night-{n}"
         for f in sorted((src / "drops" / NIGHT).rglob("*.wav")):
@@ -770,10 +771,12 @@ def bench_paths(sizes: list[int], work: Path, with_prefect: bool = True) -> None
 
 def _print_rows(rows) -> None:
     for n, fam, path, secs, rss, ref in rows:
-        rate = f", {n / secs:6.1f} clips/s" if "re-run" not in path and "models" not in path else ""
-        mem = "" if rss != rss else f", peak RSS {rss:,.0f} MiB"
-        ratio = "" if ref is None else ("reference" if secs is ref else f"{secs / ref:5.2f}x library")
-        print(f"  {fam:<3} {n:>5}  {path:<66} {secs:7.1f} s  {ratio}{rate}{mem}", flush=True)
+        parts = [] if ref is None else ["reference" if secs is ref else f"{secs / ref:5.2f}x library"]
+        if "re-run" not in path and "models" not in path:
+            parts.append(f"{n / secs:6.1f} clips/s")
+        if rss == rss:
+            parts.append(f"peak RSS {rss:,.0f} MiB")
+        print(f"  {fam:<3} {n:>5}  {path:<66} {secs:7.1f} s  {', '.join(parts)}", flush=True)
 
 
 def _count_scores(db: Path, fam: str) -> int:
@@ -833,6 +836,12 @@ def main() -> None:
         action="store_true",
         help="--only paths without the Prefect rows (no `prefect server`, no `slidead serve`)",
     )
+    ap.add_argument(
+        "--paths-night-src",
+        default=None,
+        help="--only paths: a folder whose drops/ holds the night's clips from an earlier run (written there if "
+        "it holds fewer than the biggest night)",
+    )
     ap.add_argument("--memory-night", type=int, default=10_000, help="clips of the big night in --only memory")
     ap.add_argument("--memory-train", type=int, default=2370, help="training clips in --only memory")
     ap.add_argument("--work-dir", default=None, help="where --only memory writes its stores (default: temp)")
@@ -857,7 +866,8 @@ def main() -> None:
             bench_memory(a.memory_night, a.memory_train, Path(tmp))
     if "paths" in only:
         with tempfile.TemporaryDirectory(dir=a.work_dir) as tmp:
-            bench_paths(sorted(a.paths_clips or [600, 2000]), Path(tmp), not a.paths_no_prefect)
+            src = Path(a.paths_night_src) if a.paths_night_src else None
+            bench_paths(sorted(a.paths_clips or [600, 2000]), Path(tmp), not a.paths_no_prefect, src)
 
 
 if __name__ == "__main__":
