@@ -55,7 +55,9 @@ def test_cli_score_runs_in_this_process_without_a_prefect_api(tmp_path):
 def test_a_rerun_of_a_scored_night_loads_no_model_and_a_new_champion_scores_it_again(tmp_path):
     """Nothing new: the registry is still asked which version is the champion (its sqlite
     tables), but neither MLflow nor torch is imported and the results stay as they were. A
-    newly promoted version has clips left to score, so it is loaded and scores them."""
+    newly promoted version has clips left to score, so it is loaded (through MLflow: the cache
+    does not hold it yet) and scores them. The next night's new clips find that version in the
+    cache: it is loaded without importing MLflow."""
     home = tmp_path / "registry"
     home.mkdir()
     uri = make_registry(home)
@@ -66,18 +68,19 @@ def test_a_rerun_of_a_scored_night_loads_no_model_and_a_new_champion_scores_it_a
     env["SLIDEAD_DUCKDB"] = str(svc.db.path)  # the results this test reads
     code = (
         "import json, sys; from slidead.shell.cli import main; "
-        f"rc = main(['score', '--night', '{NIGHT}', '--family', 'ae', '--json']); "
+        "rc = main(['score', '--night', sys.argv[1], '--family', 'ae', '--json']); "
         "print(json.dumps(sorted(m for m in ('torch', 'mlflow', 'torchaudio') if m in sys.modules))); sys.exit(rc)"
     )
 
-    def score() -> tuple[dict, list]:
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    def score(night: str = NIGHT) -> tuple[dict, list]:
+        out = subprocess.run([sys.executable, "-c", code, night], env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         summary, imported = out.stdout.strip().splitlines()
         return json.loads(summary), json.loads(imported)
 
     first, imported = score()
     assert first["n_scored"] == 3 and first["models"] == {MODEL: 1} and "torch" in imported
+    assert "mlflow" in imported  # the cache was empty: the files came through MLflow
     with svc.db.connect(read_only=True) as con:
         before = con.execute("SELECT * FROM scores ORDER BY clip_id").fetchall()
     again, imported = score()
@@ -89,7 +92,11 @@ def test_a_rerun_of_a_scored_night_loads_no_model_and_a_new_champion_scores_it_a
     loaded = tracker.load(MODEL)
     _, v2 = tracker.register_thresholds(loaded, loaded.thresholds, "test: a second champion")
     third, imported = score()
-    assert v2 == 2 and third["models"] == {MODEL: 2} and third["n_scored"] == 3 and "torch" in imported
+    assert v2 == 2 and third["models"] == {MODEL: 2} and third["n_scored"] == 3 and "mlflow" in imported
+    put_night(svc.store, good_clips(2, seed=50), night="2026-11-24")
+    fourth, imported = score("2026-11-24")
+    assert fourth["models"] == {MODEL: 2} and fourth["n_scored"] == 2
+    assert "torch" in imported and "mlflow" not in imported  # v2 came from the cache, MLflow untouched
 
 
 def test_a_cached_champion_is_used_only_for_the_registered_version_and_digests(tmp_path):

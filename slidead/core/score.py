@@ -114,7 +114,8 @@ def score_logmels(
         raise ValueError(f"{len(machine_ids)} machine IDs for {n} clips")
     model.eval()
     device = torch.device(device)
-    model.to(device)
+    if any(t.device != device for t in (*model.parameters(), *model.buffers())):
+        model.to(device)  # not when it is there already: threads may score with it at once
     edges = mel_band_edges(feature_config)
     out = {f.name: np.zeros(n) for f in fields(ClipScores) if f.name != "band_error"}
     out["band_error"] = np.zeros((n, feature_config.n_mels))

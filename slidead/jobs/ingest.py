@@ -162,7 +162,7 @@ def ingest(
     cap_malloc_arenas()
     configs = list(configs)
     res = IngestResult(features={c.hash: {} for c in configs})
-    extractors = {c.hash: LogMel(c, device) for c in configs}
+    extractors = {c.hash: LogMel.shared(c, str(device)) for c in configs}
     audio_for = {c.hash: _audio_config(audio_config, c) for c in configs}
     decodes = list(dict.fromkeys(audio_for.values())) or [audio_config]
     groups: dict[tuple, list[ClipRef]] = defaultdict(list)

@@ -18,8 +18,10 @@ makes each a task with its retries); the recipe is the same either way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -252,7 +254,12 @@ def _lost(plan: NightPlan) -> NightBusyError:
 
 
 class LocalRunner:
-    """Every shard in this process, one after another, on the configured device."""
+    """Every shard in this process, on the configured device, as a pipeline: while one shard is
+    scored and written, the next one is read, hashed and featured (threads), so the network,
+    the features and the model overlap. On the CPU the model runs on one torch thread per core
+    over a share of the shard's clips each (:func:`score_shards_clips`): on a busy machine two
+    OpenMP threads on one batch were twice as slow as one, and nothing spins while it waits.
+    At most one shard's features wait ahead of the one being scored."""
 
     name = "process"
 
@@ -261,20 +268,65 @@ class LocalRunner:
     ) -> int:
         if not plan.jobs:  # a night already scored: no device, no torch
             return 0
+        from concurrent.futures import ThreadPoolExecutor
+
         from slidead.core.train import resolve_device
 
         device = resolve_device(svc.device)
         total, done = sum(len(j.keys) for j in plan.jobs), 0
-        for job in plan.jobs:
-            if job.shard not in plan.finished:
-                if lease.lost:
-                    raise _lost(plan)
-                plan.skipped += run_shard(svc, job, plan.models[job.model_name], plan.already[job.model_name], device)
-                plan.finished.add(job.shard)
-            done += len(job.keys)
-            if progress:
-                progress(done, total)
+        todo = [j for j in plan.jobs if j.shard not in plan.finished]
+
+        def ingest_job(job: ShardJob):
+            res = NightResult(job.night, job.run_id)
+            ing = _ingest_shard(svc, plan.models[job.model_name], job, plan.already[job.model_name], device, res)
+            return res, ing
+
+        with _one_torch_thread(device), ThreadPoolExecutor(1, thread_name_prefix="slidead-ahead") as ahead:
+            nxt = ahead.submit(ingest_job, todo[0]) if todo else None
+            for job in plan.jobs:
+                if job.shard not in plan.finished:
+                    if lease.lost:
+                        nxt.cancel()
+                        raise _lost(plan)
+                    res, ing = nxt.result()
+                    k = todo.index(job)
+                    nxt = ahead.submit(ingest_job, todo[k + 1]) if k + 1 < len(todo) else None
+                    loaded = plan.models[job.model_name]
+                    tables = _shard_tables(loaded, ing, job.run_id, device, parts=_cores(device))
+                    shard_store(svc).write(job.night, job.model_name, job.model_version, job.shard, tables)
+                    plan.skipped += res.n_skipped
+                    plan.finished.add(job.shard)
+                done += len(job.keys)
+                if progress:
+                    progress(done, total)
         return plan.skipped
+
+
+def _cores(device) -> int:
+    """How many parts a shard's clips are scored in at once: one per usable core on the CPU."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _one_torch_thread(device):
+    """torch on one intra-op thread while a night is scored on the CPU (the pipeline's threads
+    give the parallelism); the caller's setting is restored after."""
+    if getattr(device, "type", str(device)) != "cpu":
+        yield
+        return
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _run_shards(
@@ -318,26 +370,82 @@ def run_shard_on_worker(settings, job: ShardJob, already: frozenset) -> int:
 def _score_shard(
     svc, loaded: LoadedModel, refs, already, run_id, device, res: NightResult, infos=None
 ) -> dict[str, pa.Table]:
+    ing = _ingest(svc, loaded, refs, already, device, res, infos)
+    return _shard_tables(loaded, ing, run_id, device)
+
+
+def _ingest_shard(svc, loaded: LoadedModel, job: ShardJob, already, device, res: NightResult):
+    infos = {i.key: i for i in job.infos}
+    return _ingest(svc, loaded, [parse_key(k) for k in job.keys], already, device, res, infos)
+
+
+def _ingest(svc, loaded: LoadedModel, refs, already, device, res: NightResult, infos=None):
+    """Read, hash and feature a shard's clips (the champion's feature config); counts the skipped."""
+    ing = ingest(
+        svc.store,
+        svc.features,
+        refs,
+        [loaded.config.features],
+        svc.audio,
+        skip_ids=already,
+        device=str(device),
+        infos=infos,
+        workers=max(4, min(16, 2 * _cores("cpu"))),  # reads, hashes and decodes: more cores, more at once
+    )
+    res.n_skipped += ing.n_skipped
+    return ing
+
+
+def score_shards_clips(loaded: LoadedModel, logmels, machine_ids, device, parts: int = 1):
+    """:func:`~slidead.core.score.score_logmels` of the clips, in ``parts`` contiguous shares
+    scored at once on threads (each share's windows batched as score_logmels batches them);
+    the same scores as one call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from slidead.core.score import ClipScores, score_logmels
+
+    cfg = loaded.config
+    n = len(logmels)
+    parts = max(1, min(parts, n // 8))  # a few clips are not worth a thread
+    # the windows in flight stay those of one batch: each share gets its part of the budget
+    config = dataclasses.replace(cfg.score, batch_windows=max(1, cfg.score.batch_windows // parts))
+
+    def score(lo: int, hi: int) -> ClipScores:
+        return score_logmels(
+            loaded.model,
+            logmels[lo:hi],
+            cfg.features,
+            config,
+            device,
+            machine_ids[lo:hi],
+            loaded.thresholds.band_error,
+        )
+
+    if parts == 1:
+        return score(0, n)
+    cuts = [n * p // parts for p in range(parts + 1)]
+    with ThreadPoolExecutor(parts, thread_name_prefix="slidead-score") as pool:
+        shares = list(pool.map(score, cuts[:-1], cuts[1:]))
+    return ClipScores(
+        **{
+            f.name: None if getattr(shares[0], f.name) is None else np.concatenate([getattr(s, f.name) for s in shares])
+            for f in dataclasses.fields(ClipScores)
+        }
+    )
+
+
+def _shard_tables(loaded: LoadedModel, ing, run_id, device, parts: int = 1) -> dict[str, pa.Table]:
+    """A featured shard scored by ``loaded``: its scores, clips, rejected and arrivals tables."""
     from slidead.core.models import family_of  # torch: only when there are clips to score
     from slidead.core.score import score_logmels
 
     cfg = loaded.config
-    ing = ingest(
-        svc.store, svc.features, refs, [cfg.features], svc.audio, skip_ids=already, device=str(device), infos=infos
-    )
-    res.n_skipped += ing.n_skipped
     rows = ing.features[cfg.features.hash]
     ids = [c["clip_id"] for c in ing.clips if c["clip_id"] in rows]
     refs_by_id = ing.refs
     # machine IDs: the ID classifier scores how unlikely a clip's own ID is; the AE/VAE ignore them
-    sc = score_logmels(
-        loaded.model,
-        [rows[i].logmel for i in ids],
-        cfg.features,
-        cfg.score,
-        device,
-        [refs_by_id[i].machine_id for i in ids],
-        loaded.thresholds.band_error,
+    sc = score_shards_clips(
+        loaded, [rows[i].logmel for i in ids], [refs_by_id[i].machine_id for i in ids], device, parts
     )
     machine_ids = [refs_by_id[i].machine_id for i in ids]
     th = loaded.thresholds

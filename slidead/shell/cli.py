@@ -141,6 +141,9 @@ def cmd_evaluate(a, settings: Settings) -> int:
 
 
 def cmd_score(a, settings: Settings) -> int:
+    if a.device:  # as SLIDEAD_DEVICE: the score flow reads its own settings
+        os.environ["SLIDEAD_DEVICE"] = a.device
+        settings = settings.model_copy(update={"device": a.device})
     out = run_score(settings, a.night, a.family, a.machine_type, a.shard_size, a.prefect)
     print(
         json.dumps(out)
@@ -419,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--family", type=family_name, default=None, help=family_help() + "; default: SLIDEAD_FAMILY (vae)")
     s.add_argument("--machine-type", default=None, help="default: every type in the night")
     s.add_argument("--shard-size", type=int, default=256)
+    s.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default=None,
+        help="where the features and the model run (default: SLIDEAD_DEVICE, auto)",
+    )
     s.add_argument("--json", action="store_true")
     add_mode(s, "the score flow")
 

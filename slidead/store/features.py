@@ -154,7 +154,18 @@ class FeatureStore:
         tmp, final = f"{directory}/.tmp-{name}", f"{directory}/{name}"
         try:
             self.fs.create_dir(directory, recursive=True)
-            pq.write_table(table, tmp, filesystem=self.fs, compression="lz4", row_group_size=ROW_GROUP_CLIPS)
+            pq.write_table(
+                table,
+                tmp,
+                filesystem=self.fs,
+                compression="lz4",
+                row_group_size=ROW_GROUP_CLIPS,
+                # the log-mel floats get neither a dictionary (nearly every value is distinct: the
+                # attempt and its fallback cost time and size) nor min/max statistics (nothing
+                # filters on them): a shard's write took 3.5x as long with both, its file 13% larger
+                use_dictionary=_META[1:3] + ["config_hash"],
+                write_statistics=_META + ["config_hash"],
+            )
             self.fs.move(tmp, final)
         except OSError as e:
             raise StoreError(redact(f"writing features under {directory} failed: {e}")) from None

@@ -47,6 +47,34 @@ def quick_champion_version(tracking_uri: str, name: str) -> int | None:
     return int(row[0]) if row else None
 
 
+def quick_champion(tracking_uri: str, name: str) -> VersionRow | None:
+    """The champion version of ``name`` with its run and tags, from a sqlite registry's tables
+    (read-only, no MLflow import): what a night needs to take the champion's files from the
+    local cache without MLflow's client. None for any other registry, no champion, an answer
+    that is not one version (say, the same name in two workspaces), or a schema this does not
+    know."""
+
+    def read(con):
+        rows = con.execute(
+            "SELECT CAST(v.version AS INTEGER), v.run_id FROM registered_model_aliases a JOIN model_versions v "
+            "ON v.name = a.name AND CAST(v.version AS INTEGER) = CAST(a.version AS INTEGER) "
+            "WHERE a.alias = ? AND a.name = ? AND coalesce(v.current_stage, '') <> 'Deleted_Internal'",
+            [CHAMPION, name],
+        ).fetchall()
+        if len(rows) != 1:
+            return None
+        version, run_id = rows[0]
+        tags = dict(
+            con.execute(
+                "SELECT key, value FROM model_version_tags WHERE name = ? AND CAST(version AS INTEGER) = ?",
+                [name, int(version)],
+            ).fetchall()
+        )
+        return VersionRow(name, int(version), run_id, tags, True)
+
+    return _read_tables(tracking_uri, read)
+
+
 def _read_tables(tracking_uri: str, read):
     """``read(connection)`` on a sqlite registry opened read-only; None when the registry is not
     sqlite, or its file or schema is not what this knows."""

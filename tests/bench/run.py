@@ -17,8 +17,11 @@ the 2,000-clip night). Sections:
    process, the reference), ``slidead score`` as typed (no ``PREFECT_API_URL``), ``slidead
    score`` against a running ``prefect server``, and ``prefect deployment run score/nightly
    --watch`` against ``slidead serve``; 600- and 2,000-clip nights (``--paths-clips``), AE and
-   VAE, local store, each night with an empty feature store; then the re-run of a fully scored
-   night and ``slidead models``. Commands are timed from start to exit.
+   VAE, local store, each night with an empty feature store and the champions' cache a home has
+   after its first night; beside them the bench's naive per-file loop over the same clips (in a
+   fresh process, timed without its start-up); first a 10-clip AE night as typed (with and
+   without that cache), then the re-run of a fully scored night and ``slidead models``.
+   Commands are timed from start to exit. ``--paths-no-prefect`` leaves out the two Prefect rows.
 """
 
 from __future__ import annotations
@@ -541,14 +544,21 @@ def _wait_http(url: str, proc, seconds: float) -> float:
     raise TimeoutError(url)
 
 
-def _night_home(root: Path, night_src: Path) -> Path:
-    """A fresh SLIDEAD_HOME whose store holds the night (hard links): empty feature store and results."""
+_CACHE: list[Path] = []  # a champion cache to copy into each fresh home (bench_paths sets it)
+
+
+def _night_home(root: Path, night_src: Path, cache: bool = True) -> Path:
+    """A fresh SLIDEAD_HOME whose store holds the night (hard links): empty feature store and
+    results; with the champions' cache a home has after its first night (``cache``), as on a
+    user's machine from the second night on."""
     home = root
     dst = home / "store" / "drops" / NIGHT
     for f in night_src.rglob("*.wav"):
         t = dst / f.relative_to(night_src)
         t.parent.mkdir(parents=True, exist_ok=True)
         os.link(f, t)
+    if cache and _CACHE:
+        shutil.copytree(_CACHE[0], home / "cache")
     return home
 
 
@@ -577,7 +587,7 @@ def _ensure_bytecode() -> None:
     print(f"  compiled the environment's bytecode once: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def bench_paths(sizes: list[int], work: Path) -> None:
+def bench_paths(sizes: list[int], work: Path, with_prefect: bool = True, night_src: Path | None = None) -> None:
     import subprocess
 
     from s3server import free_port
@@ -591,7 +601,8 @@ def bench_paths(sizes: list[int], work: Path) -> None:
     print(
         f"\n6. The paths users run, {time.strftime('%Y-%m-%d %H:%M')}, load average {load} on {os.cpu_count()} cores: "
         "each night in a fresh process with an empty feature store, local store; wall seconds, ratio "
-        "against the library path"
+        "against the library path; each fresh home holds the champions' cache a home has after its first night "
+        "(except where a row says it is empty)"
     )
     _ensure_bytecode()
     base = work / "base"
@@ -603,13 +614,20 @@ def bench_paths(sizes: list[int], work: Path) -> None:
         loaded = svc.tracker.load(f"slidead-slider-{fam}")  # a second version each: four to list
         svc.tracker.register_thresholds(loaded, loaded.thresholds, "bench: a second version to list")
     mlflow_uri = settings.tracking_uri
+    from slidead.jobs.champions import load_champion
+
+    cached = Services.from_settings(Settings(home=work / "cached", mlflow_uri=mlflow_uri))
+    for fam in ("ae", "vae"):  # downloaded once through MLflow, kept in work/cached/cache
+        load_champion(cached, f"slidead-slider-{fam}")
+    _CACHE[:] = [work / "cached" / "cache"]
     nights = {}
     biggest = max(sizes)
-    src = work / "night-src"
-    for key, data in make_clips(biggest, seed=1):
-        p = src / key
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
+    src = night_src or work / "night-src"
+    if night_src is None or len(list((src / "drops" / NIGHT).rglob("*.wav"))) < biggest:
+        for key, data in make_clips(biggest, seed=1):
+            p = src / key
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
     for n in sizes:  # the first n clips (make_clips spreads them over the IDs in turn)
         nights[n] = work / f"night-{n}"
         for f in sorted((src / "drops" / NIGHT).rglob("*.wav")):
@@ -627,25 +645,27 @@ def bench_paths(sizes: list[int], work: Path) -> None:
     )
     served = work / "served"
     serve_env = dict(server_env, SLIDEAD_HOME=str(served), SLIDEAD_MLFLOW_URI=mlflow_uri)
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env,
-        stdout=open(logs / "server.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
-    serve = None
-    rows = []
-    try:
-        up = _wait_http(f"{api}/health", server, 300)
-        print(f"  prefect server answered /health after {up:.1f} s (not counted below)", flush=True)
-        served.mkdir()
-        serve = subprocess.Popen(
-            [str(BIN / "slidead"), "serve"],
-            env=serve_env,
-            cwd=REPO,
-            stdout=open(logs / "serve.log", "w"),
+    server = serve = None
+    if with_prefect:
+        server = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=server_env,
+            stdout=open(logs / "server.log", "w"),
             stderr=subprocess.STDOUT,
         )
+    rows = []
+    try:
+        if with_prefect:
+            up = _wait_http(f"{api}/health", server, 300)
+            print(f"  prefect server answered /health after {up:.1f} s (not counted below)", flush=True)
+            served.mkdir()
+            serve = subprocess.Popen(
+                [str(BIN / "slidead"), "serve"],
+                env=serve_env,
+                cwd=REPO,
+                stdout=open(logs / "serve.log", "w"),
+                stderr=subprocess.STDOUT,
+            )
         ready = False
         # warm-up, not counted: a 10-clip night through the library and the CLI (page cache, first
         # reads of the registry and of the environment's files)
@@ -660,6 +680,17 @@ def bench_paths(sizes: list[int], work: Path) -> None:
             [str(BIN / "slidead"), "score", "--night", NIGHT, "--family", "ae"],
             _child_env(SLIDEAD_HOME=str(home), SLIDEAD_MLFLOW_URI=mlflow_uri),
         )
+        # a night that starts in a blink: 10 new clips, AE, as typed; then with an empty cache
+        for k, cache in enumerate((True, False, True)):
+            home = _night_home(work / f"cold-{k}", warm, cache=cache)
+            secs, rss, out = _run_timed(
+                [str(BIN / "slidead"), "score", "--night", NIGHT, "--family", "ae"],
+                _child_env(SLIDEAD_HOME=str(home), SLIDEAD_MLFLOW_URI=mlflow_uri),
+            )
+            assert f"night {NIGHT}: 10 clips, 10 newly scored" in out, out[-2000:]
+            what = "`slidead score`, 10 new clips" + (" (target: under 3 s)" if cache else ", empty champion cache")
+            rows.append((10, "ae", what, secs, rss, None))
+        _print_rows(rows)
         for n in sizes:
             for fam in ("ae", "vae"):
                 # (a) the library call in a fresh process, timed around run_score (the reference)
@@ -673,6 +704,11 @@ def bench_paths(sizes: list[int], work: Path) -> None:
                 secs, rss, out = _run_timed(cmd, env)
                 assert f"night {NIGHT}: {n} clips, {n} newly scored" in out, out[-2000:]
                 rows.append((n, fam, "`slidead score` (default: in this process)", secs, rss, ref))
+                # (n) the bench's naive loop over the same night (get, decode, log-mel, model, mean per
+                # file; no ledger, shards or DuckDB), timed without its start-up, in a fresh process
+                home = _night_home(work / f"naive-{fam}-{n}", nights[n])
+                secs, rss = _in_child(_naive_child, str(home), mlflow_uri, fam)
+                rows.append((n, fam, "the bench's naive loop, per file (no start-up, no results)", secs, rss, ref))
                 if n == min(sizes) and fam == "ae":  # the re-run of that fully scored night
                     secs, rss, out = _run_timed(cmd, env)
                     assert f"0 newly scored, {n} already scored" in out, out[-2000:]
@@ -680,6 +716,9 @@ def bench_paths(sizes: list[int], work: Path) -> None:
                     secs, rss, out = _run_timed([str(BIN / "slidead"), "models"], env)
                     assert out.count("slidead-slider-") == 4, out
                     rows.append((n, fam, "`slidead models` (four versions)", secs, rss, None))
+                if not with_prefect:
+                    _print_rows([r for r in rows if r[0] == n and r[1] == fam])
+                    continue
                 # (c) slidead score with PREFECT_API_URL: the score flow against the running server
                 home = _night_home(work / f"srv-{fam}-{n}", nights[n])
                 env = _child_env(
@@ -696,7 +735,7 @@ def bench_paths(sizes: list[int], work: Path) -> None:
                 for d in ("store", "slidead.duckdb", "slidead.duckdb.wal"):
                     p = served / d
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-                _night_home(served, nights[n])
+                _night_home(served, nights[n], cache=False)  # the served home keeps its own cache
                 cmd = [str(BIN / "prefect"), "deployment", "run", "score/nightly", "-p", f"night={NIGHT}"]
                 cmd += ["-p", f"family={fam}", "--watch", "--watch-timeout", "1800"]
                 if not ready:  # the deployment appears once `slidead serve` has registered it
@@ -732,10 +771,12 @@ def bench_paths(sizes: list[int], work: Path) -> None:
 
 def _print_rows(rows) -> None:
     for n, fam, path, secs, rss, ref in rows:
-        rate = f", {n / secs:6.1f} clips/s" if "re-run" not in path and "models" not in path else ""
-        mem = "" if rss != rss else f", peak RSS {rss:,.0f} MiB"
-        ratio = "" if ref is None else ("reference" if secs is ref else f"{secs / ref:5.2f}x library")
-        print(f"  {fam:<3} {n:>5}  {path:<66} {secs:7.1f} s  {ratio}{rate}{mem}", flush=True)
+        parts = [] if ref is None else ["reference" if secs is ref else f"{secs / ref:5.2f}x library"]
+        if "re-run" not in path and "models" not in path:
+            parts.append(f"{n / secs:6.1f} clips/s")
+        if rss == rss:
+            parts.append(f"peak RSS {rss:,.0f} MiB")
+        print(f"  {fam:<3} {n:>5}  {path:<66} {secs:7.1f} s  {', '.join(parts)}", flush=True)
 
 
 def _count_scores(db: Path, fam: str) -> int:
@@ -753,6 +794,18 @@ def _lib_score_child(home: str, mlflow_uri: str, family: str, q) -> None:
     t0 = time.perf_counter()
     out = run_score(settings, NIGHT, family, use_prefect=False)
     q.put((time.perf_counter() - t0, out["n_scored"], _vm_hwm_mib()))
+
+
+def _naive_child(home: str, mlflow_uri: str, family: str, q) -> None:
+    from slidead.jobs.champions import load_champion
+    from slidead.settings import Settings
+    from slidead.store.services import Services
+
+    svc = Services.from_settings(Settings(home=Path(home), mlflow_uri=mlflow_uri, device="cpu"))
+    loaded = load_champion(svc, f"slidead-slider-{family}")
+    keys = sorted(svc.store.list(f"drops/{NIGHT}/"))
+    rate = naive_reference(svc, loaded, keys)
+    q.put((len(keys) / rate, _vm_hwm_mib()))
 
 
 def _vm_hwm_mib() -> float:
@@ -778,6 +831,17 @@ def main() -> None:
     ap.add_argument(
         "--paths-clips", type=int, action="append", default=None, help="night sizes of --only paths (default 600, 2000)"
     )
+    ap.add_argument(
+        "--paths-no-prefect",
+        action="store_true",
+        help="--only paths without the Prefect rows (no `prefect server`, no `slidead serve`)",
+    )
+    ap.add_argument(
+        "--paths-night-src",
+        default=None,
+        help="--only paths: a folder whose drops/ holds the night's clips from an earlier run (written there if "
+        "it holds fewer than the biggest night)",
+    )
     ap.add_argument("--memory-night", type=int, default=10_000, help="clips of the big night in --only memory")
     ap.add_argument("--memory-train", type=int, default=2370, help="training clips in --only memory")
     ap.add_argument("--work-dir", default=None, help="where --only memory writes its stores (default: temp)")
@@ -802,7 +866,8 @@ def main() -> None:
             bench_memory(a.memory_night, a.memory_train, Path(tmp))
     if "paths" in only:
         with tempfile.TemporaryDirectory(dir=a.work_dir) as tmp:
-            bench_paths(sorted(a.paths_clips or [600, 2000]), Path(tmp))
+            src = Path(a.paths_night_src) if a.paths_night_src else None
+            bench_paths(sorted(a.paths_clips or [600, 2000]), Path(tmp), not a.paths_no_prefect, src)
 
 
 if __name__ == "__main__":
