@@ -348,14 +348,16 @@ def _fit_or_fit_clips(model, tr, x_train, x_val, cfg: RunConfig, progress=None) 
 def evaluate(
     model, cfg: RunConfig, eval_rows: list[FeatureRow], thresholds: Thresholds, device="cpu"
 ) -> tuple[dict, dict]:
-    """Metrics per machine ID on labelled clips (AUC, pAUC, and decisions at the thresholds)."""
+    """Metrics per machine ID on labelled clips (AUC, pAUC, and decisions at the thresholds); the
+    official DCASE figures too (``report["official"]``) when the clips carry their domain."""
     if not eval_rows:
         return {"per_id": {}, "mean": {}}, {"machine_ids": [], "labels": [], "scores": []}
     ids = [r.machine_id for r in eval_rows]
     scores = score_logmels(model, [r.logmel for r in eval_rows], cfg.features, cfg.score, device, ids).score
     labels = [1 if r.label == "anomaly" else 0 for r in eval_rows]
-    report = metrics.evaluate(ids, labels, scores, thresholds.map())
-    return report, {"machine_ids": ids, "labels": labels, "scores": [float(s) for s in scores]}
+    domains = [getattr(r, "domain", None) for r in eval_rows]  # the official DCASE figures when clips say
+    report = metrics.evaluate(ids, labels, scores, thresholds.map(), domains)
+    return report, {"machine_ids": ids, "labels": labels, "scores": [float(s) for s in scores], "domains": domains}
 
 
 def figures(outcome: Outcome, eval_rows: list[FeatureRow]) -> dict:
@@ -401,7 +403,7 @@ def register(
     name = model_name(cfg.machine_type, cfg.family)
     tracker = svc.tracker
     # the champion, re-scored on this same evaluation set when it uses the same features
-    champion_figs = None
+    champion_figs = champion_official = None
     champ = tracker.champion_version(name)
     if champ is not None and eval_rows:
         try:
@@ -410,6 +412,7 @@ def register(
                 rep, _ = evaluate(current.model, current.config, eval_rows, current.thresholds)
                 if "auc" in rep["mean"]:
                     champion_figs = (rep["mean"]["auc"], rep["mean"]["pauc"])
+                champion_official = _official_pair(rep)
         except Exception as e:  # noqa: BLE001 - fall back to the champion's stored figures
             log(f"could not re-evaluate champion v{champ.version} ({e}); using its stored figures")
     figs = figures(outcome, eval_rows)
@@ -439,6 +442,9 @@ def register(
             )
         else:
             decision = Decision(True, "no champion yet (no evaluation set to gate on)", None, None, None)
+    elif _official_pair(outcome.report) and champion_official:
+        # clips with domains: the gate is the official DCASE score and the harmonic mean of pAUCs
+        decision = tracker.decide(name, *_official_pair(outcome.report), champion_official, tolerance, "official score")
     else:
         decision = tracker.decide(name, auc, pauc, champion_figs, tolerance)
     if decision.promoted:
@@ -466,6 +472,14 @@ def register(
     )
     log(f"{name} v{version}: {'promoted to champion' if decision.promoted else 'not promoted'} ({decision.reason})")
     return run_id, version, decision
+
+
+def _official_pair(report: dict) -> tuple[float, float] | None:
+    """(official DCASE score, harmonic mean of the sections' pAUCs) of a report, when it has them."""
+    off = report.get("official") or {}
+    if off.get("score") is None or "pauc" not in off.get("hmean", {}):
+        return None
+    return float(off["score"]), float(off["hmean"]["pauc"])
 
 
 @dataclass

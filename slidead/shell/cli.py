@@ -1,6 +1,6 @@
 """The ``slidead`` command line.
 
-Commands: ``demo``, ``generate``, ``import dcase2020|mimii DIR``, ``upload-night DIR``,
+Commands: ``demo``, ``generate``, ``import dcase|dcase2020|mimii DIR``, ``upload-night DIR``,
 ``train``, ``evaluate``, ``score``, ``report``, ``models``. ``train``, ``score`` and ``demo`` run
 the library recipe in this process, or the Prefect flow when ``PREFECT_API_URL`` names a server
 (``--prefect`` / ``--no-prefect`` force either; see :func:`slidead.shell.commands.mode`).
@@ -69,11 +69,13 @@ def cmd_generate(a, settings: Settings) -> int:
 
 
 def cmd_import(a, settings: Settings) -> int:
-    from slidead.jobs.importers import import_dcase2020, import_mimii
+    from slidead.jobs.importers import import_dcase, import_dcase2020, import_mimii
     from slidead.progress import Progress
 
     svc = services(settings)
-    if a.layout == "dcase2020":
+    if a.layout == "dcase":
+        out = import_dcase(svc.store, a.src, Progress("import", say))
+    elif a.layout == "dcase2020":
         out = import_dcase2020(svc.store, a.src, Progress("import", say))
     else:
         out = import_mimii(svc.store, a.src, a.night, Progress("import", say))
@@ -221,6 +223,7 @@ def cmd_models(a, settings: Settings) -> int:
             v.tags.get("false_alarm_rate", ""),
             v.tags.get("recall", ""),
             v.tags.get("threshold_min_n", ""),
+            v.tags.get("official_score", ""),
             "champion" if v.champion else "",
             v.run_id,
         )
@@ -230,8 +233,22 @@ def cmd_models(a, settings: Settings) -> int:
 
     print(
         format_table(
-            ["model", "version", "mean_auc", "mean_pauc", "false_alarms", "recall", "thr_n", "alias", "mlflow_run_id"],
-            [(n, v, _num(a_), _num(p), _num(fa), _num(rc), tn, al, r) for n, v, a_, p, fa, rc, tn, al, r in rows],
+            [
+                "model",
+                "version",
+                "mean_auc",
+                "mean_pauc",
+                "false_alarms",
+                "recall",
+                "thr_n",
+                "dcase_score",
+                "alias",
+                "mlflow_run_id",
+            ],
+            [
+                (n, v, _num(a_), _num(p), _num(fa), _num(rc), tn, _num(o), al, r)
+                for n, v, a_, p, fa, rc, tn, o, al, r in rows
+            ],
         )
     )
     return 0
@@ -324,8 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--night-anomaly", type=int, default=2, help="faulty clips per ID per night")
     g.add_argument("--seed", type=int, default=0)
 
-    i = add("import", cmd_import, "import a DCASE 2020 Task 2 or MIMII folder into the store")
-    i.add_argument("layout", choices=["dcase2020", "mimii"])
+    i = add("import", cmd_import, "import a DCASE Task 2 (2021-2026 or 2020) or MIMII folder into the store")
+    i.add_argument("layout", choices=["dcase", "dcase2020", "mimii"])
     i.add_argument("src", help="the data set folder (root or one machine type)")
     i.add_argument("--night", help="mimii only: import every clip as a drop of this night instead")
 
