@@ -179,7 +179,7 @@ def train_and_evaluate(
         x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if learns_ids else None, stride)
         x_val = FrameWindows([r.logmel for r in va], frames, va_rows if learns_ids else None, stride)
         log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
-    result = _fit_or_fit_clips(model, tr, x_train, x_val, cfg, progress)
+    result = _fit_or_fit_clips(model, tr, x_train, x_val, cfg, progress, log)
     if not hasattr(model, "fit_clips") and (learns_ids or cfg.score.metric == "mahalanobis"):
         stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(tr_rows)
         fit_normal_statistics(model, stats_data, classes, cfg.score, device)
@@ -332,7 +332,7 @@ def _fit_model(
     return model
 
 
-def _fit_or_fit_clips(model, tr, x_train, x_val, cfg: RunConfig, progress=None) -> TrainResult:
+def _fit_or_fit_clips(model, tr, x_train, x_val, cfg: RunConfig, progress=None, log: Log = _quiet) -> TrainResult:
     """Gradient training on the windows; a network with ``fit_clips`` (a statistics family, e.g.
     :mod:`slidead.core.models.clipstats`) is fitted in one pass over its training clips ``tr``
     instead (rows, or clips streamed from the store), with no epochs."""
@@ -340,7 +340,10 @@ def _fit_or_fit_clips(model, tr, x_train, x_val, cfg: RunConfig, progress=None) 
         return fit(model, x_train, x_val, cfg.train, progress)
     t0 = time.perf_counter()
     rows = (r for chunk in stored_rows(tr) for r in chunk) if isinstance(tr, StoredClips) else tr
-    model.fit_clips((r.machine_id, r.logmel) for r in rows)
+    if hasattr(model, "fit_rows"):  # learns from the clips' domain and conditions too (attrclf)
+        model.fit_rows(rows, cfg.train, log)
+    else:
+        model.fit_clips((r.machine_id, r.logmel) for r in rows)
     state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}
     return TrainResult(state, {}, 0, 0, time.perf_counter() - t0, "cpu")
 

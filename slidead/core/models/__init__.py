@@ -2,7 +2,8 @@
 
 ``ae`` and ``vae`` are the seed's reconstruction models; ``idclf`` is a machine-ID classifier
 (:mod:`.idclf`); ``clipstats`` and ``knn`` score clip spectral statistics without a network
-(:mod:`.clipstats`, :mod:`.knn`). :mod:`.mahalanobis` holds the normal statistics a model may carry for the
+(:mod:`.clipstats`, :mod:`.knn`); ``attrclf`` classifies sections and operating conditions
+with an angular margin and scores by the nearest normal clip of each domain (:mod:`.attrclf`). :mod:`.mahalanobis` holds the normal statistics a model may carry for the
 selective Mahalanobis score. A new family: a new file that calls ``register(Family(...))``, and
 its import below.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from slidead.core.models import ae, clipstats, idclf, knn, vae  # noqa: F401 - each registers its family
+from slidead.core.models import ae, attrclf, clipstats, idclf, knn, vae  # noqa: F401 - each registers its family
 from slidead.core.models.ae import AE, AEConfig
 from slidead.core.models.idclf import IDClf, IDClfConfig
 from slidead.core.models.mahalanobis import SelectiveMahalanobis
