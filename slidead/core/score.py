@@ -138,7 +138,8 @@ def score_logmels(
                 t_prof, f_prof = _profiles(err.reshape(b, -1, frames, n_mels))
             elif fam.reconstructs:  # mahalanobis on reconstruction errors
                 diff = model(flat).float() - flat
-                per_window = model.mahalanobis.distance(diff, _per_window(model.mahalanobis.index(group_ids), w))
+                # per ID, or its source or target statistics, whichever the clip lies nearer
+                per_window = model.mahalanobis.smaller_distance(diff, group_ids, w.shape[1])
                 per_window = per_window.reshape(b, -1)
                 t_prof, f_prof = _profiles((diff**2).reshape(b, -1, frames, n_mels))
             else:  # the family scores its windows itself (the ID classifier: models/idclf.py)

@@ -19,6 +19,7 @@ from slidead.core import metrics
 from slidead.core.config import RunConfig
 from slidead.core.features import FeatureConfig, windows
 from slidead.core.models import family_of
+from slidead.core.models.mahalanobis import domain_classes
 from slidead.core.score import fit_normal_statistics, score_logmels
 from slidead.core.thresholds import MIN_FIT, Thresholds
 from slidead.core.train import FrameWindows, TrainResult, fit, resolve_device, split_clips
@@ -181,8 +182,9 @@ def train_and_evaluate(
         log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
     result = _fit_or_fit_clips(model, tr, x_train, x_val, cfg, progress, log)
     if not hasattr(model, "fit_clips") and (learns_ids or cfg.score.metric == "mahalanobis"):
-        stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(tr_rows)
-        fit_normal_statistics(model, stats_data, classes, cfg.score, device)
+        stats_classes, stats_rows = _stats_rows(fam, classes, tr, tr_rows if not streaming else None)
+        stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(stats_rows)
+        fit_normal_statistics(model, stats_data, stats_classes, cfg.score, device)
 
     # thresholds from held-out normal clips per ID; too few held out -> all training clips of the ID
     band_sum: dict[str, np.ndarray] = {}
@@ -328,8 +330,18 @@ def _fit_model(
     x_val = FrameWindows([r.logmel for r in va], frames, va_rows if fam.learns_ids else None, stride)
     _fit_or_fit_clips(model, tr, x_train, x_val, cfg)
     if not hasattr(model, "fit_clips") and (fam.learns_ids or cfg.score.metric == "mahalanobis"):
-        fit_normal_statistics(model, x_train.with_labels(tr_rows), classes, cfg.score, device)
+        stats_classes, stats_rows = _stats_rows(fam, classes, tr, tr_rows)
+        fit_normal_statistics(model, x_train.with_labels(stats_rows), stats_classes, cfg.score, device)
     return model
+
+
+def _stats_rows(fam, classes: list[str], tr, tr_rows):
+    """The Mahalanobis statistics' rows and each training clip's row: per machine ID, and for a
+    reconstruction family whose clips carry a domain, per ID and domain (source and target kept
+    apart, the smaller distance taken at scoring). Streamed clips (``tr_rows`` None): per ID."""
+    if tr_rows is None or not fam.reconstructs or not any(getattr(r, "domain", None) == "target" for r in tr):
+        return classes, tr_rows
+    return domain_classes(classes, [r.machine_id for r in tr], [getattr(r, "domain", None) for r in tr])
 
 
 def _fit_or_fit_clips(model, tr, x_train, x_val, cfg: RunConfig, progress=None, log: Log = _quiet) -> TrainResult:
