@@ -128,7 +128,8 @@ def import_dcase(store: ObjectStore, src: str | Path, progress=None) -> dict:
         skipped += bad
         for sub in sorted(c.name for c in tdir.iterdir() if c.is_dir()):
             if sub not in ("train", "test"):
-                skipped.append((str(tdir / sub), f"folder {sub!r} is not part of the set's train/test split"))
+                why = f"folder {sub!r} is not part of the set's train/test split"
+                skipped += [(str(f), why) for f in sorted((tdir / sub).rglob("*")) if f.is_file()]
                 continue
             for f in sorted((tdir / sub).iterdir()):
                 if not f.is_file():
