@@ -237,3 +237,27 @@ def test_attrclf_falls_back_to_sections_and_says_so(one_torch_thread):
     assert model.label_source == "sections" and "no attributes" in said[0]
     with pytest.raises(ValueError, match="one class"):
         AttrClf(AttrClfConfig(crop=16, epochs=1)).fit_arrays(["00"] * 4, mels[:4], [None] * 4, [None] * 4)
+
+
+def test_night_sidecars_put_conditions_into_the_names(tmp_path):
+    from slidead.jobs.importers import upload_night
+    from slidead.jobs.ingest import conditions_of
+    from slidead.layout import parse_key
+
+    d = tmp_path / "night" / "slider" / "id_00"
+    d.mkdir(parents=True)
+    wav = b"RIFF"
+    for n in ("a", "b", "c", "d"):
+        (d / f"{n}.wav").write_bytes(wav)
+    (d / "a.json").write_text('{"domain": "target", "spd": 1.2}')
+    (d / "conditions.csv").write_text("file_name,load,spd\nb.wav,high,0.8\na.wav,low,\n")
+    (d / "d.json").write_text("[not an object")
+    store = LocalObjectStore(tmp_path / "store")
+    res = upload_night(store, tmp_path / "night", "2026-12-01")
+    names = sorted(k.rsplit("/", 1)[1] for k in res["keys"])
+    assert names == ["a__load_low_domain_target_spd_1.2.wav", "b__load_high_spd_0.8.wav", "c.wav", "d.wav"]
+    fates = {p.rsplit("/", 1)[1]: why for p, why in res["sidecars"]}
+    assert set(fates) == {"a.json", "conditions.csv", "d.json"} and "not read" in fates["d.json"]
+    assert res["odd"] == [] and set(store.list()) == set(res["keys"])
+    a = conditions_of(parse_key(next(k for k in res["keys"] if "/a__" in k)))
+    assert (a.domain, a.attributes) == ("target", {"load": "low", "spd": "1.2"})

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -196,6 +197,12 @@ def import_mimii(store: ObjectStore, src: str | Path, night: str | None = None, 
 def upload_night(store: ObjectStore, src: str | Path, night: str, progress=None) -> dict:
     """Drop a folder of ``<type>/id_<NN>/*.wav`` as the given night.
 
+    A clip's operating conditions may come in a sidecar (``<name>.json`` beside it, or a
+    ``conditions.csv`` in its folder): they are put into the uploaded name as ``key_value``
+    pairs after a double underscore (``<name>__domain_target_spd_1.2.wav``, read back by
+    :func:`slidead.core.conditions.parse_name`); the sidecars are not uploaded and are listed
+    under ``sidecars`` with what became of them. A clip without conditions goes up as it is.
+
     Files that do not fit the layout (not ``.wav``, no ``id_<NN>`` folder, a bad type name) are
     uploaded too, under the same relative path, as a gateway writing to the bucket would: the
     night lists them in its ledger (``drops``) as rejected ``bad_key``, so both ways in agree.
@@ -205,10 +212,14 @@ def upload_night(store: ObjectStore, src: str | Path, night: str, progress=None)
     if not src.is_dir():
         raise ValueError(f"{src}: not a folder")
     items, odd, skipped = [], [], []
+    conditions, sidecars = _sidecars(src)
     for f in sorted(src.rglob("*")):
-        if not f.is_file():
+        if not f.is_file() or f in sidecars:
             continue
         rel = f.relative_to(src).parts
+        if f in conditions and "__" not in f.stem:  # the sidecar's conditions go into the name
+            tail = "_".join(f"{k}_{v}" for k, v in conditions[f].items())
+            rel = (*rel[:-1], f"{f.stem}__{tail}{f.suffix}")
         why = None
         if f.suffix.lower() != ".wav":
             why = "not a .wav file"
@@ -231,4 +242,48 @@ def upload_night(store: ObjectStore, src: str | Path, night: str, progress=None)
         odd.append((str(f), why, key))
     keys = _upload(store, items, progress)
     _upload(store, [(Path(p), k) for p, _, k in odd])
-    return {"uploaded": len(items), "keys": keys, "odd": odd, "skipped": skipped}
+    used = [(str(p), why) for p, why in sidecars.items()]
+    return {"uploaded": len(items), "keys": keys, "odd": odd, "skipped": skipped, "sidecars": used}
+
+
+def _clean(value) -> str:
+    return _VALUE.sub("-", str(value)).strip("-") or "none"
+
+
+def _sidecars(src: Path) -> tuple[dict[Path, dict[str, str]], dict[Path, str]]:
+    """Conditions of a night folder's clips from their sidecars: ``<name>.json`` (an object of
+    key -> value beside ``<name>.wav``) and one ``conditions.csv`` per folder (``file_name`` and
+    one column per key); the json wins over the csv. Returns (wav path -> conditions, sidecar
+    path -> what became of it). A sidecar that cannot be read is named with the reason, and its
+    clips go up without conditions (scored as today)."""
+    found: dict[Path, dict[str, str]] = {}
+    fate: dict[Path, str] = {}
+    for table in sorted(src.rglob("conditions.csv")):
+        try:
+            rows = list(csv.DictReader(io.StringIO(table.read_text(encoding="utf-8-sig"))))
+            if rows and "file_name" not in rows[0]:
+                raise ValueError("no file_name column")
+        except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:
+            fate[table] = f"conditions not read ({e}); its clips go up without them"
+            continue
+        n = 0
+        for row in rows:
+            wav = table.parent / (row.pop("file_name") or "").strip()
+            if wav.is_file() and wav.suffix.lower() == ".wav":
+                found[wav] = {_clean(k): _clean(v) for k, v in row.items() if k and v not in (None, "")}
+                n += 1
+        fate[table] = f"conditions of {n} clips, put into their names"
+    for side in sorted(src.rglob("*.json")):
+        wav = side.with_suffix(".wav")
+        if not wav.is_file():
+            continue  # not a sidecar: uploaded for the night to reject, as any other odd file
+        try:
+            data = json.loads(side.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            fate[side] = f"conditions not read ({e}); {wav.name} goes up without them"
+            continue
+        found[wav] = {**found.get(wav, {}), **{_clean(k): _clean(v) for k, v in data.items()}}
+        fate[side] = f"conditions of {wav.name}, put into its name"
+    return found, fate

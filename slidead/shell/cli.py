@@ -95,6 +95,8 @@ def cmd_upload_night(a, settings: Settings) -> int:
         say(f"uploaded {path} as it is, for the night to reject (bad_key): {why}")
     for path, why in out["skipped"]:
         say(f"skipped {path}: {why}")
+    for path, what in out.get("sidecars", []):
+        say(f"sidecar {path}: {what}")
     odd = f", and {len(out['odd'])} files that do not fit the layout" if out["odd"] else ""
     say(
         f"uploaded {out['uploaded']} clips{odd} as night {a.night}; every file is listed in the night's ledger "
