@@ -49,6 +49,18 @@ def _key_of(store, uri: str) -> str | None:
     return uri[len(base) :] if uri and uri.startswith(base) else None
 
 
+def _model_label(svc: Services, model: str) -> str:
+    """``<name> v<N>``, with the official DCASE score its evaluation set gave when its clips
+    carried domains (the registry's ``official_score`` tag)."""
+    name, _, version = model.rpartition(" v")
+    try:
+        tags = svc.tracker.client.get_model_version(name, version).tags
+        score = float(tags["official_score"])
+    except Exception:  # noqa: BLE001 - no tag, no registry: the plain name
+        return model
+    return f"{model} (DCASE score {score:.3f})"
+
+
 def _machines(svc: Services, night: str) -> dict[tuple[str, str], page.Machine]:
     cols, rows = svc.db.query(
         "SELECT machine_type, machine_id, model_name || ' v' || model_version AS model, count(*) AS scored, "
@@ -57,9 +69,10 @@ def _machines(svc: Services, night: str) -> dict[tuple[str, str], page.Machine]:
         [night],
     )
     out: dict[tuple[str, str], page.Machine] = {}
+    labels = {model: _model_label(svc, model) for model in {r[2] for r in rows}}
     for mt, mid, model, scored, flagged, median, thr in rows:
         m = out.setdefault((mt, mid), page.Machine(mt, mid))
-        m.counts.append(page.ModelCounts(model, int(scored), int(flagged), median, thr))
+        m.counts.append(page.ModelCounts(labels[model], int(scored), int(flagged), median, thr))
     _, rows = svc.db.query(
         "SELECT machine_type, machine_id, count(*) FROM rejected WHERE night = ?::DATE "
         "AND machine_type IS NOT NULL AND machine_id IS NOT NULL GROUP BY ALL",
