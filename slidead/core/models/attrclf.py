@@ -18,7 +18,9 @@ its section (all sections for an unknown one), *each domain separately*: the cos
 the nearest normal clip of the domain, divided by that domain's own spread (the mean distance
 of its normal clips to their nearest other normal clip), and the smallest of these is the
 score. So a target-domain clip near one of ten target clips scores as low as a source clip near
-its many neighbours. Training clips without a domain count as source.
+its many neighbours. Training clips without a domain count as source. A clip whose embedding
+equals a stored one (a training clip scored again) skips that copy: training clips get their
+leave-one-out distance, which thresholds may use.
 
 The training embeddings (``bank``), their section and domain, the per-(section, domain) spread
 and each section's normal band profile (for the explanation's band and time, as in
@@ -43,7 +45,7 @@ from torch import nn
 from slidead.core.models.clipstats import clip_statistics
 from slidead.core.models.registry import Family, register
 
-DOMAIN_ROWS = ("source", "target")
+SELF = 1e-5  # a cosine distance below this is a clip's own copy in the bank
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,9 @@ class AttrClf(nn.Module):
         unknown one), divided by the domain's spread."""
         e = self.clip_embedding(x)
         dist = 1 - e @ self.bank.to(e.device).T  # (B, N)
+        # a training clip is not its own neighbour: its score is its distance to the others (so
+        # scores of training clips, which thresholds may fall back on, are not all zero)
+        dist = torch.where(dist < SELF, float("inf"), dist)
         lookup = {m: i for i, m in enumerate(self.sections)}
         sec, dom = self.bank_section.to(e.device), self.bank_domain.to(e.device)
         out = torch.full((x.shape[0],), float("inf"), device=e.device)
@@ -270,7 +275,7 @@ class AttrClf(nn.Module):
                     sel = (sec == si) & (dom == d)
                     if bool(sel.any()):
                         out[b] = torch.minimum(out[b], dist[b, sel].min() / self.spread[si, d].to(e.device))
-        return out
+        return torch.where(torch.isfinite(out), out, torch.zeros_like(out))
 
     @torch.no_grad()
     def score_windows(self, flat: torch.Tensor, w: torch.Tensor, machine_ids, metric: str):
