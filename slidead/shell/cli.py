@@ -368,10 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--metric",
-        choices=["mse", "mahalanobis", "logit"],
+        choices=["mse", "mahalanobis", "logit", "cosine"],
         default=None,
         help="how clips are scored: ae/vae mse (the seed's, default) or mahalanobis (selective Mahalanobis "
-        "distance of the reconstruction errors); idclf mahalanobis (default) or logit",
+        "distance of the reconstruction errors); idclf mahalanobis (default) or logit; attrclf cosine",
     )
     t.add_argument(
         "--thresholds",
