@@ -15,6 +15,11 @@ CREATE TABLE IF NOT EXISTS clips (
     note          VARCHAR,               -- e.g. 'resampled from 44100 Hz', 'longer than 10 s'
     ingested_at   TIMESTAMP DEFAULT current_timestamp
 );
+-- the clip's DCASE section, domain ('source' | 'target') and operating conditions (a JSON object),
+-- when its name or a sidecar gives them (databases made before they existed gain them here)
+ALTER TABLE clips ADD COLUMN IF NOT EXISTS section VARCHAR;
+ALTER TABLE clips ADD COLUMN IF NOT EXISTS domain VARCHAR;
+ALTER TABLE clips ADD COLUMN IF NOT EXISTS attributes VARCHAR;
 
 CREATE TABLE IF NOT EXISTS rejected (
     uri           VARCHAR PRIMARY KEY,

@@ -1,16 +1,25 @@
 """Detection metrics: AUC, pAUC (max FPR 0.1) and decisions at a threshold, per machine ID.
 
 ``pauc`` is the standardised partial AUC that ``sklearn.metrics.roc_auc_score(y, s,
-max_fpr=0.1)`` returns (McClish correction), computed here in numpy. ``pauc_raw`` is the
-unstandardised area up to the max FPR divided by it, as the DCASE challenge reports it.
+max_fpr=0.1)`` returns (McClish correction), computed here in numpy: the DCASE Task 2
+evaluators (2020-2025) compute their pAUC with exactly that call. ``pauc_raw`` is the
+unstandardised area up to the max FPR divided by it (the definition in the task papers' text).
 Labels: 1 = anomaly, 0 = normal; higher scores mean more anomalous.
+
+:func:`official` is the DCASE 2022-2025 evaluator's score for clips that carry a domain: per
+section (machine ID) the AUC of each domain (that domain's normal clips against *all* the
+section's anomalous clips), the pAUC over both domains' clips, and the harmonic mean of all of
+them over sections (each floored at machine epsilon, as the evaluator does).
 """
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 MAX_FPR = 0.1
+OFFICIAL_KEYS = ("auc_source", "auc_target", "pauc")
 
 
 def _check(y, s):
@@ -94,9 +103,11 @@ def at_threshold(y, s, threshold: float, flags=None) -> dict[str, float]:
     }
 
 
-def evaluate(machine_ids, labels, scores, thresholds: dict[str, float], flags=None) -> dict:
+def evaluate(machine_ids, labels, scores, thresholds: dict[str, float], flags=None, domains=None) -> dict:
     """Per machine ID metrics and their mean. ``flags`` (one bool per clip): the decisions the
     at-threshold metrics count, when they are not ``score > threshold`` (conformal p-values).
+    With ``domains`` (one per clip, ``source``, ``target`` or None) that name any, also
+    ``"official"``: :func:`official`'s figures.
 
     Returns ``{"per_id": {id: {auc, pauc, precision, recall, f1, accuracy, false_alarm_rate,
     n_normal, n_anomaly}}, "mean": {the same but the counts}}``. IDs without both classes
@@ -126,4 +137,54 @@ def evaluate(machine_ids, labels, scores, thresholds: dict[str, float], flags=No
         for k in keys
         if any(k in r for r in per_id.values())
     }
-    return {"per_id": per_id, "mean": mean}
+    out = {"per_id": per_id, "mean": mean}
+    if domains is not None:
+        off = official(ids, domains, labels, scores)
+        if off is not None:
+            out["official"] = off
+    return out
+
+
+def hmean(values) -> float:
+    """Harmonic mean, each value floored at machine epsilon (``scipy.stats.hmean`` as the
+    DCASE evaluator calls it)."""
+    v = np.maximum(np.asarray(list(values), dtype=np.float64), sys.float_info.epsilon)
+    if v.size == 0:
+        raise ValueError("no values to average")
+    return float(v.size / np.sum(1.0 / v))
+
+
+def official(machine_ids, domains, labels, scores) -> dict | None:
+    """The DCASE evaluator's figures for clips with a domain (``source``/``target``).
+
+    Returns ``{"per_section": {id: {auc_source, auc_target, pauc, n_source, n_target,
+    n_anomaly}}, "hmean": {auc_source, auc_target, pauc}, "score": h}`` where ``score`` is the
+    harmonic mean of every section's AUC source, AUC target and pAUC together (the official
+    score), or None when no clip has a domain. A section that lacks normal clips of a domain,
+    or anomalous clips, has no figure for it and is left out of the means."""
+    doms = np.asarray([d if d in ("source", "target") else "" for d in domains], dtype=object)
+    if not np.any(doms != ""):
+        return None
+    ids = np.asarray(machine_ids).astype(str)
+    y, s = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
+    per: dict[str, dict] = {}
+    for mid in sorted(set(ids[doms != ""])):
+        m = (ids == mid) & (doms != "")
+        row: dict = {"n_anomaly": int(np.sum(y[m] == 1))}
+        for d in ("source", "target"):
+            normal = m & (doms == d) & (y == 0)
+            row[f"n_{d}"] = int(np.sum(normal))
+            pick = normal | (m & (y == 1))  # this domain's normals, the section's anomalies
+            if row[f"n_{d}"] and row["n_anomaly"]:
+                row[f"auc_{d}"] = auc(y[pick], s[pick])
+        if row["n_anomaly"] and np.any(y[m] == 0):
+            row["pauc"] = pauc(y[m], s[m])
+        per[str(mid)] = row
+    out: dict = {"per_section": per, "hmean": {}}
+    for k in OFFICIAL_KEYS:
+        vals = [r[k] for r in per.values() if k in r]
+        if vals:
+            out["hmean"][k] = hmean(vals)
+    every = [r[k] for r in per.values() for k in OFFICIAL_KEYS if k in r]
+    out["score"] = hmean(every) if every else None
+    return out

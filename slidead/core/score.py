@@ -41,7 +41,7 @@ from torch import nn
 from slidead.core.features import FeatureConfig, mel_band_edges, windows
 from slidead.core.models.registry import family_of
 
-METRICS = ("mse", "mahalanobis", "logit")
+METRICS = ("mse", "mahalanobis", "logit", "cosine")  # cosine: attrclf's nearest normal clip per domain
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class ScoreConfig:
     use_kl: bool = False  # VAE only: add the KL term to each window's error (metric mse)
     batch_windows: int = 16384  # windows per forward pass
     precision: str = "fp32"  # "fp32", or "bf16"/"fp16" autocast (measured: scores within 1e-3)
-    metric: str = "mse"  # "mse" | "mahalanobis" | "logit" (see the module docstring)
+    metric: str = "mse"  # "mse" | "mahalanobis" | "logit" | "cosine" (see the module docstring)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:

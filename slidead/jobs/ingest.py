@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import soundfile as sf
 
 from slidead.core.audio import HEAD_BYTES, AudioConfig, decode, oversized
+from slidead.core.conditions import ClipConditions, parse_name
 from slidead.errors import AudioError, LayoutError, StoreError
 from slidead.layout import ClipRef, ObjectInfo, parse_key, prefix
 from slidead.store.features import FeatureRow, FeatureStore, partition
@@ -126,7 +127,15 @@ def _rejected(store, ref: ClipRef, reason: str, detail: str, clip_id=None) -> di
     }
 
 
+def conditions_of(ref: ClipRef) -> ClipConditions:
+    """What the clip's file name says of its section, domain and operating conditions."""
+    return parse_name(ref.key.rsplit("/", 1)[-1])
+
+
 def _clip_row(store, ref: ClipRef, clip_id: str, rate, channels, duration, note) -> dict:
+    cond = conditions_of(ref)
+    if cond.problem:  # the clip is scored as one without conditions; the note says why
+        note = f"{note}; {cond.problem}" if note else cond.problem
     return {
         "clip_id": clip_id,
         "uri": store.uri_for(ref.key),
@@ -139,6 +148,9 @@ def _clip_row(store, ref: ClipRef, clip_id: str, rate, channels, duration, note)
         "channels": channels,
         "duration_s": duration,
         "note": note,
+        "section": cond.section,
+        "domain": cond.domain,
+        "attributes": cond.attributes_json,
     }
 
 
@@ -187,8 +199,16 @@ def ingest(
         """Decode once per audio config, compute every feature config: (facts, rows). The audio
         itself is dropped here, so a result waiting in the pool holds only its log-mels."""
         decoded = {a: decode(data, a) for a in decodes}
+        cond = conditions_of(ref)
         rows = {
-            c.hash: FeatureRow(clip_id, ref.machine_id, ref.label, extractors[c.hash](decoded[audio_for[c.hash]].audio))
+            c.hash: FeatureRow(
+                clip_id,
+                ref.machine_id,
+                ref.label,
+                extractors[c.hash](decoded[audio_for[c.hash]].audio),
+                cond.domain,
+                cond.attributes_json,
+            )
             for c in configs
         }
         dec = decoded[decodes[0]]

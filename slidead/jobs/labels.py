@@ -107,7 +107,9 @@ def add_plant_clips(
     for c in configs:
         for cid, row in plant.features[c.hash].items():
             if cid in wanted:
-                res.features[c.hash][cid] = FeatureRow(cid, row.machine_id, wanted[cid][1], row.logmel)
+                res.features[c.hash][cid] = FeatureRow(
+                    cid, row.machine_id, wanted[cid][1], row.logmel, row.domain, row.attributes
+                )
     joined = len({cid for c in configs for cid in plant.features[c.hash] if cid in wanted})
     if joined < len(wanted):
         log(

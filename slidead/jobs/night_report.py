@@ -44,6 +44,18 @@ def _key_of(store, uri: str) -> str | None:
     return uri[len(base) :] if uri and uri.startswith(base) else None
 
 
+def _model_label(svc: Services, model: str) -> str:
+    """``<name> v<N>``, with the official DCASE score its evaluation set gave when its clips
+    carried domains (the registry's ``official_score`` tag)."""
+    name, _, version = model.rpartition(" v")
+    try:
+        tags = svc.tracker.client.get_model_version(name, version).tags
+        score = float(tags["official_score"])
+    except Exception:  # noqa: BLE001 - no tag, no registry: the plain name
+        return model
+    return f"{model} (DCASE score {score:.3f})"
+
+
 def _machines(svc: Services, night: str) -> dict[tuple[str, str], page.Machine]:
     cols, rows = svc.db.query(
         "SELECT machine_type, machine_id, model_name || ' v' || model_version AS model, count(*) AS scored, "
@@ -53,9 +65,10 @@ def _machines(svc: Services, night: str) -> dict[tuple[str, str], page.Machine]:
         [night],
     )
     out: dict[tuple[str, str], page.Machine] = {}
+    labels = {model: _model_label(svc, model) for model in {r[2] for r in rows}}
     for mt, mid, model, scored, flagged, median, thr, prov in rows:
         m = out.setdefault((mt, mid), page.Machine(mt, mid))
-        m.counts.append(page.ModelCounts(model, int(scored), int(flagged), median, thr, bool(prov)))
+        m.counts.append(page.ModelCounts(labels[model], int(scored), int(flagged), median, thr, bool(prov)))
     _, rows = svc.db.query(  # what the nightly commissioning decided for a machine tonight
         "SELECT m.machine_type, c.machine_id, c.status, c.new_version, c.reason, c.model_name "
         "FROM commissioning c JOIN (SELECT DISTINCT model_name, machine_type FROM scores) m USING (model_name) "

@@ -18,7 +18,8 @@ import torch
 from slidead.core import conformal, metrics
 from slidead.core.config import RunConfig
 from slidead.core.features import FeatureConfig, windows
-from slidead.core.models import EPOCHS, family_of
+from slidead.core.models import EPOCHS, ROWS, family_of
+from slidead.core.models.mahalanobis import domain_classes
 from slidead.core.score import fit_normal_statistics, score_logmels
 from slidead.core.thresholds import MIN_FIT, SPLIT_MIN, Thresholds
 from slidead.core.train import FrameWindows, TrainResult, fit, resolve_device, split_clips
@@ -184,10 +185,11 @@ def train_and_evaluate(
         x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if learns_ids else None, stride)
         x_val = FrameWindows([r.logmel for r in va], frames, va_rows if learns_ids else None, stride)
         log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
-    result = _fit(model, tr, x_train, x_val, cfg, progress)
+    result = _fit(model, tr, x_train, x_val, cfg, progress, log)
     if fam.needs_statistics(cfg.score.metric):
-        stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(tr_rows)
-        fit_normal_statistics(model, stats_data, classes, cfg.score, device)
+        stats_classes, stats_rows = _stats_rows(fam, classes, tr, tr_rows if not streaming else None)
+        stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(stats_rows)
+        fit_normal_statistics(model, stats_data, stats_classes, cfg.score, device)
 
     # every training clip is normal: each ID's mean error per mel band (what explanations compare
     # against), and the scores the calibration rests on
@@ -404,19 +406,35 @@ def _fit_model(
     x_val = FrameWindows([r.logmel for r in va], frames, va_rows if fam.learns_ids else None, stride)
     _fit(model, tr, x_train, x_val, cfg)
     if fam.needs_statistics(cfg.score.metric):
-        fit_normal_statistics(model, x_train.with_labels(tr_rows), classes, cfg.score, device)
+        stats_classes, stats_rows = _stats_rows(fam, classes, tr, tr_rows)
+        fit_normal_statistics(model, x_train.with_labels(stats_rows), stats_classes, cfg.score, device)
     return model
 
 
-def _fit(model, tr, x_train, x_val, cfg: RunConfig, progress=None) -> TrainResult:
+def _stats_rows(fam, classes: list[str], tr, tr_rows):
+    """The Mahalanobis statistics' rows and each training clip's row: per machine ID, and for a
+    reconstruction family whose clips carry a domain, per ID and domain (source and target kept
+    apart, the smaller distance taken at scoring). Streamed clips (``tr_rows`` None): per ID."""
+    if tr_rows is None or not fam.reconstructs or not any(getattr(r, "domain", None) == "target" for r in tr):
+        return classes, tr_rows
+    return domain_classes(classes, [r.machine_id for r in tr], [getattr(r, "domain", None) for r in tr])
+
+
+def _fit(model, tr, x_train, x_val, cfg: RunConfig, progress=None, log: Log = _quiet) -> TrainResult:
     """Fit ``model`` as its family declares (``Family.fits``): gradient epochs on the windows, or
-    (a statistics family, e.g. :mod:`slidead.core.models.clipstats`) one pass over its training
-    clips ``tr`` (rows, or clips streamed from the store), with no epochs."""
-    if family_of(model).fits == EPOCHS:
+    one pass over its training clips ``tr`` (rows, or clips streamed from the store) with no
+    epochs: ``fit_clips`` of (machine ID, log-mel) pairs (a statistics family, e.g.
+    :mod:`slidead.core.models.clipstats`), or ``fit_rows`` of the rows with their domain and
+    conditions (:mod:`slidead.core.models.attrclf`)."""
+    fits = family_of(model).fits
+    if fits == EPOCHS:
         return fit(model, x_train, x_val, cfg.train, progress)
     t0 = time.perf_counter()
     rows = (r for chunk in stored_rows(tr) for r in chunk) if isinstance(tr, StoredClips) else tr
-    model.fit_clips((r.machine_id, r.logmel) for r in rows)
+    if fits == ROWS:  # learns from the clips' domain and conditions too (attrclf)
+        model.fit_rows(rows, cfg.train, log)
+    else:
+        model.fit_clips((r.machine_id, r.logmel) for r in rows)
     state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}
     return TrainResult(state, {}, 0, 0, time.perf_counter() - t0, "cpu")
 
@@ -434,8 +452,15 @@ def evaluate(
     scores = score_logmels(model, logmels, cfg.features, cfg.score, device, ids).score
     p, flags = thresholds.decide(ids, scores, fold_scores(folds, logmels, cfg, ids, device))
     labels = [1 if r.label == "anomaly" else 0 for r in eval_rows]
-    report = metrics.evaluate(ids, labels, scores, thresholds.map(), flags)
-    ev = {"machine_ids": ids, "labels": labels, "scores": [float(s) for s in scores], "p_values": p.tolist()}
+    domains = [getattr(r, "domain", None) for r in eval_rows]  # the official DCASE figures when clips say
+    report = metrics.evaluate(ids, labels, scores, thresholds.map(), flags, domains)
+    ev = {
+        "machine_ids": ids,
+        "labels": labels,
+        "scores": [float(s) for s in scores],
+        "p_values": p.tolist(),
+        "domains": domains,
+    }
     return report, ev
 
 
@@ -483,7 +508,7 @@ def register(
     name = model_name(cfg.machine_type, cfg.family)
     tracker = svc.tracker
     # the champion, re-scored on this same evaluation set when it uses the same features
-    champion_figs = None
+    champion_figs = champion_official = None
     champ = tracker.champion_version(name)
     if champ is not None and eval_rows:
         try:
@@ -492,6 +517,7 @@ def register(
                 rep, _ = evaluate(current.model, current.config, eval_rows, current.thresholds, folds=current.folds)
                 if "auc" in rep["mean"]:
                     champion_figs = (rep["mean"]["auc"], rep["mean"]["pauc"])
+                champion_official = _official_pair(rep)
         except Exception as e:  # noqa: BLE001 - fall back to the champion's stored figures
             log(f"could not re-evaluate champion v{champ.version} ({e}); using its stored figures")
     figs = figures(outcome, eval_rows)
@@ -522,6 +548,9 @@ def register(
             )
         else:
             decision = Decision(True, "no champion yet (no evaluation set to gate on)", None, None, None)
+    elif _official_pair(outcome.report) and champion_official:
+        # clips with domains: the gate is the official DCASE score and the harmonic mean of pAUCs
+        decision = tracker.decide(name, *_official_pair(outcome.report), champion_official, tolerance, "official score")
     else:
         decision = tracker.decide(name, auc, pauc, champion_figs, tolerance)
     if decision.promoted:
@@ -549,6 +578,14 @@ def register(
     )
     log(f"{name} v{version}: {'promoted to champion' if decision.promoted else 'not promoted'} ({decision.reason})")
     return run_id, version, decision
+
+
+def _official_pair(report: dict) -> tuple[float, float] | None:
+    """(official DCASE score, harmonic mean of the sections' pAUCs) of a report, when it has them."""
+    off = report.get("official") or {}
+    if off.get("score") is None or "pauc" not in off.get("hmean", {}):
+        return None
+    return float(off["score"]), float(off["hmean"]["pauc"])
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The ``slidead`` command line.
 
-Commands: ``demo``, ``generate``, ``import dcase2020|mimii DIR``, ``upload-night DIR``,
+Commands: ``demo``, ``generate``, ``import dcase|dcase2020|mimii DIR``, ``upload-night DIR``,
 ``train``, ``evaluate``, ``score``, ``report``, ``models``. ``train``, ``score`` and ``demo`` run
 the library recipe in this process, or the Prefect flow when ``PREFECT_API_URL`` names a server
 (``--prefect`` / ``--no-prefect`` force either; see :func:`slidead.shell.commands.mode`).
@@ -72,11 +72,13 @@ def cmd_generate(a, settings: Settings) -> int:
 
 
 def cmd_import(a, settings: Settings) -> int:
-    from slidead.jobs.importers import import_dcase2020, import_mimii
+    from slidead.jobs.importers import import_dcase, import_dcase2020, import_mimii
     from slidead.progress import Progress
 
     svc = services(settings)
-    if a.layout == "dcase2020":
+    if a.layout == "dcase":
+        out = import_dcase(svc.store, a.src, Progress("import", say))
+    elif a.layout == "dcase2020":
         out = import_dcase2020(svc.store, a.src, Progress("import", say))
     else:
         out = import_mimii(svc.store, a.src, a.night, Progress("import", say))
@@ -96,6 +98,8 @@ def cmd_upload_night(a, settings: Settings) -> int:
         say(f"uploaded {path} as it is, for the night to reject (bad_key): {why}")
     for path, why in out["skipped"]:
         say(f"skipped {path}: {why}")
+    for path, what in out.get("sidecars", []):
+        say(f"sidecar {path}: {what}")
     odd = f", and {len(out['odd'])} files that do not fit the layout" if out["odd"] else ""
     say(
         f"uploaded {out['uploaded']} clips{odd} as night {a.night}; every file is listed in the night's ledger "
@@ -240,6 +244,7 @@ def cmd_models(a, settings: Settings) -> int:
             v.tags.get("threshold_min_n", ""),
             v.tags.get("false_alarm_promise", ""),
             _provisional(v.tags),
+            v.tags.get("official_score", ""),
             "champion" if v.champion else "",
             v.run_id,
         )
@@ -260,10 +265,14 @@ def cmd_models(a, settings: Settings) -> int:
                 "thr_n",
                 "promised",
                 "provisional",
+                "dcase_score",
                 "alias",
                 "mlflow_run_id",
             ],
-            [(n, v, _num(a_), _num(p), _num(fa), _num(rc), *rest) for n, v, a_, p, fa, rc, *rest in rows],
+            [
+                (n, v, _num(a_), _num(p), _num(fa), _num(rc), sc, tn, pr, pv, _num(o), al, r)
+                for n, v, a_, p, fa, rc, sc, tn, pr, pv, o, al, r in rows
+            ],
         )
     )
     return 0
@@ -365,8 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--night-anomaly", type=int, default=2, help="faulty clips per ID per night")
     g.add_argument("--seed", type=int, default=0)
 
-    i = add("import", cmd_import, "import a DCASE 2020 Task 2 or MIMII folder into the store")
-    i.add_argument("layout", choices=["dcase2020", "mimii"])
+    i = add("import", cmd_import, "import a DCASE Task 2 (2021-2026 or 2020) or MIMII folder into the store")
+    i.add_argument("layout", choices=["dcase", "dcase2020", "mimii"])
     i.add_argument("src", help="the data set folder (root or one machine type)")
     i.add_argument("--night", help="mimii only: import every clip as a drop of this night instead")
 
@@ -390,10 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--metric",
-        choices=["mse", "mahalanobis", "logit"],
+        choices=["mse", "mahalanobis", "logit", "cosine"],
         default=None,
         help="how clips are scored: ae/vae mse (the seed's, default) or mahalanobis (selective Mahalanobis "
-        "distance of the reconstruction errors); idclf mahalanobis (default) or logit",
+        "distance of the reconstruction errors); idclf mahalanobis (default) or logit; attrclf cosine",
     )
     t.add_argument(
         "--thresholds",

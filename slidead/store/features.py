@@ -7,7 +7,9 @@ Layout under the store root (hive-partitioned, readable by pyarrow datasets and 
     features/<feature-config-hash>/set=<train|eval>/machine_type=<T>/part-*.parquet
 
 Columns: ``clip_id``, ``machine_id``, ``label`` (null for drops), ``n_frames``, ``logmel``
-(a list of frames, each a fixed-size list of ``n_mels`` float32) and ``config_hash``. Files are
+(a list of frames, each a fixed-size list of ``n_mels`` float32), ``config_hash``, and the
+clip's ``domain`` and ``attributes`` (a JSON object) when its name or sidecar gave them (see
+:mod:`slidead.core.conditions`; files written before these columns read as None). Files are
 written in row groups of ``ROW_GROUP_CLIPS`` clips: the unit :meth:`FeatureStore.catalog` lists
 and :meth:`FeatureStore.read_unit` streams, so training can read a shuffled order of small blocks.
 A file that cannot be read (half-written, corrupt) is ignored, so its clips are recomputed.
@@ -35,6 +37,7 @@ if TYPE_CHECKING:  # core.features imports torch and torchaudio: not needed to o
 
 ROW_GROUP_CLIPS = 32  # clips per Parquet row group (the block streaming training reads)
 _META = ["clip_id", "machine_id", "label", "n_frames"]
+_CONDITIONS = ["domain", "attributes"]  # absent from files written before they existed
 
 
 @dataclass
@@ -43,6 +46,8 @@ class FeatureRow:
     machine_id: str
     label: str | None
     logmel: np.ndarray  # (n_mels, T) float32
+    domain: str | None = None  # 'source' | 'target' when the clip says
+    attributes: str | None = None  # its operating conditions, a JSON object, when it says
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,8 @@ def _schema(n_mels: int) -> pa.Schema:
             ("n_frames", pa.int32()),
             ("logmel", pa.list_(pa.list_(pa.float32(), n_mels))),
             ("config_hash", pa.string()),
+            ("domain", pa.string()),
+            ("attributes", pa.string()),
         ]
     )
 
@@ -146,6 +153,8 @@ class FeatureStore:
                 pa.array(counts),
                 logmel,
                 pa.array([config.hash] * len(rows)),
+                pa.array([r.domain for r in rows], type=pa.string()),
+                pa.array([r.attributes for r in rows], type=pa.string()),
             ],
             schema=_schema(n_mels),
         )
@@ -229,8 +238,9 @@ class FeatureStore:
             with self._open(path) as f:
                 pf = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
                 offset = 0
+                extra = [c for c in _CONDITIONS if c in pf.schema_arrow.names]
                 for batch in pf.iter_batches(
-                    batch_size=batch_clips, row_groups=[row_group], columns=_META + ["logmel"]
+                    batch_size=batch_clips, row_groups=[row_group], columns=_META + extra + ["logmel"]
                 ):
                     n = batch.num_rows
                     pick = [j for j in range(n) if want is None or offset + j in want]
@@ -269,13 +279,17 @@ def _rows(table, n_mels: int) -> list[FeatureRow]:
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     values = col.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, n_mels)
     starts = np.r_[0, np.cumsum(counts)]
+    names = table.schema.names
+    n = len(counts)
+    cond = [table.column(c).to_pylist() if c in names else [None] * n for c in _CONDITIONS]
     return [
-        FeatureRow(cid, mid, lab, np.ascontiguousarray(values[starts[j] : starts[j + 1]].T))
-        for j, (cid, mid, lab) in enumerate(
+        FeatureRow(cid, mid, lab, np.ascontiguousarray(values[starts[j] : starts[j + 1]].T), dom, attrs)
+        for j, (cid, mid, lab, dom, attrs) in enumerate(
             zip(
                 table.column("clip_id").to_pylist(),
                 table.column("machine_id").to_pylist(),
                 table.column("label").to_pylist(),
+                *cond,
             )
         )
     ]

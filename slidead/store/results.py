@@ -35,6 +35,9 @@ CLIP_COLUMNS = (
     "channels",
     "duration_s",
     "note",
+    "section",  # the DCASE section a clip's name gives (its machine ID); conditions, see core/conditions.py
+    "domain",
+    "attributes",
 )
 REJECTED_COLUMNS = ("uri", "night", "machine_type", "machine_id", "reason", "detail", "clip_id", "run_id")
 # what a shard says of each object it listed; the fate is decided at load (see _ARRIVALS)
@@ -134,7 +137,7 @@ _INSERT = {
     + ",".join("?" * len(THRESHOLD_CHANGE_COLUMNS))
     + ") ON CONFLICT DO NOTHING",
     "clips": "INSERT INTO clips (clip_id, uri, night, split, machine_type, machine_id, label, "
-    "sample_rate, channels, duration_s, note) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+    "sample_rate, channels, duration_s, note, section, domain, attributes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT DO NOTHING",
     "rejected": "INSERT INTO rejected (uri, night, machine_type, machine_id, reason, detail, clip_id, "
     "run_id) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
@@ -188,9 +191,9 @@ FROM j
 # the same inserts from a registered Arrow table named "batch" (fixed strings, no input in them)
 _BULK = {
     "clips": "INSERT INTO clips (clip_id, uri, night, split, machine_type, machine_id, label, sample_rate, "
-    "channels, duration_s, note) SELECT clip_id, uri, CAST(night AS DATE), split, machine_type, "
-    "machine_id, label, CAST(sample_rate AS INTEGER), CAST(channels AS INTEGER), "
-    "CAST(duration_s AS DOUBLE), note FROM (SELECT DISTINCT ON (clip_id) * FROM batch ORDER BY clip_id, uri) "
+    "channels, duration_s, note, section, domain, attributes) SELECT clip_id, uri, CAST(night AS DATE), "
+    "split, machine_type, machine_id, label, CAST(sample_rate AS INTEGER), CAST(channels AS INTEGER), "
+    "CAST(duration_s AS DOUBLE), note, section, domain, attributes FROM (SELECT DISTINCT ON (clip_id) * FROM batch ORDER BY clip_id, uri) "
     "ON CONFLICT DO NOTHING",
     "rejected": "INSERT INTO rejected (uri, night, machine_type, machine_id, reason, detail, clip_id, run_id) "
     "SELECT uri, CAST(night AS DATE), machine_type, machine_id, reason, detail, clip_id, run_id "
@@ -202,7 +205,19 @@ def _arrow(columns: tuple[str, ...], values: list[tuple]) -> pa.Table:
     cols = {}
     for i, c in enumerate(columns):
         vals = [v[i] for v in values]
-        if c in ("night", "uri", "clip_id", "detail", "note", "reason", "run_id", "label"):
+        if c in (
+            "night",
+            "uri",
+            "clip_id",
+            "detail",
+            "note",
+            "reason",
+            "run_id",
+            "label",
+            "section",
+            "domain",
+            "attributes",
+        ):
             vals = [None if x is None else str(x) for x in vals]
             cols[c] = pa.array(vals, type=pa.string())
         else:
@@ -214,6 +229,9 @@ def _batch(columns: tuple[str, ...], rows: Iterable[dict] | pa.Table) -> pa.Tabl
     """Rows to load as one Arrow table with ``columns`` (None when there are none): a shard's
     Arrow table goes in as it is, without a round trip through Python values."""
     if isinstance(rows, pa.Table):
+        for c in columns:  # a shard written before a column existed: nulls
+            if c not in rows.column_names:
+                rows = rows.append_column(c, pa.nulls(rows.num_rows, pa.string()))
         return rows.select(list(columns)) if rows.num_rows else None
     values = [tuple(r.get(c) for c in columns) for r in rows]
     return _arrow(columns, values) if values else None

@@ -28,6 +28,9 @@ def version_facts(cfg, thresholds: Thresholds, report: dict) -> dict[str, str]:
         "false_alarm_rate": str(mean.get("false_alarm_rate", "")),
         "recall": str(mean.get("recall", "")),
     }
+    off = report.get("official") or {}
+    if off.get("score") is not None:  # clips with domains: the DCASE evaluator's score
+        facts["official_score"] = str(off["score"])
     highs = [f.fa_high for f in fits if f.fa_high is not None]
     if any(f.method == "cross-conformal" for f in fits):
         facts["false_alarm_promise"] = (
@@ -46,6 +49,16 @@ def flat_metrics(report: dict) -> dict[str, float]:
     for mid, row in report.get("per_id", {}).items():
         for k, v in row.items():
             out[f"{k}_id_{mid}"] = float(v)
+    off = report.get("official")
+    if off:  # the DCASE evaluator's figures: official_score, official_hmean_auc_source, ...
+        if off.get("score") is not None:
+            out["official_score"] = float(off["score"])
+        for k, v in off.get("hmean", {}).items():
+            out[f"official_hmean_{k}"] = float(v)
+        for sec, row in off.get("per_section", {}).items():
+            for k, v in row.items():
+                if not k.startswith("n_"):
+                    out[f"official_{k}_id_{sec}"] = float(v)
     return out
 
 
@@ -62,6 +75,13 @@ def version_description(cfg: RunConfig, report: dict) -> str:
         f"({cfg.features.n_mels} mels, {cfg.features.frames} frames); threshold at the {cfg.threshold_quantile:.0%} "
         f"quantile of normal scores ({cfg.train.threshold_scheme})."
     )
+    off = report.get("official") or {}
+    if off.get("score") is not None:
+        h = off.get("hmean", {})
+        figures += (
+            f"; official DCASE score {off['score']:.3f} (AUC source {h.get('auc_source', float('nan')):.3f}, "
+            f"AUC target {h.get('auc_target', float('nan')):.3f}, pAUC {h.get('pauc', float('nan')):.3f})"
+        )
     return text + (f" Evaluation: {figures}." if figures else " No labelled evaluation set.")
 
 

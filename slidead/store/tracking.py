@@ -317,7 +317,13 @@ class Tracker:
         return champion_of(self.client, name)
 
     def decide(
-        self, name: str, auc: float, pauc: float, champion_figures: tuple[float, float] | None, tolerance: float = 0.0
+        self,
+        name: str,
+        auc: float,
+        pauc: float,
+        champion_figures: tuple[float, float] | None,
+        tolerance: float = 0.0,
+        figure: str = "mean AUC",
     ) -> Decision:
         """Promote unless the new version's mean AUC or pAUC is worse than the champion's by more
         than ``tolerance``. ``champion_figures`` are the champion's (auc, pauc) on the same
@@ -331,7 +337,7 @@ class Tracker:
         ok = auc >= c_auc - tolerance and pauc >= c_pauc - tolerance
         verdict = "not worse than" if ok else "worse than"
         reason = (
-            f"mean AUC {auc:.4f} / pAUC {pauc:.4f} {verdict} champion v{champ.version} "
+            f"{figure} {auc:.4f} / pAUC {pauc:.4f} {verdict} champion v{champ.version} "
             f"({c_auc:.4f} / {c_pauc:.4f}, tolerance {tolerance})"
         )
         return Decision(ok, reason, int(champ.version), c_auc, c_pauc)

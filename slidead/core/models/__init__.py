@@ -2,22 +2,25 @@
 
 ``ae`` and ``vae`` are the seed's reconstruction models; ``idclf`` is a machine-ID classifier
 (:mod:`.idclf`); ``clipstats`` and ``knn`` score clip spectral statistics without a network
-(:mod:`.clipstats`, :mod:`.knn`). :mod:`.mahalanobis` holds the normal statistics a model may carry for the
-selective Mahalanobis score; :mod:`.reconstruction` is how every reconstruction family scores its
-windows. A new family: a new file that calls ``register(Family(...))``, and its import below.
+(:mod:`.clipstats`, :mod:`.knn`); ``attrclf`` classifies sections and operating conditions
+with an angular margin and scores by the nearest normal clip of each domain (:mod:`.attrclf`).
+:mod:`.mahalanobis` holds the normal statistics a model may carry for the selective Mahalanobis
+score; :mod:`.reconstruction` is how every reconstruction family scores its windows. A new
+family: a new file that calls ``register(Family(...))``, and its import below.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from slidead.core.models import ae, clipstats, idclf, knn, vae  # noqa: F401 - each registers its family
+from slidead.core.models import ae, attrclf, clipstats, idclf, knn, vae  # noqa: F401 - each registers its family
 from slidead.core.models.ae import AE, AEConfig
 from slidead.core.models.idclf import IDClf, IDClfConfig
 from slidead.core.models.mahalanobis import SelectiveMahalanobis
 from slidead.core.models.registry import (
     CLIPS,
     EPOCHS,
+    ROWS,
     Detector,
     Family,
     families,
@@ -45,6 +48,7 @@ def n_parameters(model: nn.Module) -> int:
 __all__ = [
     "CLIPS",
     "EPOCHS",
+    "ROWS",
     "AE",
     "AEConfig",
     "VAE",

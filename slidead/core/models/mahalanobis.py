@@ -13,6 +13,12 @@ travel in the model's ``state_dict`` (``torch.load(weights_only=True)`` reads th
 buffers take the stored shapes on load). Covariances are shrunk towards a scaled identity,
 ``(1 - a) * cov + a * mean(diag(cov)) * I`` with ``a = shrinkage``, so they invert also when
 an ID has fewer windows than dimensions.
+
+Domains (the DCASE 2023 baseline's selection): when training clips carry their domain, the
+reconstruction families keep a target-domain row per machine ID besides the source one
+(``"<id>|target"``, :func:`domain_classes`), and :meth:`SelectiveMahalanobis.smaller_distance`
+scores a clip under both rows of its ID and keeps the domain whose mean distance over the
+clip's windows is smaller. The clip's own domain is never needed.
 """
 
 from __future__ import annotations
@@ -23,6 +29,17 @@ import torch
 from torch import nn
 
 SHRINKAGE = 0.01
+TARGET = "|target"  # suffix of a machine ID's target-domain statistics row
+
+
+def domain_classes(classes, machine_ids, domains) -> tuple[list[str], list[int]]:
+    """Statistics rows and each clip's row: ``classes`` (machine IDs, the source domain and
+    clips without one) plus ``<id>|target`` for IDs with target-domain clips."""
+    classes = [str(c) for c in classes]
+    targets = sorted({str(m) for m, d in zip(machine_ids, domains) if d == "target"})
+    rows = classes + [m + TARGET for m in targets]
+    lookup = {c: i for i, c in enumerate(rows)}
+    return rows, [lookup[str(m) + TARGET] if d == "target" else lookup[str(m)] for m, d in zip(machine_ids, domains)]
 
 
 class SelectiveMahalanobis(nn.Module):
@@ -57,6 +74,21 @@ class SelectiveMahalanobis(nn.Module):
                 d = v[rows] - self.mean[k]
                 out[rows] = ((d @ self.precision[k]) * d).sum(dim=1)
         return out
+
+    @torch.no_grad()
+    def smaller_distance(self, v: torch.Tensor, machine_ids, per_clip: int) -> torch.Tensor:
+        """Distances ``(B * per_clip,)`` of windows ``v`` of ``B`` clips (``per_clip`` windows each,
+        clip-major) under their ID's statistics, or, for an ID with a target-domain row, under
+        the row (source or target) whose mean over the clip's windows is smaller."""
+        src = self.index(machine_ids)
+        if not any(i.endswith(TARGET) for i in self.ids):
+            return self.distance(v, src.repeat_interleave(per_clip))
+        tgt = self.index([f"{m}{TARGET}" for m in machine_ids])
+        d_src = self.distance(v, src.repeat_interleave(per_clip)).reshape(-1, per_clip)
+        has = (tgt >= 0).to(v.device)
+        d_tgt = self.distance(v, torch.where(tgt >= 0, tgt, src).repeat_interleave(per_clip)).reshape(-1, per_clip)
+        use_tgt = has & (d_tgt.mean(dim=1) < d_src.mean(dim=1))
+        return torch.where(use_tgt[:, None], d_tgt, d_src).reshape(-1)
 
     @torch.no_grad()
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], ids, shrinkage: float = SHRINKAGE):

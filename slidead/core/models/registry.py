@@ -26,7 +26,9 @@ from slidead.core.models import reconstruction
 # how a family fits (``Family.fits``)
 EPOCHS = "epochs"  # gradient epochs on windows (slidead.core.train.fit; early stopping on a validation split)
 CLIPS = "clips"  # one pass over the training clips: the network's fit_clips((machine_id, logmel) pairs)
-FITS = (EPOCHS, CLIPS)
+# the network trains itself on the training rows, with their domain and conditions: fit_rows(rows, train, log)
+ROWS = "rows"
+FITS = (EPOCHS, CLIPS, ROWS)
 
 
 @runtime_checkable
@@ -65,7 +67,7 @@ class Family:
     shape: Callable[[FeatureConfig], dict] = _input_dim  # model config fields the features fix
     reconstructs: bool = True  # has window_errors (scored by the shared default); else score_windows
     learns_ids: bool = False  # trains on (window, machine-ID index) pairs
-    fits: str = EPOCHS  # EPOCHS: gradient epochs on windows; CLIPS: one pass, the network's fit_clips
+    fits: str = EPOCHS  # EPOCHS: gradient epochs on windows; CLIPS: the network's fit_clips; ROWS: its fit_rows
     # after gradient training, per-ID statistics of the normal training windows its scoring needs
     # besides the Mahalanobis ones: (model, (x, y) batches, classes) -> None (the ID classifier's band profiles)
     fit_profiles: Callable[[nn.Module, Iterable, Sequence[str]], None] | None = None
