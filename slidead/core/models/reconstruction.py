@@ -8,7 +8,9 @@ turns those into what every family's scoring returns (see
 - ``mse``: a window's mean squared reconstruction error (plus, for the VAE with ``use_kl``, its
   KL term per dimension);
 - ``mahalanobis``: the squared Mahalanobis distance of the window's reconstruction error
-  ``x_hat - x`` to the normal statistics of the clip's machine ID (``model.mahalanobis``).
+  ``x_hat - x`` to the normal statistics of the clip's machine ID (``model.mahalanobis``), or,
+  when training kept a target domain's statistics apart, to whichever of the two the clip lies
+  nearer.
 
 The time and band profiles are the squared errors spread back onto the frames each window
 covers (:func:`profiles`).
@@ -34,18 +36,14 @@ def score_windows(
         per_window = (err.mean(dim=1) + extra).reshape(b, -1)
         return (per_window, *profiles(err.reshape(b, -1, frames, n_mels)))
     diff = error_vectors(model, flat)
-    per_window = model.mahalanobis.distance(diff, per_window_rows(model.mahalanobis.index(machine_ids), w))
+    # per ID, or its source or target statistics, whichever the clip lies nearer
+    per_window = model.mahalanobis.smaller_distance(diff, machine_ids, w.shape[1])
     return (per_window.reshape(b, -1), *profiles((diff**2).reshape(b, -1, frames, n_mels)))
 
 
 def error_vectors(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The reconstruction errors ``x_hat - x`` (what the Mahalanobis statistics measure)."""
     return model(x).float() - x
-
-
-def per_window_rows(rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """One row per clip -> one per window of ``w (B, W, dim)``, flattened clip-major."""
-    return rows.to(w.device).repeat_interleave(w.shape[1])
 
 
 def profiles(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
