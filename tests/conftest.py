@@ -1,4 +1,26 @@
-"""Shared fixtures: WAV bytes made with soundfile, and the real MIMII sample clips."""
+"""Shared fixtures: WAV bytes made with soundfile, the real MIMII sample clips, one torch thread,
+and the shared trained plants.
+
+Plants and training are the suite's cost, so a module that tests something other than training
+itself should use a shared plant instead of generating and training its own:
+
+- ``trained_store`` (session): a small plant (8 training clips per ID) with the AE and the VAE
+  trained 2 epochs and two nights scored by the VAE. Read-only by convention: for tests that
+  look at what a trained store shows (MLflow UI, night report).
+- ``behaviour_plant`` (session): the plant of the behaviour tests (``plant.BEHAVIOUR_SPEC``:
+  clear faults, 24 training clips per ID) as a :class:`plant.TrainedPlant`:
+  ``behaviour_plant.retrain("ae", 40)`` trains the AE the first time any module asks and
+  returns the same summary after, so the AUC floors of every family share one training each.
+
+Stores keep absolute paths (MLflow artifact locations, clip URIs), so a shared plant cannot be
+copied to give a module a private one: a test that writes to a shared plant writes what other
+modules may see, and must assert only on what it wrote (its own night, its own version).
+
+Torch: tiny models train and score on one intra-op thread (``one_torch_thread``, or
+``torch.set_num_threads(1)`` around a module fixture's training): more threads only spin, and on
+a busy 2-core machine wait. Markers: ``slow`` for a test of more than a few seconds,
+``integration`` for one that starts real services; ``make test-fast`` leaves both out.
+"""
 
 from __future__ import annotations
 
@@ -78,6 +100,14 @@ def trained_store(tmp_path_factory):
     finally:
         torch.set_num_threads(n)
     return settings, svc, nights
+
+
+@pytest.fixture(scope="session")
+def behaviour_plant(tmp_path_factory):
+    """The behaviour tests' plant, its families trained on first request (see the module docstring)."""
+    from plant import BEHAVIOUR_SPEC, TrainedPlant
+
+    return TrainedPlant(tmp_path_factory.mktemp("behaviour"), **BEHAVIOUR_SPEC)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,9 @@ from slidead.store.features import FeatureRow
 from slidead.store.tracking import Tracker
 from slidead.synth.sounds import _seed_rng, machine_build, normal_clip, session_conditions
 
+# no network to speak of: more intra-op threads only spin (and on a busy machine, wait)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_clip_statistics_are_mean_spread_and_change_per_band():
     x = torch.tensor([[[0.0, 10.0], [2.0, 10.0], [4.0, 16.0]]])  # 1 clip, 3 frames, 2 bands
@@ -136,6 +139,7 @@ def _session_plant(ids, n_train, n_later, seed, seconds=3.0):
     return train, later
 
 
+@pytest.mark.slow  # 256 synthetic clips of four machines
 def test_out_of_fold_thresholds_keep_their_false_alarm_rate_on_later_normals_where_the_seeds_do_not():
     ids = ("00", "02", "04", "06")
     train, later = _session_plant(ids, n_train=24, n_later=40, seed=0, seconds=2.0)

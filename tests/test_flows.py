@@ -9,6 +9,9 @@ from prefect.testing.utilities import prefect_test_harness
 
 pytestmark = pytest.mark.integration
 
+# the flows' wiring is asserted here, not what the model learns: 8 training clips per ID will do
+SMALL = dict(n_train=8, n_eval_normal=3, n_eval_anomaly=3)
+
 
 @pytest.fixture(scope="module")
 def harness():
@@ -18,7 +21,7 @@ def harness():
 
 def test_retrain_then_score_flows(harness, tmp_path, monkeypatch):
     monkeypatch.setenv("SLIDEAD_HOME", str(tmp_path))
-    settings, svc, summary = make_plant(tmp_path)
+    settings, svc, summary = make_plant(tmp_path, **SMALL)
     from flows.retrain import retrain
     from flows.score import score
 
@@ -71,7 +74,7 @@ def test_score_flow_without_champion_fails_with_advice(harness, tmp_path, monkey
 
 def test_retrain_flow_takes_metric_and_stream(harness, tmp_path, monkeypatch):
     monkeypatch.setenv("SLIDEAD_HOME", str(tmp_path))
-    settings, svc, _ = make_plant(tmp_path, nights=())
+    settings, svc, _ = make_plant(tmp_path, nights=(), **SMALL)
     from flows.retrain import retrain
 
     out = retrain(

@@ -19,7 +19,12 @@ def trained(request):
     cfg = for_family(request.param)
     model = build(request.param)
     x = (rng.normal(size=(6000, cfg.dim)) * 5 - 30).astype(np.float32)
-    fit(model, x[:5000], x[5000:], TrainConfig(epochs=2, device="cpu"))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the one_torch_thread fixture (function-scoped) does for a test
+    try:
+        fit(model, x[:5000], x[5000:], TrainConfig(epochs=2, device="cpu"))
+    finally:
+        torch.set_num_threads(n)
     clips = [(rng.normal(size=(cfg.n_mels, 313)) * 5 - 30).astype(np.float32) for _ in range(16)]
     return model, cfg, clips
 

@@ -9,7 +9,7 @@ import torch
 
 from slidead.core.config import RunConfig
 from slidead.core.models import build
-from slidead.core.score import _profiles
+from slidead.core.models.reconstruction import profiles
 from slidead.core.thresholds import Thresholds
 from slidead.jobs.nightly import score_shards_clips
 from slidead.store.model_files import LoadedModel
@@ -32,7 +32,7 @@ def _profiles_by_map(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("shape", [(3, 309, 5, 64), (2, 1, 5, 8), (4, 20, 3, 16)])
 def test_profiles_without_the_frame_map_equal_the_maps(shape):
     e = torch.rand(*shape, generator=torch.Generator().manual_seed(0)) ** 3
-    t_prof, f_prof = _profiles(e)
+    t_prof, f_prof = profiles(e)
     t_ref, f_ref = _profiles_by_map(e)
     np.testing.assert_allclose(t_prof.numpy(), t_ref.numpy(), rtol=1e-5)
     np.testing.assert_allclose(f_prof.numpy(), f_ref.numpy(), rtol=1e-5)

@@ -31,6 +31,7 @@ def test_mode_follows_prefect_api_url_unless_told(monkeypatch):
     assert mode(False) == (False, "mode: in this process, no Prefect (--no-prefect; --prefect runs the flow)")
 
 
+@pytest.mark.slow  # runs the command line in fresh Python processes (imports torch and MLflow)
 def test_cli_score_runs_in_this_process_without_a_prefect_api(tmp_path):
     svc = services(tmp_path)
     put_night(svc.store, good_clips(2))
@@ -52,6 +53,7 @@ def test_cli_score_runs_in_this_process_without_a_prefect_api(tmp_path):
     assert not (tmp_path / "prefect").exists()
 
 
+@pytest.mark.slow  # runs the command line in fresh Python processes (imports torch and MLflow)
 def test_a_rerun_of_a_scored_night_loads_no_model_and_a_new_champion_scores_it_again(tmp_path):
     """Nothing new: the registry is still asked which version is the champion (its sqlite
     tables), but neither MLflow nor torch is imported and the results stay as they were. A
