@@ -56,6 +56,10 @@ class TrainedPlant:
     def retrain(self, family: str, epochs: int, **options) -> dict:
         from slidead.shell.commands import run_retrain
 
+        # the seed's thresholds unless asked: these modules test detectors, alarms and reports, not
+        # calibration (tests/test_conformal.py tests every family at its default), and the default's
+        # cross-conformal fold models would train each network six times
+        options.setdefault("thresholds", "validation")
         key = (family, epochs, tuple(sorted(options.items())))
         if key not in self._runs:
             self._runs[key] = run_retrain(self.settings, family, "slider", epochs=epochs, use_prefect=False, **options)

@@ -61,7 +61,7 @@ def test_round_trip_through_tracking_rebuilds_the_model_and_its_statistics(tmp_p
 def plant(tmp_path_factory):
     settings, svc, summary = make_plant(tmp_path_factory.mktemp("families"))
     runs = {
-        f: run_retrain(settings, f, "slider", epochs=e, use_prefect=False)
+        f: run_retrain(settings, f, "slider", epochs=e, use_prefect=False, thresholds="validation")
         for f, e in (("ae", 5), ("vae", 3), ("idclf", 3))
     }
     return settings, svc, summary, runs

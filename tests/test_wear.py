@@ -20,7 +20,7 @@ NIGHTS = tuple(f"2026-12-{d:02d}" for d in range(1, len(SEVERITIES) + 1))
 @pytest.fixture(scope="module")
 def worn_plant(tmp_path_factory):
     settings, svc, _ = make_plant(tmp_path_factory.mktemp("wear"), nights=(), n_train=30)
-    run_retrain(settings, "vae", "slider", epochs=40, use_prefect=False)
+    run_retrain(settings, "vae", "slider", epochs=40, use_prefect=False, thresholds="validation")
     spec = PlantSpec(
         machine_type="slider", machine_ids=("00", "02"), nights=NIGHTS, night_normal=20, night_anomaly=0, seed=7
     )
