@@ -9,7 +9,9 @@ Everything else in the library takes values, not settings: the CLI and the flows
 | ``SLIDEAD_STORE`` | ``$SLIDEAD_HOME/store`` (a folder, or ``s3://bucket/prefix``) |
 | ``SLIDEAD_S3_ENDPOINT`` | unset (AWS); set for MinIO or any S3-compatible server |
 | ``SLIDEAD_MLFLOW_URI`` | ``sqlite:///$SLIDEAD_HOME/mlflow.db`` |
-| ``SLIDEAD_DUCKDB`` | ``$SLIDEAD_HOME/slidead.duckdb`` |
+| ``SLIDEAD_DUCKDB`` | ``$SLIDEAD_HOME/slidead.duckdb``: the single results file of earlier versions, moved into the lake on first use |
+| ``SLIDEAD_CATALOG`` | the results lake's catalog: ``$SLIDEAD_HOME/slidead.ducklake`` (SQLite), or ``postgres:<conninfo>`` for several hosts |
+| ``SLIDEAD_LAKE_DATA`` | where a new results lake puts its Parquet files: ``$SLIDEAD_STORE/lake/`` (a folder or ``s3://``) |
 | ``SLIDEAD_FAMILY`` | ``vae`` (family used by ``score`` when none is given) |
 | ``SLIDEAD_DEVICE`` | ``auto`` |
 | ``SLIDEAD_DASK_ADDRESS`` | unset; a Dask scheduler address to score shards on its workers |
@@ -39,6 +41,8 @@ class Settings(BaseSettings):
     s3_endpoint: str | None = None
     mlflow_uri: str | None = None
     duckdb: str | None = None
+    catalog: str | None = None  # the results lake's catalog: a SQLite file, or postgres:<conninfo>
+    lake_data: str | None = None  # the results lake's data files (a new lake; an existing one knows its own)
     family: str = "vae"
     device: str = "auto"
     dask_address: str | None = None  # a Dask scheduler (tcp://host:8786): shards fan out to its workers
@@ -120,3 +124,13 @@ class Settings(BaseSettings):
     @property
     def duckdb_path(self) -> str:
         return self.duckdb or str(self.home_dir / "slidead.duckdb")
+
+    @property
+    def catalog_uri(self) -> str:
+        """The results lake's catalog: SLIDEAD_CATALOG, or a SQLite file beside the old DuckDB file."""
+        return self.catalog or str(Path(self.duckdb_path).with_suffix(".ducklake"))
+
+    @property
+    def lake_data_path(self) -> str:
+        """Where a new results lake writes its Parquet files: beside the features in the store."""
+        return self.lake_data or self.store_uri.rstrip("/") + "/lake/"

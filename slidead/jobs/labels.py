@@ -19,7 +19,7 @@ from slidead.errors import LabelError
 from slidead.jobs.ingest import IngestResult, ingest
 from slidead.layout import parse_key
 from slidead.store.features import FeatureRow
-from slidead.store.results import ResultsDB
+from slidead.store.results import LABEL_COLUMNS, ResultsDB
 
 VERDICTS = {"fault": "anomaly", "false_alarm": "normal", "maintenance": None}
 MIN_PREFIX = 8
@@ -58,11 +58,9 @@ def label(db: ResultsDB, clip: str, verdict: str, note: str | None = None, by: s
             "its folder; verdicts are for the plant's night clips"
         )
     by = by or _user()
-    with db.connect() as con:
-        con.execute(
-            "INSERT OR REPLACE INTO labels (clip_id, verdict, note, labelled_by) VALUES (?, ?, ?, ?)",
-            [row["clip_id"], verdict, note, by],
-        )
+    db.write_rows(
+        "labels", LABEL_COLUMNS, [{"clip_id": row["clip_id"], "verdict": verdict, "note": note, "labelled_by": by}]
+    )
     return dict(row, verdict=verdict, note=note, labelled_by=by, eval_label=VERDICTS[verdict])
 
 
@@ -76,9 +74,7 @@ def _user() -> str:
 def labelled(db: ResultsDB, machine_type: str) -> dict[str, tuple[str, str]]:
     """``{clip_id: (store key, eval label)}`` of the machine type's plant clips with a verdict
     that labels them (maintenance is left out)."""
-    from pathlib import Path
-
-    if not Path(db.path).exists():
+    if not db.exists():
         return {}
     _, rows = db.query(
         "SELECT l.clip_id, c.uri, l.verdict FROM labels l JOIN clips c USING (clip_id) "
