@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = add(
         "sql",
         cmd_sql,
-        "open the duckdb shell on the results lake (read-only; the night variable set): "
+        "open the duckdb shell on the results lake (read-only; --night sets the night variable): "
         "`slidead sql < sql/night_ledger.sql`",
     )
     q.add_argument("--night", default=None, help="YYYY-MM-DD for the night variable (default: the latest scored night)")

@@ -1,7 +1,8 @@
 """``slidead sql``: the duckdb shell on the results lake, the same SQL for people.
 
 The shell opens with the lake attached as ``lake`` (read-only unless ``--write``; in use, so
-``FROM scores`` works) and the variable ``night`` set, so every file in ``sql/`` runs unchanged:
+``FROM scores`` works) and, with ``--night``, the variable ``night`` set (unset, each file takes
+its own default, the latest night), so every file in ``sql/`` runs unchanged:
 ``slidead sql < sql/night_ledger.sql``. ``--as-of`` opens the lake as it was at a snapshot or a
 time. ``--print-init`` prints the attach script instead, for the plain shell:
 ``slidead sql --print-init > attach.sql; duckdb -init attach.sql``. Extensions load from the
@@ -68,10 +69,8 @@ def duckdb_shell(
     if print_init:
         print(init_script(db, night, as_of, write), end="")
         return 0
-    with db.connect(read_only=True, as_of=as_of) as con:  # moves an earlier version's file, once
-        if night is None:
-            latest = con.execute("SELECT max(night) FROM scores").fetchone()[0]
-            night = latest.isoformat() if latest is not None else None
+    with db.connect(read_only=True, as_of=as_of):  # moves an earlier version's file, once
+        pass
     args = list(args or [])
     if args[:1] == ["--"]:
         args = args[1:]

@@ -15,7 +15,8 @@ Re-running a night changes nothing that was right; two nights loading at once bo
 write uses parameters or registered Arrow tables, never SQL built from input.
 
 A ``slidead.duckdb`` file written by an earlier version is moved into the lake once, on first
-use (counts checked, the old file kept).
+use (counts checked; the old file is kept as ``slidead.duckdb.moved``, so that no shell reads it
+for the current results).
 """
 
 from __future__ import annotations
@@ -595,12 +596,18 @@ class ResultsDB:
             total, tables = self.write(move)
         finally:
             root.execute("DETACH legacy")
-        if tables:
-            print(
-                f"slidead: moved {total} rows in {tables} tables from {self.path} into the results lake "
-                f"{self.catalog} (counts checked); the old file is kept and no longer written",
-                file=sys.stderr,
-            )
+        if not tables:
+            return
+        kept = self.path + ".moved"  # kept, under a name no reader mistakes for the current results
+        for suffix in ("", ".wal"):
+            with contextlib.suppress(OSError):
+                if Path(self.path + suffix).exists():
+                    os.replace(self.path + suffix, kept + suffix)
+        print(
+            f"slidead: moved {total} rows in {tables} tables from {self.path} into the results lake "
+            f"{self.catalog} (counts checked); the old file is kept as {kept}",
+            file=sys.stderr,
+        )
 
     def _types(self, con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
         rows = con.execute(

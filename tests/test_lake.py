@@ -1,0 +1,261 @@
+"""The results lake with real processes: readers that hold it open never stop a night, two
+nights loading at once from two processes both land exactly once, a load killed while it
+commits leaves the lake at its previous snapshot, and reports read the lake as it was."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from faultkit import NIGHT, clip, put_night, services
+from lakekit import night_batch
+
+from slidead.jobs import nightly
+from slidead.shell.report import run_report
+from slidead.store.results import KEYS, ResultsDB
+
+SLIDEAD = Path(sys.executable).parent / "slidead"
+NEXT = "2026-11-24"
+
+# a process that loads one night; with a hold file, its first try waits (inside its open
+# transaction, after its inserts) until that file exists, then commits; prints its tries
+LOADER = """
+import os, sys, time
+sys.path.insert(0, sys.argv[5])
+from lakekit import night_batch
+from slidead.store.results import ResultsDB
+path, night, hold, catalog = sys.argv[1:5]
+db = ResultsDB(path, lock_timeout_s=120, catalog=None if catalog == "-" else catalog)
+tries = 0
+write = db.write
+def held_write(fn, **kw):
+    def body(con):
+        global tries
+        tries += 1
+        out = fn(con)
+        if tries == 1 and hold != "-":
+            print("loaded", flush=True)
+            while not os.path.exists(hold):
+                time.sleep(0.05)
+        return out
+    return write(body, **kw)
+db.write = held_write
+scores, clips, arrivals = night_batch(night, 200, shared="shared-clip")
+new = db.load_scores([scores], clips, [], arrivals)
+print("tries", tries, "new", new, flush=True)
+"""
+
+
+def _loader(path, night, hold="-", catalog="-") -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", LOADER, str(path), night, str(hold), catalog, str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def no_duplicate_keys(db: ResultsDB) -> None:
+    for table, keys in KEYS.items():
+        cols = ", ".join(keys)
+        _, rows = db.query(f"SELECT {cols}, count(*) FROM {table} GROUP BY ALL HAVING count(*) > 1")
+        assert rows == [], (table, rows[:3])
+
+
+def two_nights_at_once(path: Path, catalog: str = "-") -> ResultsDB:
+    """Night A opens its transaction and loads; night B loads and commits meanwhile; then A
+    commits: A meets B's snapshot, starts again and lands. Both share one clip's bytes."""
+    hold = path.parent / "go"
+    a = _loader(path, "2026-11-20", hold, catalog)
+    assert a.stdout.readline().strip() == "loaded", a.stderr.read()
+    b = _loader(path, "2026-11-21", "-", catalog)
+    out_b, err_b = b.communicate(timeout=120)
+    assert b.returncode == 0, err_b
+    hold.touch()
+    out_a, err_a = a.communicate(timeout=120)
+    assert a.returncode == 0, err_a
+    assert out_b.split()[:4] == ["tries", "1", "new", "201"]
+    tries_a = int(out_a.split()[1])
+    assert tries_a >= 2, out_a  # its first commit met B's: it was retried, not failed
+    assert out_a.split()[2:] == ["new", "200"]  # the shared clip was B's first: a duplicate here
+    db = ResultsDB(path, catalog=None if catalog == "-" else catalog)
+    _, rows = db.query("SELECT night, count(*) FROM scores GROUP BY 1 ORDER BY 1")
+    assert [(str(n), c) for n, c in rows] == [("2026-11-20", 200), ("2026-11-21", 201)]
+    _, rows = db.query("SELECT night, fate, count(*) FROM drops GROUP BY ALL ORDER BY ALL")
+    assert [(str(n), f, c) for n, f, c in rows] == [
+        ("2026-11-20", "duplicate", 1),
+        ("2026-11-20", "scored", 200),
+        ("2026-11-21", "scored", 201),
+    ]
+    no_duplicate_keys(db)
+    return db
+
+
+# -- tests ---------------------------------------------------------------------------------
+
+
+READER = """
+import sys, duckdb
+from slidead.store.results import ResultsDB
+db = ResultsDB(sys.argv[1])
+con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+for stmt in db.load_sql():
+    con.execute(stmt)
+con.execute(db.attach_sql(read_only=True))
+con.execute("USE lake")
+held = con.cursor()  # a second connection keeps one transaction open all night
+held.execute("USE lake")
+held.execute("BEGIN TRANSACTION")
+print(held.execute("SELECT count(*) FROM scores").fetchone()[0], flush=True)
+sys.stdin.readline()  # the night runs
+now = con.execute("SELECT count(*) FROM scores").fetchone()[0]
+still = held.execute("SELECT count(*) FROM scores").fetchone()[0]
+held.execute("COMMIT")
+print(now, still, held.execute("SELECT count(*) FROM scores").fetchone()[0], flush=True)
+"""
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_readers_holding_the_lake_open_never_stop_a_night(tmp_path):
+    svc = services(tmp_path, lock_timeout_s=5.0)
+    put_night(svc.store, {f"slider/id_00/a{i}.wav": clip(1.0, i) for i in range(3)}, night=NIGHT)
+    assert nightly.run_night(svc, NIGHT, "ae").n_scored == 3
+    env = dict(os.environ, SLIDEAD_HOME=str(tmp_path), SLIDEAD_DUCKDB=svc.db.path)
+    # a Python connection (one transaction open all night) and the duckdb shell people are told to
+    # open (read-only, a transaction open), both attached before the night starts
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, svc.db.path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert reader.stdout.readline().split() == ["3"]
+    shell = subprocess.Popen(
+        [str(SLIDEAD), "sql", "--", "-csv", "-noheader"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    ready = tmp_path / "shell-ready"
+    shell.stdin.write(f"BEGIN TRANSACTION;\nSELECT 'before', count(*) FROM scores;\n.shell touch {ready}\n")
+    shell.stdin.flush()
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():  # the shell has attached the lake and holds its transaction
+            assert shell.poll() is None and time.monotonic() < deadline, shell.stderr.read()
+            time.sleep(0.1)
+        put_night(svc.store, {f"slider/id_00/b{i}.wav": clip(1.0, 10 + i) for i in range(4)}, night=NEXT)
+        t0 = time.monotonic()
+        res = nightly.run_night(svc, NEXT, "ae")  # the old single file: 5 s of waiting, then a failure
+        took = time.monotonic() - t0
+        assert res.n_scored == 4 and res.ledger["slider/00"]["arrivals"] == 4, res
+        shell.stdin.write("SELECT 'held', count(*) FROM scores;\nCOMMIT;\nSELECT 'after', count(*) FROM scores;\n")
+        out, err = shell.communicate(timeout=60)
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        seen = reader.stdout.readline().split()
+    finally:
+        for p in (reader, shell):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    assert shell.returncode == 0 and "Error" not in err, err
+    # the shell's open transaction kept its snapshot; its next query saw the night
+    assert out.split() == ["before,3", "held,3", "after,7"], out
+    assert seen == ["7", "3", "7"]  # next query: the new rows; the open transaction: as it began
+    _, rows = svc.db.query("SELECT status FROM runs WHERE night = ?::DATE", [NEXT])
+    assert rows == [("completed",)] and took < 60
+
+
+def test_two_nights_loaded_at_once_from_two_processes_both_land(tmp_path):
+    path = tmp_path / "results.duckdb"
+    ResultsDB(path).load_scores([], [], [], [])  # the lake exists before either process starts
+    two_nights_at_once(path)
+
+
+KILLED = """
+import sys, datetime as dt
+sys.path.insert(0, sys.argv[2])
+from lakekit import night_batch
+from slidead.store.results import ResultsDB
+db = ResultsDB(sys.argv[1])
+for i in range(1000):
+    night = (dt.date(2026, 1, 1) + dt.timedelta(days=i)).isoformat()
+    scores, clips, arrivals = night_batch(night, 2000)
+    db.load_scores([scores], clips, [], arrivals)
+    print(db.snapshots()[-1][0], flush=True)
+"""
+
+
+def test_a_load_killed_while_committing_leaves_the_previous_snapshot(tmp_path):
+    path = tmp_path / "results.duckdb"
+    db = ResultsDB(path)
+    db.load_scores([], [], [], [])
+    p = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(path), str(Path(__file__).parent)], stdout=subprocess.PIPE, text=True
+    )
+    committed = [int(p.stdout.readline()), int(p.stdout.readline())]  # two nights in: it loads back to back
+    time.sleep(0.4)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    committed += [int(line) for line in p.stdout.read().split()]
+    latest = db.snapshots()[-1][0]
+    # the lake is at the last commit the loader finished (or the one it was finishing when killed)
+    assert latest in (committed[-1], committed[-1] + 1)
+    _, rows = db.query("SELECT night, count(*), count(DISTINCT clip_id) FROM scores GROUP BY 1")
+    assert len(rows) >= 2 and all(n == d == 2000 for _, n, d in rows), rows  # whole nights only
+    _, rows = db.query("SELECT count(*) FROM drops")
+    assert rows == [(2000 * len({r[0] for r in db.query("SELECT DISTINCT night FROM scores")[1]}),)]
+    # and the next load goes on from there
+    scores, clips, arrivals = night_batch("2026-12-31", 10)
+    assert db.load_scores([scores], clips, [], arrivals) == 10
+    no_duplicate_keys(db)
+
+
+def test_report_reads_the_night_as_it_was_reported(tmp_path):
+    db = ResultsDB(tmp_path / "results.duckdb")
+    scores, clips, arrivals = night_batch(NIGHT, 5)
+    db.load_scores([scores], clips, [], arrivals)
+    snap, when = db.snapshots()[-1][:2]
+    time.sleep(0.05)
+    # the night loaded again with two late arrivals
+    scores, clips, arrivals = night_batch(NIGHT, 7)
+    assert db.load_scores([scores], clips, [], arrivals) == 2
+
+    def arrivals_of(**kw):
+        [(_, cols, rows)] = run_report(db, NIGHT, ["night_ledger"], **kw)
+        return len(rows)
+
+    assert arrivals_of() == 7
+    assert arrivals_of(as_of=snap) == 5
+    assert arrivals_of(as_of=when.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat()) == 5
+    with pytest.raises(ValueError, match="snapshot id"):
+        arrivals_of(as_of="last tuesday")
+
+
+def test_slidead_sql_runs_every_file_and_is_read_only(tmp_path):
+    db = ResultsDB(tmp_path / "slidead.duckdb")
+    scores, clips, arrivals = night_batch(NIGHT, 3)
+    db.load_scores([scores], clips, [{**clips[0], "reason": "silent", "uri": "drops/x.wav"}], arrivals)
+    env = dict(os.environ, SLIDEAD_HOME=str(tmp_path))
+    files = sorted(p for p in (Path(__file__).parents[1] / "slidead" / "sql").glob("*.sql") if p.name != "schema.sql")
+    text = "".join(f.read_text() + "\n" for f in files)
+    proc = subprocess.run(
+        [str(SLIDEAD), "sql", "--night", NIGHT, "--", "-csv"], input=text, capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0 and "Error" not in proc.stderr, proc.stderr
+    out = proc.stdout
+    assert f"{NIGHT},slider,00,slidead-slider-ae:1,3,3,0,0,0,0.0," in out  # nightly_summary
+    assert f"drops/{NIGHT}/slider/id_00/{NIGHT}-00002.wav" in out  # night_ledger
+    assert "silent,1" in out  # rejected_by_reason
+    assert out.count("\n") > len(files)
+    proc = subprocess.run(
+        [str(SLIDEAD), "sql", "--", "-c", "DELETE FROM scores"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode != 0 and "read-only" in proc.stderr.lower(), proc.stderr
+    assert db.query("SELECT count(*) FROM scores")[1] == [(3,)]
