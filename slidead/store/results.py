@@ -367,14 +367,14 @@ class ResultsDB:
         self.data_path = data_path
         self.s3_endpoint = s3_endpoint
         self.lock_timeout_s = lock_timeout_s
-        self._ready = False
+        self._ready = self._preparing = False
         self._root: duckdb.DuckDBPyConnection | None = None
         self._root_pid = 0
         self._lock = threading.Lock()
 
     def __getstate__(self):  # a copy in another process opens its own connection
         state = dict(self.__dict__)
-        state.update(_root=None, _root_pid=0, _ready=False, _lock=None)
+        state.update(_root=None, _root_pid=0, _ready=False, _preparing=False, _lock=None)
         return state
 
     def __setstate__(self, state):
@@ -457,11 +457,17 @@ class ResultsDB:
     def _ensure(self, read_only: bool) -> None:
         if self._ready and self._root_pid == os.getpid():
             return
+        if self._preparing:  # the schema's and the move's own writes
+            return
         if read_only and not self.exists():
             raise FileNotFoundError(f"no results at {self.catalog}: run `slidead score` or `slidead demo` first")
-        self._apply_schema()
-        if Path(self.path).is_file():
-            self._move_single_file()
+        self._preparing = True
+        try:
+            self._apply_schema()
+            if Path(self.path).is_file():
+                self._move_single_file()
+        finally:
+            self._preparing = False
         self._ready = True
 
     @contextlib.contextmanager
