@@ -19,7 +19,7 @@ from slidead.errors import LabelError
 from slidead.jobs.ingest import IngestResult, ingest
 from slidead.layout import parse_key
 from slidead.store.features import FeatureRow
-from slidead.store.results import LABEL_COLUMNS, ResultsDB
+from slidead.store.results import ResultsDB
 
 VERDICTS = {"fault": "anomaly", "false_alarm": "normal", "maintenance": None}
 MIN_PREFIX = 8
@@ -58,9 +58,7 @@ def label(db: ResultsDB, clip: str, verdict: str, note: str | None = None, by: s
             "its folder; verdicts are for the plant's night clips"
         )
     by = by or _user()
-    db.write_rows(
-        "labels", LABEL_COLUMNS, [{"clip_id": row["clip_id"], "verdict": verdict, "note": note, "labelled_by": by}]
-    )
+    db.write_rows("labels", [{"clip_id": row["clip_id"], "verdict": verdict, "note": note, "labelled_by": by}])
     return dict(row, verdict=verdict, note=note, labelled_by=by, eval_label=VERDICTS[verdict])
 
 

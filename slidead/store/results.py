@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import random
 import re
@@ -271,6 +272,46 @@ def lake_schema(text: str | None = None) -> tuple[str, dict[str, tuple[str, ...]
 
 KEYS = lake_schema()[1]
 
+
+def _column_types(text: str) -> dict[str, dict[str, str]]:
+    out = {}
+    for m in _CREATE.finditer(text):
+        cols = re.findall(r"^\s*(\w+)\s+([A-Z]+)\b", m.group(2), flags=re.M)
+        out[m.group(1)] = {c: t for c, t in cols if c != "PRIMARY"}
+    return out
+
+
+# rows written one by one: the columns each table takes (fixed), and its statements, built once
+# from the schema's names and types (no input in them) over a registered Arrow table "batch"
+_WRITE_COLUMNS = {
+    "clips": CLIP_COLUMNS,
+    "rejected": REJECTED_COLUMNS,
+    "threshold_changes": THRESHOLD_CHANGE_COLUMNS,
+    "model_versions": MODEL_VERSION_COLUMNS,
+    "runs": RUN_COLUMNS,
+    "labels": LABEL_COLUMNS,
+}
+
+
+def _write_statements(table: str) -> list[str]:
+    columns, keys, types = _WRITE_COLUMNS[table], KEYS[table], _column_types(SCHEMA_FILE.read_text())[table]
+    names = ", ".join(columns)
+    staged = "(SELECT " + ", ".join(f"CAST({c} AS {types[c]}) AS {c}" for c in columns) + " FROM batch)"
+    match = " AND ".join(f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in keys)
+    if _ON_KEY[table] == "replace":
+        return [
+            f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM {staged} s WHERE {match})",
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {staged} s",
+        ]
+    return [
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM {staged} s WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
+    ]
+
+
+_WRITES = {t: _write_statements(t) for t in _WRITE_COLUMNS}
+# moving an earlier version's file: each table by column name (columns it lacked take their defaults)
+_MOVE = {t: f"INSERT INTO lake.main.{t} BY NAME SELECT * FROM legacy.main.{t}" for t in KEYS}
+
 # -- extensions from the package files -------------------------------------------------------
 
 _EXTENSION_PACKAGES = {
@@ -329,6 +370,11 @@ def as_of_option(as_of: str | int) -> str:
     return f"SNAPSHOT_TIME {_quote(when.isoformat(sep=' '))}"
 
 
+def _attach_file_sql(path: str, alias: str) -> str:
+    """ATTACH takes no parameters: the path goes in as a quoted literal."""
+    return f"ATTACH {_quote(path)} AS {alias} (READ_ONLY)"
+
+
 def _retryable(e: Exception) -> bool:
     msg = str(e).lower()
     return any(s in msg for s in ("conflict", "database is locked", "failed to commit", "could not serialize"))
@@ -367,6 +413,7 @@ class ResultsDB:
         self.data_path = data_path
         self.s3_endpoint = s3_endpoint
         self.lock_timeout_s = lock_timeout_s
+        self.compact_above_files: int | None = 120  # see compact_when_due
         self._ready = self._preparing = False
         self._root: duckdb.DuckDBPyConnection | None = None
         self._root_pid = 0
@@ -562,7 +609,7 @@ class ResultsDB:
             return
         root = self._shared()
         try:
-            root.execute(f"ATTACH {_quote(self.path)} AS legacy (READ_ONLY)")
+            root.execute(_attach_file_sql(self.path, "legacy"))
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise DatabaseBusyError(
@@ -576,22 +623,15 @@ class ResultsDB:
                 return 0, 0
             total, tables = 0, 0
             for table in KEYS:
-                old = [
-                    r[0]
-                    for r in con.execute(
-                        "SELECT column_name FROM information_schema.columns WHERE table_catalog = 'legacy' "
-                        "AND table_name = ? ORDER BY ordinal_position",
-                        [table],
-                    ).fetchall()
-                ]
-                if not old:
+                if not con.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_catalog = 'legacy' AND table_name = ?",
+                    [table],
+                ).fetchone()[0]:
                     continue
-                new = set(self._types(con, table))
-                cols = ", ".join(c for c in old if c in new)
-                before = con.execute(f"SELECT count(*) FROM lake.main.{table}").fetchone()[0]
-                n = con.execute(f"SELECT count(*) FROM legacy.main.{table}").fetchone()[0]
-                con.execute(f"INSERT INTO lake.main.{table} ({cols}) SELECT {cols} FROM legacy.main.{table}")
-                after = con.execute(f"SELECT count(*) FROM lake.main.{table}").fetchone()[0]
+                before = con.execute("SELECT count(*) FROM query_table(?)", [f"lake.main.{table}"]).fetchone()[0]
+                n = con.execute("SELECT count(*) FROM query_table(?)", [f"legacy.main.{table}"]).fetchone()[0]
+                con.execute(_MOVE[table])
+                after = con.execute("SELECT count(*) FROM query_table(?)", [f"lake.main.{table}"]).fetchone()[0]
                 if after - before != n:
                     raise RuntimeError(f"moving {table}: {n} rows in {self.path}, {after - before} arrived")
                 total, tables = total + n, tables + 1
@@ -615,19 +655,11 @@ class ResultsDB:
             file=sys.stderr,
         )
 
-    def _types(self, con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
-        rows = con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = 'lake' "
-            "AND table_name = ? ORDER BY ordinal_position",
-            [table],
-        ).fetchall()
-        return dict(rows)
-
-    def write_rows(self, table: str, columns: tuple[str, ...], rows: Iterable[dict]) -> int:
+    def write_rows(self, table: str, rows: Iterable[dict]) -> int:
         """Write rows to ``table`` keyed as ``schema.sql`` declares: a row whose key is present
-        is left as it is (clips, rejected, threshold changes) or replaces it (runs, model
-        versions, labels). Returns how many rows were given."""
-        keys, mode = KEYS[table], _ON_KEY[table]
+        is left as it is (clips, rejected, threshold changes) or replaced (runs, model versions,
+        labels). Returns how many rows were given."""
+        columns, keys, mode = _WRITE_COLUMNS[table], KEYS[table], _ON_KEY[table]
         unique: dict[tuple, tuple] = {}
         for r in rows:
             key = tuple(str(r.get(k)) for k in keys)
@@ -636,22 +668,12 @@ class ResultsDB:
         if not unique:
             return 0
         batch = _arrow(columns, list(unique.values()))
-        names = ", ".join(columns)
-        match = " AND ".join(f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in keys)
 
         def put(con) -> None:
-            types = self._types(con, table)
-            staged = "(SELECT " + ", ".join(f"CAST({c} AS {types[c]}) AS {c}" for c in columns) + " FROM batch)"
             con.register("batch", batch)
             try:
-                if mode == "replace":
-                    con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM {staged} s WHERE {match})")
-                    con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {staged} s")
-                else:
-                    con.execute(
-                        f"INSERT INTO {table} ({names}) SELECT {names} FROM {staged} s "
-                        f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
-                    )
+                for sql in _WRITES[table]:
+                    con.execute(sql)
             finally:
                 con.unregister("batch")
 
@@ -659,19 +681,19 @@ class ResultsDB:
         return len(unique)
 
     def add_clips(self, rows: Iterable[dict]) -> int:
-        return self.write_rows("clips", CLIP_COLUMNS, rows)
+        return self.write_rows("clips", rows)
 
     def add_rejected(self, rows: Iterable[dict]) -> int:
-        return self.write_rows("rejected", REJECTED_COLUMNS, rows)
+        return self.write_rows("rejected", rows)
 
     def record_model_version(self, row: dict) -> None:
-        self.write_rows("model_versions", MODEL_VERSION_COLUMNS, [row])
+        self.write_rows("model_versions", [row])
 
     def record_threshold_changes(self, rows: list[dict]) -> int:
-        return self.write_rows("threshold_changes", THRESHOLD_CHANGE_COLUMNS, rows)
+        return self.write_rows("threshold_changes", rows)
 
     def record_run(self, row: dict) -> None:
-        self.write_rows("runs", RUN_COLUMNS, [row])
+        self.write_rows("runs", [row])
 
     def load_scores(
         self,
@@ -717,7 +739,9 @@ class ResultsDB:
                 con.unregister("shard")
             return con.execute("SELECT count(*) FROM scores").fetchone()[0] - before
 
-        return self.write(load)
+        new = self.write(load)
+        self.compact_when_due()
+        return new
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -763,29 +787,48 @@ class ResultsDB:
             return cols, cur.fetchall()
 
     def compact(self, expire_days: float | None = None) -> dict[str, int]:
-        """DuckLake's maintenance: merge the small files that nights leave into larger ones and,
-        with ``expire_days``, forget snapshots older than that (time travel stops there) and
-        delete the files only they referred to. Returns the data files before and after."""
+        """DuckLake's maintenance: move rows held in the catalog (small writes) into data files,
+        rewrite files with many deleted rows, merge the small files that nights leave into
+        larger ones and, with ``expire_days``, forget snapshots older than that (time travel
+        stops there) and delete the files only they referred to. Returns the data files of the
+        lake before and after."""
         self._ensure(read_only=False)
         cur = self._cursor()
         try:
-
-            def files() -> int:
-                return sum(
-                    cur.execute("SELECT count(*) FROM ducklake_list_files('lake', ?)", [t]).fetchone()[0] for t in KEYS
-                )
-
-            before = files()
+            before = self._data_files(cur)
+            cur.execute("CALL ducklake_flush_inlined_data('lake')")
+            cur.execute("CALL ducklake_rewrite_data_files('lake')")
             cur.execute("CALL ducklake_merge_adjacent_files('lake')")
             if expire_days is not None:
                 cur.execute(
                     "CALL ducklake_expire_snapshots('lake', older_than => now() - to_days(?))", [int(expire_days)]
                 )
             cur.execute("CALL ducklake_cleanup_old_files('lake', cleanup_all => true)")
-            after = files()
+            after = self._data_files(cur)
         finally:
             cur.close()
         return {"files_before": before, "files_after": after}
+
+    @staticmethod
+    def _data_files(con: duckdb.DuckDBPyConnection, tables: Iterable[str] = tuple(KEYS)) -> int:
+        return sum(
+            con.execute("SELECT count(*) FROM ducklake_list_files('lake', ?)", [t]).fetchone()[0] for t in tables
+        )
+
+    def compact_when_due(self) -> dict[str, int] | None:
+        """Compact when the scores have spread over more than ``compact_above_files`` data files
+        (a few weeks of nights); called after every night's load. A compaction that fails (say,
+        meeting another writer) is left for the next night: it never fails the load."""
+        if not self.compact_above_files:
+            return None
+        try:
+            with self.connect() as con:
+                if self._data_files(con, ["scores"]) <= self.compact_above_files:
+                    return None
+            return self.compact()
+        except duckdb.Error as e:
+            logging.getLogger(__name__).warning("results lake: compaction left for later (%s)", str(e).splitlines()[0])
+            return None
 
 
 def _s3_settings(con: duckdb.DuckDBPyConnection, endpoint_url: str | None) -> None:
