@@ -259,3 +259,26 @@ def test_slidead_sql_runs_every_file_and_is_read_only(tmp_path):
     )
     assert proc.returncode != 0 and "read-only" in proc.stderr.lower(), proc.stderr
     assert db.query("SELECT count(*) FROM scores")[1] == [(3,)]
+
+
+def test_compaction_merges_the_nights_files_and_changes_no_answer(tmp_path):
+    db = ResultsDB(tmp_path / "results.duckdb")
+    db.compact_above_files = None
+    for day in range(1, 7):
+        scores, clips, arrivals = night_batch(f"2026-11-{day:02d}", 40)
+        db.load_scores([scores], clips, [], arrivals)
+    db.record_run({"run_id": "r", "flow": "score", "status": "running"})
+    db.record_run({"run_id": "r", "flow": "score", "status": "completed"})  # a replaced row
+    answers = run_report(db, "2026-11-06")
+    files = db.compact()
+    assert files["files_before"] == 18 and files["files_after"] < files["files_before"], files
+    assert run_report(db, "2026-11-06") == answers
+    assert db.query("SELECT run_id, status FROM runs")[1] == [("r", "completed")]
+    # and loads start it themselves once the scores spread over more files than allowed
+    db.compact_above_files = 2
+    for day in (7, 8):
+        scores, clips, arrivals = night_batch(f"2026-11-{day:02d}", 40)
+        db.load_scores([scores], clips, [], arrivals)
+    with db.connect() as con:
+        assert con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'scores')").fetchone()[0] <= 2
+    assert db.query("SELECT count(*), count(DISTINCT clip_id) FROM scores")[1] == [(320, 320)]
