@@ -121,6 +121,7 @@ print(now, still, held.execute("SELECT count(*) FROM scores").fetchone()[0], flu
 """
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_readers_holding_the_lake_open_never_stop_a_night(tmp_path):
     svc = services(tmp_path, lock_timeout_s=5.0)
