@@ -276,7 +276,7 @@ KEYS = lake_schema()[1]
 def _column_types(text: str) -> dict[str, dict[str, str]]:
     out = {}
     for m in _CREATE.finditer(text):
-        cols = re.findall(r"^\s*(\w+)\s+([A-Z]+)\b", m.group(2), flags=re.M)
+        cols = re.findall(r"^\s*(\w+)\s+([A-Z][A-Z0-9_]*(?:\([^)]*\))?(?:\[\])*)", m.group(2), flags=re.M)
         out[m.group(1)] = {c: t for c, t in cols if c != "PRIMARY"}
     return out
 
