@@ -151,9 +151,7 @@ def test_readers_holding_the_lake_open_never_stop_a_night(tmp_path):
             assert shell.poll() is None and time.monotonic() < deadline, shell.stderr.read()
             time.sleep(0.1)
         put_night(svc.store, {f"slider/id_00/b{i}.wav": clip(1.0, 10 + i) for i in range(4)}, night=NEXT)
-        t0 = time.monotonic()
         res = nightly.run_night(svc, NEXT, "ae")  # the old single file: 5 s of waiting, then a failure
-        took = time.monotonic() - t0
         assert res.n_scored == 4 and res.ledger["slider/00"]["arrivals"] == 4, res
         shell.stdin.write("SELECT 'held', count(*) FROM scores;\nCOMMIT;\nSELECT 'after', count(*) FROM scores;\n")
         out, err = shell.communicate(timeout=60)
@@ -170,7 +168,7 @@ def test_readers_holding_the_lake_open_never_stop_a_night(tmp_path):
     assert out.split() == ["before,3", "held,3", "after,7"], out
     assert seen == ["7", "3", "7"]  # next query: the new rows; the open transaction: as it began
     _, rows = svc.db.query("SELECT status FROM runs WHERE night = ?::DATE", [NEXT])
-    assert rows == [("completed",)] and took < 60
+    assert rows == [("completed",)]
 
 
 def test_two_nights_loaded_at_once_from_two_processes_both_land(tmp_path):
