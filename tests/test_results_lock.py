@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -40,10 +39,8 @@ def test_a_process_holding_the_lake_open_does_not_delay_a_write(tmp_path, mode):
     db.add_clips([{"clip_id": "a", "uri": "u", **CLIP}])
     holder = _holder(path, mode, 60)
     try:
-        t0 = time.monotonic()
-        db.add_clips([{"clip_id": "b", "uri": "v", **CLIP}])
-        assert time.monotonic() - t0 < 5.0  # no waiting on the holder (the single file waited, then failed)
-        assert holder.poll() is None  # and it is still holding
+        db.add_clips([{"clip_id": "b", "uri": "v", **CLIP}])  # the single file waited 1 s here, then failed
+        assert holder.poll() is None  # written while the holder still holds the lake open
     finally:
         holder.kill()
         holder.wait()
