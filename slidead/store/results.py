@@ -418,15 +418,17 @@ class ResultsDB:
         self._root: duckdb.DuckDBPyConnection | None = None
         self._root_pid = 0
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     def __getstate__(self):  # a copy in another process opens its own connection
         state = dict(self.__dict__)
-        state.update(_root=None, _root_pid=0, _ready=False, _preparing=False, _lock=None)
+        state.update(_root=None, _root_pid=0, _ready=False, _preparing=False, _lock=None, _local=None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -501,6 +503,16 @@ class ResultsDB:
         cur.execute("USE lake")
         return cur
 
+    def _own_cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor for :meth:`query` and :meth:`write` (kept: ``USE lake`` starts a
+        transaction on the catalog, a cost paid once rather than per statement)."""
+        held = getattr(self._local, "cursor", None)
+        if held is None or held[0] != os.getpid() or held[1] is not self._root:
+            cur = self._cursor()
+            self._local.cursor = (os.getpid(), self._root, cur)
+            return cur
+        return held[2]
+
     def _ensure(self, read_only: bool) -> None:
         if self._ready and self._root_pid == os.getpid():
             return
@@ -544,7 +556,7 @@ class ResultsDB:
         delay, tries = 0.05, 0
         while True:
             tries += 1
-            con = self._cursor()
+            con = self._own_cursor()
             try:
                 con.execute("BEGIN TRANSACTION")
                 if token:
@@ -564,8 +576,6 @@ class ResultsDB:
             except BaseException:
                 _rollback(con)
                 raise
-            finally:
-                con.close()
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 1.0)
 
@@ -781,10 +791,11 @@ class ResultsDB:
         self, sql: str, params: dict | list | None = None, read_only: bool = True
     ) -> tuple[list[str], list[tuple]]:
         """Run one read query; returns (column names, rows)."""
-        with self.connect(read_only=read_only) as con:
-            cur = con.execute(sql, params) if params else con.execute(sql)
-            cols = [d[0] for d in cur.description] if cur.description else []
-            return cols, cur.fetchall()
+        self._ensure(read_only)
+        con = self._own_cursor()
+        cur = con.execute(sql, params) if params else con.execute(sql)
+        cols = [d[0] for d in cur.description] if cur.description else []
+        return cols, cur.fetchall()
 
     def compact(self, expire_days: float | None = None) -> dict[str, int]:
         """DuckLake's maintenance: move rows held in the catalog (small writes) into data files,
