@@ -50,9 +50,10 @@ def test_a_process_holding_the_lake_open_does_not_delay_a_write(tmp_path, mode):
 
 def test_a_write_that_keeps_meeting_other_commits_stops_and_writes_nothing(tmp_path):
     path = tmp_path / "r.duckdb"
-    db = ResultsDB(path, lock_timeout_s=1.0)
+    db = ResultsDB(path, lock_timeout_s=3.0)
     other = ResultsDB(path)  # another writer (its own connection to the catalog)
     db.add_clips([{"clip_id": "a", "uri": "u", **CLIP}])
+    other.query("SELECT 1")  # opened before the race
     tries = []
 
     def insert(con):
