@@ -38,7 +38,7 @@ def find_clip(db: ResultsDB, clip: str) -> dict:
     )
     if not rows:
         hint = f" (a prefix needs at least {MIN_PREFIX} characters)" if len(clip) < MIN_PREFIX else ""
-        raise LabelError(f"no clip {clip!r} in {db.catalog}{hint}: use a clip_id from the anomalies view, or its uri")
+        raise LabelError(f"no clip {clip!r} in {db.shown}{hint}: use a clip_id from the anomalies view, or its uri")
     if len(rows) > 1:
         raise LabelError(
             f"{clip!r} matches several clips ({', '.join(r[0][:12] for r in rows)}...): give more of the clip_id"

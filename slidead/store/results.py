@@ -430,6 +430,13 @@ class ResultsDB:
         self._lock = threading.Lock()
         self._local = threading.local()
 
+    @property
+    def shown(self) -> str:
+        """The catalog as messages name it: a password in a PostgreSQL conninfo or URI masked
+        (better kept in PGPASSWORD or ~/.pgpass, which libpq reads)."""
+        text = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", self.catalog, flags=re.I)
+        return re.sub(r"(://[^:/@\s]+:)[^@/\s]+@", r"\1***@", text)
+
     # -- opening ---------------------------------------------------------------------------
 
     def exists(self) -> bool:
@@ -570,7 +577,7 @@ class ResultsDB:
                     raise
                 if time.monotonic() >= deadline:
                     raise DatabaseBusyError(
-                        f"the results lake at {self.catalog} kept meeting other writers' commits: "
+                        f"the results lake at {self.shown} kept meeting other writers' commits: "
                         f"{tries} tries in {self.lock_timeout_s:.0f} s. Re-run: nothing was written."
                     ) from None
             except BaseException:
@@ -661,7 +668,7 @@ class ResultsDB:
                     os.replace(self.path + suffix, kept + suffix)
         print(
             f"slidead: moved {total} rows in {tables} tables from {self.path} into the results lake "
-            f"{self.catalog} (counts checked); the old file is kept as {kept}",
+            f"{self.shown} (counts checked); the old file is kept as {kept}",
             file=sys.stderr,
         )
 
