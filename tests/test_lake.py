@@ -183,11 +183,19 @@ sys.path.insert(0, sys.argv[2])
 from lakekit import night_batch
 from slidead.store.results import ResultsDB
 db = ResultsDB(sys.argv[1])
+write = db.write
+def announced(fn, **kw):
+    def body(con):
+        out = fn(con)
+        print("committing", flush=True)  # the inserts are done: what follows is the COMMIT
+        return out
+    return write(body, **kw)
+db.write = announced
 for i in range(1000):
     night = (dt.date(2026, 1, 1) + dt.timedelta(days=i)).isoformat()
     scores, clips, arrivals = night_batch(night, 2000)
     db.load_scores([scores], clips, [], arrivals)
-    print(db.snapshots()[-1][0], flush=True)
+    print("committed", db.snapshots()[-1][0], flush=True)
 """
 
 
@@ -198,18 +206,30 @@ def test_a_load_killed_while_committing_leaves_the_previous_snapshot(tmp_path):
     p = subprocess.Popen(
         [sys.executable, "-c", KILLED, str(path), str(Path(__file__).parent)], stdout=subprocess.PIPE, text=True
     )
-    committed = [int(p.stdout.readline()), int(p.stdout.readline())]  # two nights in: it loads back to back
-    time.sleep(0.4)
+    lines = []
+    while lines.count("committing") < 3:  # two nights in, the third one's COMMIT has begun
+        lines.append(p.stdout.readline().strip())
+        assert lines[-1], "the loader stopped"
+    time.sleep(0.02)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    committed += [int(line) for line in p.stdout.read().split()]
+    committed = [int(x.split()[1]) for x in lines + p.stdout.read().split("\n") if x.startswith("committed")]
+    assert len(committed) == 2
     latest = db.snapshots()[-1][0]
     # the lake is at the last commit the loader finished (or the one it was finishing when killed)
     assert latest in (committed[-1], committed[-1] + 1)
     _, rows = db.query("SELECT night, count(*), count(DISTINCT clip_id) FROM scores GROUP BY 1")
-    assert len(rows) >= 2 and all(n == d == 2000 for _, n, d in rows), rows  # whole nights only
-    _, rows = db.query("SELECT count(*) FROM drops")
-    assert rows == [(2000 * len({r[0] for r in db.query("SELECT DISTINCT night FROM scores")[1]}),)]
+    assert len(rows) in (2, 3) and all(n == d == 2000 for _, n, d in rows), rows  # whole nights only
+    assert len(rows) == 2 + (latest - committed[-1])
+    if latest == committed[-1]:  # killed inside the commit: its data files written, the catalog's commit not
+        with db.connect() as con:
+            listed = sum(
+                con.execute("SELECT count(*) FROM ducklake_list_files('lake', ?)", [t]).fetchone()[0]
+                for t in ("clips", "drops", "scores")
+            )
+        assert len(list(Path(f"{db.catalog}.files").rglob("*.parquet"))) > listed
+    _, counts = db.query("SELECT (SELECT count(*) FROM drops), (SELECT count(*) FROM clips)")
+    assert counts == [(2000 * len(rows), 2000 * len(rows))]
     # and the next load goes on from there
     scores, clips, arrivals = night_batch("2026-12-31", 10)
     assert db.load_scores([scores], clips, [], arrivals) == 10
