@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_lake import two_nights_at_once
+from lakekit import two_nights_at_once
 
 from slidead.shell.report import run_report
 from slidead.store.results import ResultsDB
