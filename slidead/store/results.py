@@ -850,7 +850,26 @@ class ResultsDB:
 
 
 def _s3_settings(con: duckdb.DuckDBPyConnection, endpoint_url: str | None) -> None:
-    enable_httpfs(con, endpoint_url, load=False)
+    """As :func:`enable_httpfs`, for the whole database (GLOBAL): the lake's connection hands
+    out cursors, and a plain SET holds for one connection only."""
+    from urllib.parse import urlparse
+
+    import boto3
+
+    session = boto3.session.Session()
+    creds = session.get_credentials()
+    if creds is not None:
+        frozen = creds.get_frozen_credentials()
+        con.execute("SET GLOBAL s3_access_key_id = ?", [frozen.access_key])
+        con.execute("SET GLOBAL s3_secret_access_key = ?", [frozen.secret_key])
+        if frozen.token:
+            con.execute("SET GLOBAL s3_session_token = ?", [frozen.token])
+    con.execute("SET GLOBAL s3_region = ?", [session.region_name or "us-east-1"])
+    if endpoint_url:
+        p = urlparse(endpoint_url)
+        con.execute("SET GLOBAL s3_endpoint = ?", [p.netloc])
+        con.execute("SET GLOBAL s3_use_ssl = ?", [p.scheme == "https"])
+        con.execute("SET GLOBAL s3_url_style = 'path'")
 
 
 def httpfs_extension_path() -> str:
@@ -868,16 +887,15 @@ def httpfs_extension_path() -> str:
     return str(path)
 
 
-def enable_httpfs(con: duckdb.DuckDBPyConnection, endpoint_url: str | None = None, load: bool = True) -> None:
+def enable_httpfs(con: duckdb.DuckDBPyConnection, endpoint_url: str | None = None) -> None:
     """Install and load httpfs from the package file; point it at an S3-compatible endpoint
     with the credentials of the standard AWS chain (set as values, never logged)."""
     from urllib.parse import urlparse
 
     import boto3
 
-    if load:
-        con.install_extension(httpfs_extension_path())
-        con.load_extension("httpfs")
+    con.install_extension(httpfs_extension_path())
+    con.load_extension("httpfs")
     session = boto3.session.Session()
     creds = session.get_credentials()
     if creds is not None:
