@@ -11,7 +11,7 @@
 #  4. compose.yaml + compose.local.yaml: Prefect server, S3 (moto), bucket init, MLflow, a CPU
 #     worker; inside the worker container: prefect deploy --all, retrain/vae (3 epochs), a
 #     small night generated and uploaded to the bucket, score/nightly-cpu for that night.
-#  5. checks the night's scores in DuckDB (from a fresh container on the results volume) and
+#  5. checks the night's scores in the results lake (from a fresh container) and
 #     the champion through MLflow's REST API; prints the figures; tears everything down.
 # Exits non-zero with one sentence on the first failure. Logs: $SLIDEAD_DOCKER_LOGS.
 set -uo pipefail
@@ -223,11 +223,15 @@ EOF
 }
 NIGHT_RUN_S=$(flow_run_time nightly-cpu) || fail "the score flow run could not be read from the Prefect API"
 RETRAIN_RUN_S=$(flow_run_time vae) || fail "the retrain flow run could not be read from the Prefect API"
-# the worker is stopped first: a fresh container reads DuckDB from the results volume
+# the worker is stopped first: a fresh container reads the results lake (catalog on the results
+# volume, data files in the bucket)
 step worker-stop "the CPU worker did not stop" compose stop cpu-worker
-step duckdb "the night's scores are not in DuckDB on the results volume" compose run --rm --no-deps -T cpu-worker python -c "
-import duckdb, sys
-con = duckdb.connect('/data/slidead.duckdb', read_only=True)
+step duckdb "the night's scores are not in the results lake" compose run --rm --no-deps -T cpu-worker python -c "
+import sys
+from slidead.settings import Settings
+from slidead.store.services import results_db
+cm = results_db(Settings()).connect(read_only=True)
+con = cm.__enter__()
 n, ids, flagged, models = con.execute(
     \"SELECT count(*), count(DISTINCT machine_id), count(*) FILTER (WHERE is_anomaly), string_agg(DISTINCT model_name || ' v' || model_version, ', ') FROM scores WHERE night = ?::DATE\",
     ['$NIGHT']).fetchone()

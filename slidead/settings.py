@@ -26,7 +26,14 @@ class Settings(BaseSettings):
     # never from slidead's settings, and are never logged or stored
     s3_endpoint: str | None = None
     mlflow_uri: str | None = None  # MLflow tracking and registry; default sqlite:///$SLIDEAD_HOME/mlflow.db
-    duckdb: str | None = None  # the results database; default $SLIDEAD_HOME/slidead.duckdb
+    # the single results file of earlier versions (default $SLIDEAD_HOME/slidead.duckdb): moved into
+    # the results lake on first use (docs/ducklake.md)
+    duckdb: str | None = None
+    # the results lake's catalog: a SQLite file (default $SLIDEAD_HOME/slidead.ducklake), or
+    # postgres:<conninfo> for several hosts
+    catalog: str | None = None
+    # where a new results lake puts its Parquet files: default $SLIDEAD_STORE/lake/ (a folder or s3://)
+    lake_data: str | None = None
     family: str = "vae"  # the model family score and commission use when no --family is given
     device: str = "auto"  # auto (CUDA when present), cpu, cuda or cuda:N: features, training, scoring
     dask_address: str | None = None  # a Dask scheduler (tcp://host:8786): shards fan out to its workers
@@ -109,3 +116,13 @@ class Settings(BaseSettings):
     @property
     def duckdb_path(self) -> str:
         return self.duckdb or str(self.home_dir / "slidead.duckdb")
+
+    @property
+    def catalog_uri(self) -> str:
+        """The results lake's catalog: SLIDEAD_CATALOG, or a SQLite file beside the old DuckDB file."""
+        return self.catalog or str(Path(self.duckdb_path).with_suffix(".ducklake"))
+
+    @property
+    def lake_data_path(self) -> str:
+        """Where a new results lake writes its Parquet files: beside the features in the store."""
+        return self.lake_data or self.store_uri.rstrip("/") + "/lake/"

@@ -13,9 +13,10 @@
 --            The night variable is not read: the comparison uses every common clip.
 --
 -- Example:
---   duckdb -readonly $SLIDEAD_HOME/slidead.duckdb < sql/model_comparison.sql
---   duckdb -readonly -cmd "SET VARIABLE model_a = 'slidead-slider-ae:1'" -cmd "SET VARIABLE model_b = 'slidead-slider-vae:1'" \
---       $SLIDEAD_HOME/slidead.duckdb < sql/model_comparison.sql
+--   slidead sql < sql/model_comparison.sql
+--   slidead sql -- -cmd "SET VARIABLE model_a = 'slidead-slider-ae:1'" -cmd "SET VARIABLE model_b = 'slidead-slider-vae:1'" \
+--       < sql/model_comparison.sql
+--   duckdb -init attach.sql < sql/model_comparison.sql    (the plain duckdb shell; attach.sql from `slidead sql --print-init`)
 WITH vars AS (
     SELECT getvariable('model_a')::VARCHAR AS a, getvariable('model_b')::VARCHAR AS b
 ), params AS (

@@ -8,7 +8,8 @@
 -- Variables: night (DATE, optional) -- default: the latest night in drops.
 --
 -- Example:
---   duckdb -readonly -cmd "SET VARIABLE night = DATE '2026-11-23'" $SLIDEAD_HOME/slidead.duckdb < sql/night_ledger.sql
+--   slidead sql --night 2026-11-23 < sql/night_ledger.sql
+--   duckdb -init attach.sql < sql/night_ledger.sql    (the plain duckdb shell; attach.sql from `slidead sql --print-init`)
 WITH params AS (
     SELECT coalesce(getvariable('night')::DATE, (SELECT max(night) FROM drops)) AS night
 ), best AS (  -- the newest model version's score of each clip that night

@@ -12,8 +12,9 @@
 -- Variables: night (DATE, optional) -- default: the latest night in scores.
 --
 -- Example:
---   duckdb -readonly $SLIDEAD_HOME/slidead.duckdb < sql/nightly_summary.sql
---   duckdb -readonly -cmd "SET VARIABLE night = DATE '2026-11-23'" $SLIDEAD_HOME/slidead.duckdb < sql/nightly_summary.sql
+--   slidead sql < sql/nightly_summary.sql
+--   slidead sql --night 2026-11-23 < sql/nightly_summary.sql
+--   duckdb -init attach.sql < sql/nightly_summary.sql    (the plain duckdb shell; attach.sql from `slidead sql --print-init`)
 -- or inside the duckdb shell:
 --   SET VARIABLE night = DATE '2026-11-23';
 --   .read sql/nightly_summary.sql

@@ -6,8 +6,9 @@
 --            (unlike the other reports, there is no fallback to the latest night).
 --
 -- Example:
---   duckdb -readonly $SLIDEAD_HOME/slidead.duckdb < sql/rejected_by_reason.sql
---   duckdb -readonly -cmd "SET VARIABLE night = DATE '2026-11-23'" $SLIDEAD_HOME/slidead.duckdb < sql/rejected_by_reason.sql
+--   slidead sql < sql/rejected_by_reason.sql
+--   slidead sql --night 2026-11-23 < sql/rejected_by_reason.sql
+--   duckdb -init attach.sql < sql/rejected_by_reason.sql    (the plain duckdb shell; attach.sql from `slidead sql --print-init`)
 WITH params AS (
     SELECT getvariable('night')::DATE AS night
 )

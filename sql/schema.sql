@@ -1,5 +1,7 @@
--- slidead results database. Applied idempotently on every connection that writes
--- (CREATE ... IF NOT EXISTS / CREATE OR REPLACE VIEW). Primary keys make re-runs idempotent.
+-- slidead's results: the tables and views of the results lake (DuckLake). Applied idempotently
+-- when it changes (CREATE ... IF NOT EXISTS / CREATE OR REPLACE VIEW). DuckLake keeps no PRIMARY
+-- KEY or CHECK constraints: they are dropped when the schema is applied, and the writes keep the
+-- keys declared here themselves (slidead/store/results.py), so re-runs add nothing.
 
 CREATE TABLE IF NOT EXISTS clips (
     clip_id       VARCHAR PRIMARY KEY,   -- SHA-256 of the WAV bytes

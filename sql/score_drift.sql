@@ -13,8 +13,9 @@
 -- Variables: night (DATE, optional) -- default: the latest night in scores.
 --
 -- Example:
---   duckdb -readonly $SLIDEAD_HOME/slidead.duckdb < sql/score_drift.sql
---   duckdb -readonly -cmd "SET VARIABLE night = DATE '2026-11-23'" $SLIDEAD_HOME/slidead.duckdb < sql/score_drift.sql
+--   slidead sql < sql/score_drift.sql
+--   slidead sql --night 2026-11-23 < sql/score_drift.sql
+--   duckdb -init attach.sql < sql/score_drift.sql    (the plain duckdb shell; attach.sql from `slidead sql --print-init`)
 WITH params AS (
     SELECT coalesce(getvariable('night')::DATE, (SELECT max(night) FROM scores)) AS night
 ), nightly AS (

@@ -7,8 +7,9 @@
 -- Variables: night (DATE, optional) -- the last night of the window; default: the latest night in scores.
 --
 -- Example:
---   duckdb -readonly $SLIDEAD_HOME/slidead.duckdb < sql/trend_30_nights.sql
---   duckdb -readonly -cmd "SET VARIABLE night = DATE '2026-11-23'" $SLIDEAD_HOME/slidead.duckdb < sql/trend_30_nights.sql
+--   slidead sql < sql/trend_30_nights.sql
+--   slidead sql --night 2026-11-23 < sql/trend_30_nights.sql
+--   duckdb -init attach.sql < sql/trend_30_nights.sql    (the plain duckdb shell; attach.sql from `slidead sql --print-init`)
 WITH params AS (
     SELECT coalesce(getvariable('night')::DATE, (SELECT max(night) FROM scores)) AS night
 ), nightly AS (

@@ -210,7 +210,7 @@ def runs(svc: Services) -> list[tuple]:
 
 
 def count(svc: Services, table: str) -> int:
-    if not Path(svc.db.path).exists():
+    if not svc.db.exists():
         return 0
     with svc.db.connect(read_only=True) as con:
         return con.execute(

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 
 from slidead.shell.report import REPORTS, format_table, run_report
+from slidead.shell.sql import init_script
 from slidead.store.results import SCORE_COLUMNS, SQL_DIR, ResultsDB
 
 MT = "slider"
@@ -190,11 +191,19 @@ def _report(db_path, name, night=None):
 # -- the duckdb CLI, as an engineer runs the files -------------------------------------------
 
 
-def _cli(db_path: Path, sql_file: Path, night: str | None = None, mode: str = "-csv") -> str:
+@pytest.fixture(scope="module")
+def attach_script(db_path, tmp_path_factory) -> Path:
+    """What `slidead sql --print-init` writes, for the plain duckdb shell."""
+    path = tmp_path_factory.mktemp("attach") / "attach.sql"
+    path.write_text(init_script(ResultsDB(db_path)))
+    return path
+
+
+def _cli(attach_script: Path, sql_file: Path, night: str | None = None, mode: str = "-csv") -> str:
     text = sql_file.read_text()
     if night is not None:
         text = f"SET VARIABLE night = DATE '{night}';\n" + text
-    args = [str(DUCKDB_CLI)] + ([mode] if mode else []) + [str(db_path)]
+    args = [str(DUCKDB_CLI)] + ([mode] if mode else []) + ["-init", str(attach_script)]
     proc = subprocess.run(args, input=text, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, f"{sql_file.name}: {proc.stderr}"
     assert "Error" not in proc.stderr, proc.stderr
@@ -212,61 +221,61 @@ def test_every_sql_file_has_a_header():
 
 @pytest.mark.parametrize("sql_file", SQL_FILES, ids=lambda p: p.stem)
 @pytest.mark.parametrize("night", [None, LATEST, "2026-11-22"])
-def test_cli_runs_every_file(db_path, sql_file, night):
-    out = _cli(db_path, sql_file, night, mode="")  # the default duckbox output, as typed by hand
+def test_cli_runs_every_file(attach_script, sql_file, night):
+    out = _cli(attach_script, sql_file, night, mode="")  # the default duckbox output, as typed by hand
     assert out.strip()
 
 
-def test_cli_nightly_summary(db_path):
+def test_cli_nightly_summary(attach_script):
     f = SQL_DIR / "nightly_summary.sql"
     for night in (None, LATEST):
-        lines = _cli(db_path, f, night).splitlines()
+        lines = _cli(attach_script, f, night).splitlines()
         assert lines[0].startswith("night,machine_type,machine_id,model,arrivals,scored,duplicates,rejected,flagged")
         # no ledger rows in this database (made row by row): arrivals = scored + rejected
         assert f"{LATEST},{MT},id_02,{MODEL}:1,6,4,0,2,1,0.25," in "\n".join(lines)
         assert f"{LATEST},{MT},id_04,NULL,1,0,0,1,0,NULL,NULL,NULL" in lines
         assert len(lines) == 1 + 5
-    out = _cli(db_path, f, "2026-11-22")
+    out = _cli(attach_script, f, "2026-11-22")
     assert f"2026-11-22,{MT},id_00,{MODEL}:1,3,2,0,1,0,0.0," in out
     assert LATEST not in out
 
 
-def test_cli_flagged_anomalies(db_path):
+def test_cli_flagged_anomalies(attach_script):
     f = SQL_DIR / "flagged_anomalies.sql"
     for night in (None, LATEST):
-        lines = _cli(db_path, f, night).splitlines()
+        lines = _cli(attach_script, f, night).splitlines()
         assert len(lines) == 1 + 3
         assert _uri(LATEST, "id_02", 3) in lines[1] and f"{MODEL}:1" in lines[1]  # ratio 1.333 first
         assert _uri(LATEST, "id_00", 3) in lines[3]
-    out = _cli(db_path, f, "2026-11-21")
+    out = _cli(attach_script, f, "2026-11-21")
     assert _uri("2026-11-21", "id_00", 2) in out and LATEST not in out
 
 
-def test_cli_other_files(db_path):
-    out = _cli(db_path, SQL_DIR / "rejected_by_reason.sql")
+def test_cli_other_files(attach_script):
+    out = _cli(attach_script, SQL_DIR / "rejected_by_reason.sql")
     assert "silent,2," in out and "truncated,1," in out and "empty,1," in out
-    out = _cli(db_path, SQL_DIR / "rejected_by_reason.sql", LATEST)
+    out = _cli(attach_script, SQL_DIR / "rejected_by_reason.sql", LATEST)
     assert "silent,2," in out and "truncated" not in out
-    out = _cli(db_path, SQL_DIR / "score_drift.sql")
+    out = _cli(attach_script, SQL_DIR / "score_drift.sql")
     assert f"{LATEST},{MT},id_02,{MODEL}:1" in out and ",true,drifted" in out and ",false,ok" in out
-    out = _cli(db_path, SQL_DIR / "trend_30_nights.sql")
+    out = _cli(attach_script, SQL_DIR / "trend_30_nights.sql")
     assert "2026-11-21" in out and "2026-10-01" not in out
-    out = _cli(db_path, SQL_DIR / "model_comparison.sql")
+    out = _cli(attach_script, SQL_DIR / "model_comparison.sql")
     assert f"{MODEL}:1,{MODEL}:2,8," in out
 
 
-def test_cli_model_comparison_variables(db_path):
+def test_cli_model_comparison_variables(attach_script):
     f = SQL_DIR / "model_comparison.sql"
     text = f"SET VARIABLE model_a = '{MODEL}:2';\nSET VARIABLE model_b = '{MODEL}:1';\n" + f.read_text()
     proc = subprocess.run(
-        [str(DUCKDB_CLI), "-csv", str(db_path)], input=text, capture_output=True, text=True, timeout=30
+        [str(DUCKDB_CLI), "-csv", "-init", str(attach_script)], input=text, capture_output=True, text=True, timeout=30
     )
     assert proc.returncode == 0, proc.stderr
     assert f"{MODEL}:2,{MODEL}:1,8," in proc.stdout
     # only one of the two set: a clear error, not a silent default
     text = f"SET VARIABLE model_a = '{MODEL}:2';\n" + f.read_text()
     proc = subprocess.run(
-        [str(DUCKDB_CLI), "-csv", str(db_path)], input=text, capture_output=True, text=True, timeout=30
+        [str(DUCKDB_CLI), "-csv", "-init", str(attach_script)], input=text, capture_output=True, text=True, timeout=30
     )
     assert proc.returncode != 0 and "model_b" in proc.stderr
 
@@ -406,7 +415,7 @@ def test_reports_leave_database_unchanged(db_path):
             "SELECT (SELECT count(*) FROM scores), (SELECT count(*) FROM clips), "
             "(SELECT count(*) FROM rejected), (SELECT count(*) FROM model_versions), (SELECT count(*) FROM runs)"
         )[1]
-        return hashlib.sha256(Path(db_path).read_bytes()).hexdigest(), counts
+        return ResultsDB(db_path).snapshots()[-1][0], counts  # no new snapshot: nothing was written
 
     before = state()
     run_report(str(db_path))
@@ -414,7 +423,6 @@ def test_reports_leave_database_unchanged(db_path):
     with pytest.raises(ValueError):
         run_report(str(db_path), night="x'; DROP TABLE scores; --")
     assert state() == before
-    assert not Path(f"{db_path}.wal").exists()
 
 
 def test_format_table_shape():
@@ -459,5 +467,7 @@ def test_empty_database(tmp_path):
     for title, cols, rows in run_report(str(path)):
         assert cols and rows == [], title
         assert "(no rows)" in format_table(cols, rows)
+    script = tmp_path / "attach.sql"
+    script.write_text(init_script(ResultsDB(path)))
     for f in SQL_FILES:
-        _cli(path, f)
+        _cli(script, f)

@@ -95,13 +95,14 @@ def test_no_credential_in_logs_errors_database_mlflow_or_parquet(tmp_path, monke
     client = mlflow.MlflowClient(settings.tracking_uri)
     for run in client.search_runs([e.experiment_id for e in client.search_experiments()]):
         assert run.data.params and not _leaks(repr((run.data.params, run.data.tags, list(run.data.metrics))))
-    # every file slidead wrote: mlflow.db, artifacts, the DuckDB file
+    # every file slidead wrote: mlflow.db, artifacts, the results lake's catalog
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert any(p.name == "mlflow.db" for p in files) and any(p.suffix == ".duckdb" for p in files)
+    assert any(p.name == "mlflow.db" for p in files) and any(p.suffix == ".ducklake" for p in files)
     assert not [p for p in files if _leaks(p.read_bytes())]
     # every object in the bucket: features and shard Parquet (with their metadata), the lock
     parquet = {k: v for k, v in objects.items() if k.endswith(".parquet")}
     assert any("/features/" in k for k in parquet) and any("/results/" in k for k in parquet)
+    assert svc.db.data_path == "s3://plant/site/lake/"  # the results lake's files go beside them
     for key, data in objects.items():
         assert not _leaks(data), key
     for key, data in parquet.items():

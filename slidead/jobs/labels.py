@@ -37,7 +37,7 @@ def find_clip(db: ResultsDB, clip: str) -> dict:
     )
     if not rows:
         hint = f" (a prefix needs at least {MIN_PREFIX} characters)" if len(clip) < MIN_PREFIX else ""
-        raise LabelError(f"no clip {clip!r} in {db.path}{hint}: use a clip_id from the anomalies view, or its uri")
+        raise LabelError(f"no clip {clip!r} in {db.shown}{hint}: use a clip_id from the anomalies view, or its uri")
     if len(rows) > 1:
         raise LabelError(
             f"{clip!r} matches several clips ({', '.join(r[0][:12] for r in rows)}...): give more of the clip_id"
@@ -57,11 +57,7 @@ def label(db: ResultsDB, clip: str, verdict: str, note: str | None = None, by: s
             "its folder; verdicts are for the plant's night clips"
         )
     by = by or _user()
-    with db.connect() as con:
-        con.execute(
-            "INSERT OR REPLACE INTO labels (clip_id, verdict, note, labelled_by) VALUES (?, ?, ?, ?)",
-            [row["clip_id"], verdict, note, by],
-        )
+    db.write_rows("labels", [{"clip_id": row["clip_id"], "verdict": verdict, "note": note, "labelled_by": by}])
     return dict(row, verdict=verdict, note=note, labelled_by=by, eval_label=VERDICTS[verdict])
 
 
@@ -75,9 +71,7 @@ def _user() -> str:
 def labelled(db: ResultsDB, machine_type: str) -> dict[str, tuple[str, str]]:
     """``{clip_id: (store key, eval label)}`` of the machine type's plant clips with a verdict
     that labels them (maintenance is left out)."""
-    from pathlib import Path
-
-    if not Path(db.path).exists():
+    if not db.exists():
         return {}
     _, rows = db.query(
         "SELECT l.clip_id, c.uri, l.verdict FROM labels l JOIN clips c USING (clip_id) "

@@ -1,7 +1,7 @@
 """The ``slidead`` command line.
 
 Commands: ``demo``, ``generate``, ``import dcase|dcase2020|mimii DIR``, ``upload-night DIR``,
-``train``, ``evaluate``, ``score``, ``report``, ``models``. ``train``, ``score`` and ``demo`` run
+``train``, ``evaluate``, ``score``, ``report``, ``sql``, ``models``. ``train``, ``score`` and ``demo`` run
 the library recipe in this process, or the Prefect flow when ``PREFECT_API_URL`` names a server
 (``--prefect`` / ``--no-prefect`` force either; see :func:`slidead.shell.commands.mode`).
 Settings come from ``SLIDEAD_*`` variables (see docs/configuration.md).
@@ -23,7 +23,7 @@ from slidead.shell.report import format_metrics
 
 EPILOG = (
     "environment: SLIDEAD_HOME (default ./slidead-data), SLIDEAD_STORE, SLIDEAD_S3_ENDPOINT, "
-    "SLIDEAD_MLFLOW_URI, SLIDEAD_DUCKDB, SLIDEAD_FAMILY (default vae), SLIDEAD_DEVICE (auto|cpu|cuda)"
+    "SLIDEAD_MLFLOW_URI, SLIDEAD_CATALOG, SLIDEAD_LAKE_DATA, SLIDEAD_FAMILY (default vae), SLIDEAD_DEVICE (auto|cpu|cuda)"
 )
 
 
@@ -211,9 +211,18 @@ def cmd_report(a, settings: Settings) -> int:
         night = a.night or _latest_night(svc)
         print(write_night_report(svc, night, log=say))
         return 0
-    for title, cols, rows in run_report(settings.duckdb_path, a.night, a.only or None, a.machine_type, a.machine_id):
+    from slidead.store.services import results_db
+
+    reports = run_report(results_db(settings), a.night, a.only or None, a.machine_type, a.machine_id, a.as_of)
+    for title, cols, rows in reports:
         print(f"\n== {title}\n{format_table(cols, rows)}")
     return 0
+
+
+def cmd_sql(a, settings: Settings) -> int:
+    from slidead.shell.sql import duckdb_shell
+
+    return duckdb_shell(settings, a.night, a.as_of, a.write, a.print_init, a.args)
 
 
 def _latest_night(svc) -> str:
@@ -480,10 +489,33 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--machine-type", default=None, help="only this machine type's rows (letters, digits, _ . -)")
     r.add_argument("--machine-id", default=None, help="only this machine ID's rows (digits, e.g. 00)")
     r.add_argument(
+        "--as-of",
+        default=None,
+        help="read the results as they were at a snapshot id or a time (YYYY-MM-DDTHH:MM): the night as reported",
+    )
+    r.add_argument(
         "--html",
         action="store_true",
         help="write the night's page for people (flagged clips with pictures and sound, 30-night trend) "
         "to reports/ in the store and print where it is",
+    )
+
+    q = add(
+        "sql",
+        cmd_sql,
+        "open the duckdb shell on the results lake (read-only; --night sets the night variable): "
+        "`slidead sql < sql/night_ledger.sql`",
+    )
+    q.add_argument("--night", default=None, help="YYYY-MM-DD for the night variable (default: the latest scored night)")
+    q.add_argument("--as-of", default=None, help="the lake as it was at a snapshot id or a time")
+    q.add_argument("--write", action="store_true", help="attach the lake read-write (default read-only)")
+    q.add_argument(
+        "--print-init",
+        action="store_true",
+        help="print the attach script instead, for `duckdb -init attach.sql` in the plain shell",
+    )
+    q.add_argument(
+        "args", nargs=argparse.REMAINDER, help="further arguments for duckdb (after --), e.g. -- -c 'FROM runs'"
     )
 
     sv = add("serve", cmd_serve, "serve the nightly and retrain deployments from this process (needs PREFECT_API_URL)")

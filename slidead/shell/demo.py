@@ -31,7 +31,17 @@ def say(msg: str) -> None:
 def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool | None = None, fresh: bool = False) -> int:
     home = settings.home_dir
     if fresh and home.exists():
-        for name in ("store", "mlflow.db", "mlartifacts", "slidead.duckdb", "prefect"):
+        for name in (
+            "store",
+            "mlflow.db",
+            "mlartifacts",
+            "slidead.duckdb",
+            "slidead.ducklake",
+            "slidead.ducklake-wal",
+            "slidead.ducklake-shm",
+            "slidead.ducklake.files",
+            "prefect",
+        ):
             p = home / name
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     home.mkdir(parents=True, exist_ok=True)
@@ -79,13 +89,14 @@ def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool | None = No
         from slidead.jobs.night_report import write_night_report
 
         report = write_night_report(svc, DEMO_NIGHT, log=say)
-    db, uri = settings.duckdb_path, settings.tracking_uri
+    uri = settings.tracking_uri
     print(f"""
 Look further:
   MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000
                then open http://127.0.0.1:5000{svc.tracker.ui_path(MACHINE_TYPE)}
-  DuckDB:      .venv/bin/duckdb -readonly {db} < sql/flagged_anomalies.sql
-               .venv/bin/duckdb -readonly {db} -c "SELECT * FROM nightly_summary"
+  SQL:         .venv/bin/slidead sql < sql/flagged_anomalies.sql   (the duckdb shell on the results lake)
+               .venv/bin/slidead sql -- -c "SELECT * FROM nightly_summary"
+               (plain shell: .venv/bin/slidead sql --print-init > attach.sql; .venv/bin/duckdb -init attach.sql)
   Reports:     .venv/bin/slidead report --night {DEMO_NIGHT}
   A verdict:   .venv/bin/slidead label <clip_id> fault|false_alarm|maintenance --note "..."
                (labelled clips join the evaluation set of the next `slidead train`)

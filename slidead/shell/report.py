@@ -1,7 +1,7 @@
 """Reporting queries over the results database, for the terminal and for Python callers.
 
 Each report is one plain-SQL file in ``sql/`` (``sql/<name>.sql``) that an engineer can also run
-by hand with ``duckdb $SLIDEAD_HOME/slidead.duckdb < sql/<name>.sql``. The files read the DuckDB
+by hand with ``slidead sql < sql/<name>.sql`` (the duckdb shell with the results lake attached). The files read the DuckDB
 variable ``night`` (``SET VARIABLE night = DATE '2026-11-23';``) and fall back to the latest night
 in ``scores`` when it is unset (``rejected_by_reason`` falls back to all time instead).
 
@@ -127,13 +127,16 @@ def _title(name: str, night: str | None, latest: str | None) -> str:
 
 
 def run_report(
-    db_path: str,
+    db: str | ResultsDB,
     night: str | None = None,
     names: Iterable[str] | None = None,
     machine_type: str | None = None,
     machine_id: str | None = None,
+    as_of: str | int | None = None,
 ) -> list[tuple[str, list[str], list[tuple]]]:
-    """Run reports on the results database at ``db_path``; returns (title, columns, rows) per report.
+    """Run reports on the results lake ``db`` (or the one beside ``slidead.duckdb`` at a path);
+    returns (title, columns, rows) per report. ``as_of`` (a snapshot id or a time) reads the
+    lake as it was then: the night as it was reported.
 
     ``night`` is ``YYYY-MM-DD`` or None for the latest scored night; ``names`` are report names
     from :data:`REPORTS` (default: all of them, in that order); ``machine_type``/``machine_id``
@@ -145,7 +148,8 @@ def run_report(
     chosen = _validate_names(names)
     sql = {name: report_path(name).read_text() for name in chosen}
     out: list[tuple[str, list[str], list[tuple]]] = []
-    with ResultsDB(db_path).connect(read_only=True) as con:
+    db = db if isinstance(db, ResultsDB) else ResultsDB(db)
+    with db.connect(read_only=True, as_of=as_of) as con:
         if night is not None:
             con.execute("SET VARIABLE night = ?::DATE", [night])
         latest = None

@@ -100,12 +100,16 @@ _ALARM_COLUMNS = (
 
 def evaluate_db(db: ResultsDB, names: list[str], config: AlarmConfig) -> tuple[list[MachineNight], list[Alarm]]:
     """:func:`slidead.core.alarms.evaluate` computed from the database, reading only what it needs."""
+    return _evaluate(lambda sql, params: db.query(sql, params)[1], names, config)
+
+
+def _evaluate(rows_of, names: list[str], config: AlarmConfig) -> tuple[list[MachineNight], list[Alarm]]:
     sql = _WINDOWS.format(preceding=int(config.n) - 1)
-    _, rows = db.query(sql, {"names": names, "k": int(config.k)}, read_only=False)
+    rows = rows_of(sql, {"names": names, "k": int(config.k)})
     flagged = flagged_from_windows([WindowRow(*r[:6], int(r[6]), int(r[7]), bool(r[8])) for r in rows], config)
-    _, rows = db.query(_STATS, {"names": names}, read_only=False)
+    rows = rows_of(_STATS, {"names": names})
     stats = [NightStats(r[0], int(r[1]), r[2], r[3], r[4], int(r[5]), int(r[6]), float(r[7])) for r in rows]
-    _, rows = db.query(_WARM, {"names": names, "warmup": int(config.warmup_nights)}, read_only=False)
+    rows = rows_of(_WARM, {"names": names, "warmup": int(config.warmup_nights)})
     warm = {(r[0], int(r[1]), r[2], r[3]): np.asarray(r[4], dtype=np.float64) for r in rows}
     nights, drift_alarms = drift_from_stats(stats, warm, config)
     return nights, flagged + drift_alarms
@@ -128,44 +132,50 @@ def _type(column: str) -> pa.DataType:
 
 
 def update(db: ResultsDB, model_names: Iterable[str], config: AlarmConfig = AlarmConfig()) -> list[Alarm]:
+    """Recompute the machine nights and alarms of ``model_names`` from their scores, in one
+    transaction that reads the snapshot it writes over (a concurrent night's load makes it
+    start again). Returns the alarms that are new."""
     names = sorted(set(model_names))
     if not names:
         return []
-    nights, alarms = evaluate_db(db, names, config)
-    with db.connect() as con:
+
+    def recompute(con) -> tuple[set[str], list[Alarm]]:
+        nights, alarms = _evaluate(lambda sql, params: con.execute(sql, params).fetchall(), names, config)
         before = {
             r[0]
             for r in con.execute("SELECT alarm_id FROM alarms WHERE list_contains(?, model_name)", [names]).fetchall()
         }
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute("DELETE FROM machine_nights WHERE list_contains(?, model_name)", [names])
-            con.register("batch", _nights_table(nights))
-            con.execute(
-                "INSERT INTO machine_nights (night, machine_type, machine_id, model_name, model_version, "
-                "n_clips, n_flagged, median_score, reference_median, reference_sd, drift_z, cusum) "
-                "SELECT CAST(night AS DATE), machine_type, machine_id, model_name, model_version, n_clips, "
-                "n_flagged, median_score, reference_median, reference_sd, drift_z, cusum FROM batch"
-            )
-            con.unregister("batch")
-            keep = [a.alarm_id for a in alarms]
-            con.execute(
-                "DELETE FROM alarms WHERE list_contains(?, model_name) AND NOT list_contains(?, alarm_id)",
-                [names, keep],
-            )
-            con.register("batch", _alarms_table(alarms))
-            con.execute(
-                "INSERT INTO alarms (alarm_id, kind, night, machine_type, machine_id, model_name, "
-                "model_version, clip_id, value, threshold, detail, cleared_night) "
-                "SELECT alarm_id, kind, CAST(night AS DATE), machine_type, machine_id, model_name, "
-                "model_version, clip_id, value, threshold, detail, CAST(cleared_night AS DATE) FROM batch "
-                "ON CONFLICT (alarm_id) DO UPDATE SET value = excluded.value, threshold = excluded.threshold, "
-                "detail = excluded.detail, cleared_night = excluded.cleared_night, clip_id = excluded.clip_id, "
-                "model_version = excluded.model_version"
-            )
-            con.unregister("batch")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        con.execute("DELETE FROM machine_nights WHERE list_contains(?, model_name)", [names])
+        con.register("batch", _nights_table(nights))
+        con.execute(
+            "INSERT INTO machine_nights (night, machine_type, machine_id, model_name, model_version, "
+            "n_clips, n_flagged, median_score, reference_median, reference_sd, drift_z, cusum) "
+            "SELECT CAST(night AS DATE), machine_type, machine_id, model_name, model_version, n_clips, "
+            "n_flagged, median_score, reference_median, reference_sd, drift_z, cusum FROM batch"
+        )
+        con.unregister("batch")
+        keep = [a.alarm_id for a in alarms]
+        con.execute(
+            "DELETE FROM alarms WHERE list_contains(?, model_name) AND NOT list_contains(?, alarm_id)",
+            [names, keep],
+        )
+        # an alarm still raised keeps its row (night raised, raised_at) and takes the new figures
+        con.register("batch", _alarms_table(alarms))
+        con.execute(
+            "UPDATE alarms SET value = b.value, threshold = b.threshold, detail = b.detail, "
+            "cleared_night = CAST(b.cleared_night AS DATE), clip_id = b.clip_id, model_version = b.model_version "
+            "FROM batch b WHERE alarms.alarm_id = b.alarm_id"
+        )
+        con.execute(
+            "INSERT INTO alarms (alarm_id, kind, night, machine_type, machine_id, model_name, "
+            "model_version, clip_id, value, threshold, detail, cleared_night) "
+            "SELECT alarm_id, kind, CAST(night AS DATE), machine_type, machine_id, model_name, "
+            "model_version, clip_id, value, threshold, detail, CAST(cleared_night AS DATE) "
+            "FROM (SELECT DISTINCT ON (alarm_id) * FROM batch) b "
+            "WHERE NOT EXISTS (SELECT 1 FROM alarms a WHERE a.alarm_id = b.alarm_id)"
+        )
+        con.unregister("batch")
+        return before, alarms
+
+    before, alarms = db.write(recompute)
     return [a for a in alarms if a.alarm_id not in before]

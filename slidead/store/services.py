@@ -1,4 +1,4 @@
-"""The outside world, wired from settings: object store, feature store, DuckDB, MLflow.
+"""The outside world, wired from settings: object store, feature store, the results lake, MLflow.
 
 ``Services.from_settings(Settings())`` is the one place that turns settings into the storage
 adapters every job uses; the jobs themselves take a ``Services`` value.
@@ -29,6 +29,11 @@ def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
     return LocalObjectStore(uri)
 
 
+def results_db(s: Settings) -> ResultsDB:
+    """The results lake the settings name (catalog, data path, S3 endpoint)."""
+    return ResultsDB(s.duckdb_path, catalog=s.catalog_uri, data_path=s.lake_data_path, s3_endpoint=s.s3_endpoint)
+
+
 @dataclass
 class Services:
     store: ObjectStore
@@ -53,7 +58,7 @@ class Services:
         return cls(
             store,
             fstore,
-            ResultsDB(s.duckdb_path),
+            results_db(s),
             s.tracking_uri,
             artifact_root,
             audio=s.audio_config,

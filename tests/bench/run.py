@@ -22,6 +22,11 @@ the 2,000-clip night). Sections:
    fresh process, timed without its start-up); first a 10-clip AE night as typed (with and
    without that cache), then the re-run of a fully scored night and ``slidead models``.
    Commands are timed from start to exit. ``--paths-no-prefect`` leaves out the two Prefect rows.
+7. the results lake (``--only lake``, not in the default set): the load of a 2,000-clip night
+   (``--lake-clips``) after ``--lake-nights`` earlier ones, and each ``sql/`` file's query time,
+   in the DuckLake (SQLite catalog, local data files) against the single DuckDB file of earlier
+   versions (the same statements, primary keys on), same run; with ``--lake-year``, 365 nights
+   before and after the lake's compaction.
 """
 
 from __future__ import annotations
@@ -822,12 +827,127 @@ def _lib_child(home: str, mlflow_uri: str, family: str, n: int) -> tuple[float, 
     return secs, rss
 
 
+# -- 7. the results lake against the single file ------------------------------------------------
+
+
+def _file_load(path: Path, scores, clips, arrivals) -> None:
+    """The load as the single-file versions did it: one DuckDB file with primary keys, the same
+    statements in one transaction."""
+    import duckdb
+
+    from slidead.store import results as r
+
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("BEGIN TRANSACTION")
+        for sql, batch in (
+            (r._BULK["clips"], r._batch(r.CLIP_COLUMNS, clips)),
+            (r._ARRIVALS, r._batch(r.ARRIVAL_COLUMNS, arrivals)),
+        ):
+            con.register("batch", batch)
+            con.execute(sql)
+            con.unregister("batch")
+        con.register("shard", scores)
+        con.execute(r._SCORES)
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+def _median_s(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def _query_times(lake, file: Path, night: str) -> list[tuple[str, float, float]]:
+    import duckdb
+
+    from slidead.store.results import SQL_DIR
+
+    out = []
+    files = sorted(p for p in SQL_DIR.glob("*.sql") if p.name != "schema.sql")
+    fcon = duckdb.connect(str(file), read_only=True)
+    fcon.execute("SET VARIABLE night = ?::DATE", [night])
+    with lake.connect(read_only=True) as lcon:
+        lcon.execute("SET VARIABLE night = ?::DATE", [night])
+        for f in files:
+            sql = f.read_text()
+            t_file = _median_s(lambda: fcon.execute(sql).fetchall())
+            t_lake = _median_s(lambda: lcon.execute(sql).fetchall())
+            out.append((f.stem, t_file, t_lake))
+    fcon.close()
+    return out
+
+
+def _print_queries(rows, label: str) -> None:
+    for name, t_file, t_lake in rows:
+        line(
+            f"  {name} ({label})",
+            f"{t_lake * 1000:8.1f} ms lake",
+            f"{t_file * 1000:.1f} ms file, {t_lake / t_file:.2f}x",
+        )
+
+
+def bench_lake(n_clips: int, n_nights: int, year: bool, work: Path) -> None:
+    import datetime as dt
+
+    import duckdb
+    from lakekit import night_batch
+
+    from slidead.store.results import SCHEMA_FILE, ResultsDB
+
+    print(f"\n== results lake: a {n_clips}-clip night after {n_nights} nights, DuckLake against the single file")
+    lake = ResultsDB(work / "slidead.duckdb", catalog=str(work / "slidead.ducklake"))
+    lake.compact_above_files = None  # compaction measured on its own below
+    file = work / "single.duckdb"
+    with duckdb.connect(str(file)) as con:
+        con.execute(SCHEMA_FILE.read_text())
+    day0 = dt.date(2025, 1, 1)
+    nights = [(day0 + dt.timedelta(days=i)).isoformat() for i in range(365 if year else n_nights + 1)]
+    t_lake = t_file = 0.0
+    for i, night in enumerate(nights):
+        scores, clips, arrivals = night_batch(night, n_clips)
+        t0 = time.perf_counter()
+        lake.load_scores([scores], clips, [], arrivals)
+        t1 = time.perf_counter()
+        _file_load(file, scores, clips, arrivals)
+        t2 = time.perf_counter()
+        if i == n_nights:
+            line(
+                f"load of night {i + 1} ({n_clips} clips)",
+                f"{t1 - t0:6.2f} s lake",
+                f"{t2 - t1:.2f} s file, {(t1 - t0) / (t2 - t1):.2f}x",
+            )
+            _print_queries(_query_times(lake, file, night), f"{i + 1} nights")
+        t_lake, t_file = t_lake + t1 - t0, t_file + t2 - t1
+    if not year:
+        return
+    line(f"load of {len(nights)} nights", f"{t_lake:6.1f} s lake", f"{t_file:.1f} s file, {t_lake / t_file:.2f}x")
+    before = _query_times(lake, file, nights[-1])
+    _print_queries(before, "a year, not compacted")
+    t0 = time.perf_counter()
+    files = lake.compact()
+    line(
+        "compaction (merge_adjacent_files)",
+        f"{time.perf_counter() - t0:6.1f} s",
+        f"{files['files_before']} -> {files['files_after']} data files",
+    )
+    _print_queries(_query_times(lake, file, nights[-1]), "a year, compacted")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--feature-clips", type=int, default=200)
     ap.add_argument("--night-clips", type=int, default=500)
     ap.add_argument("--full", action="store_true", help="a 2,000-clip night, and the memory section")
-    ap.add_argument("--only", choices=["features", "e2e", "train", "scale", "memory", "paths"], action="append")
+    ap.add_argument("--only", choices=["features", "e2e", "train", "scale", "memory", "paths", "lake"], action="append")
+    ap.add_argument("--lake-clips", type=int, default=2000, help="clips per night in --only lake")
+    ap.add_argument("--lake-nights", type=int, default=30, help="nights already loaded before the timed one")
+    ap.add_argument("--lake-year", action="store_true", help="--only lake: 365 nights, before and after compaction")
     ap.add_argument(
         "--paths-clips", type=int, action="append", default=None, help="night sizes of --only paths (default 600, 2000)"
     )
@@ -868,6 +988,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=a.work_dir) as tmp:
             src = Path(a.paths_night_src) if a.paths_night_src else None
             bench_paths(sorted(a.paths_clips or [600, 2000]), Path(tmp), not a.paths_no_prefect, src)
+    if "lake" in only:
+        with tempfile.TemporaryDirectory(dir=a.work_dir) as tmp:
+            bench_lake(a.lake_clips, a.lake_nights, a.lake_year, Path(tmp))
 
 
 if __name__ == "__main__":
