@@ -34,6 +34,8 @@ def night_batch(night: str, n: int, shared: str | None = None) -> tuple[pa.Table
             "peak_freq_hi_hz": [1100.0] * len(ids),
             "run_id": [f"run-{night}"] * len(ids),
             "explanation": pa.nulls(len(ids), pa.string()),
+            "p_value": [0.5] * len(ids),
+            "provisional": [True] * len(ids),
         }
     ).select(list(SCORE_COLUMNS))
     clips = [
