@@ -31,7 +31,7 @@ def test_idclf_auc_floor(behaviour_plant):
 
 def test_ae_mahalanobis_auc_floor_and_gain_over_mse(behaviour_plant):
     svc = behaviour_plant.svc
-    cfg = RunConfig.default("ae", "slider", metric="mahalanobis", epochs=40)
+    cfg = RunConfig.default("ae", "slider", metric="mahalanobis", epochs=40, threshold_scheme="validation")
     data = steps.ingest_sets(svc, "slider", [cfg.features])
     rows = data.rows(cfg.features, "eval")
     out = steps.train_and_evaluate(cfg, data.rows(cfg.features, "train"), rows)

@@ -205,7 +205,7 @@ def test_attrclf_target_auc_beats_the_ae_on_a_ten_clip_target_domain(tmp_path, o
     import_dcase(svc.store, tmp_path / "set")
     target, logs = {}, []
     for family, epochs in (("attrclf", 30), ("ae", 10)):
-        cfg = RunConfig.default(family, "slider", device="cpu", epochs=epochs)
+        cfg = RunConfig.default(family, "slider", device="cpu", epochs=epochs, threshold_scheme="validation")
         data = ingest_sets(svc, "slider", [cfg.features], keep_train=True)
         out = train_and_evaluate(
             cfg, data.rows(cfg.features, "train"), data.rows(cfg.features, "eval"), log=logs.append
