@@ -94,7 +94,7 @@ def trained_store(tmp_path_factory):
             tmp_path_factory.mktemp("trained"), n_train=8, n_eval_normal=4, n_eval_anomaly=4, nights=nights
         )
         for family in ("ae", "vae"):
-            run_retrain(settings, family, "slider", epochs=2, use_prefect=False)
+            run_retrain(settings, family, "slider", epochs=2, use_prefect=False, thresholds="validation")
         for night in nights:
             run_score(settings, night, "vae", use_prefect=False)
     finally:

@@ -42,7 +42,7 @@ def test_official_score_against_a_hand_computed_example():
     doms += ["source", "source", "target", "source", "target", None, None]
     y = [0, 0, 0, 0, 1, 1] + [0, 0, 0, 1, 1] + [0, 1]
     s = [0.1, 0.5, 0.6, 0.9, 0.7, 0.8] + [0.2, 0.3, 0.4, 0.35, 0.9] + [0.1, 0.2]
-    off = metrics.evaluate(ids, y, s, {}, doms)["official"]
+    off = metrics.evaluate(ids, y, s, {}, domains=doms)["official"]
     sec = off["per_section"]
     assert set(sec) == {"00", "01"}
     # AUC per domain: the domain's normals against all the section's anomalies
@@ -55,7 +55,7 @@ def test_official_score_against_a_hand_computed_example():
     assert off["score"] == pytest.approx(6 / (1 + 2 + 19 / 9 + 1 + 2 + 19 / 14))
     sklearn = pytest.importorskip("sklearn.metrics")  # the evaluator's own call
     assert sec["01"]["pauc"] == pytest.approx(sklearn.roc_auc_score([0, 0, 0, 1, 1], s[6:11], max_fpr=0.1))
-    assert "official" not in metrics.evaluate(["02", "02"], [0, 1], [0.1, 0.2], {}, [None, None])
+    assert "official" not in metrics.evaluate(["02", "02"], [0, 1], [0.1, 0.2], {}, domains=[None, None])
 
 
 def test_import_2023_layout_keeps_names_and_gives_reasons(tmp_path):
