@@ -884,27 +884,29 @@ class ResultsDB:
             return None
 
 
-def _s3_settings(con: duckdb.DuckDBPyConnection, endpoint_url: str | None) -> None:
-    """As :func:`enable_httpfs`, for the whole database (GLOBAL): the lake's connection hands
-    out cursors, and a plain SET holds for one connection only."""
+def _s3_settings(con: duckdb.DuckDBPyConnection, endpoint_url: str | None, scope: str = "GLOBAL") -> None:
+    """Point httpfs at an S3-compatible endpoint with the credentials of the standard AWS chain
+    (set as values, never logged). ``scope`` GLOBAL (the lake's connection hands out cursors, and
+    a plain SET holds for one connection only) or SESSION."""
     from urllib.parse import urlparse
 
     import boto3
 
+    set_ = {"GLOBAL": "SET GLOBAL ", "SESSION": "SET "}[scope]
     session = boto3.session.Session()
     creds = session.get_credentials()
     if creds is not None:
         frozen = creds.get_frozen_credentials()
-        con.execute("SET GLOBAL s3_access_key_id = ?", [frozen.access_key])
-        con.execute("SET GLOBAL s3_secret_access_key = ?", [frozen.secret_key])
+        con.execute(set_ + "s3_access_key_id = ?", [frozen.access_key])
+        con.execute(set_ + "s3_secret_access_key = ?", [frozen.secret_key])
         if frozen.token:
-            con.execute("SET GLOBAL s3_session_token = ?", [frozen.token])
-    con.execute("SET GLOBAL s3_region = ?", [session.region_name or "us-east-1"])
+            con.execute(set_ + "s3_session_token = ?", [frozen.token])
+    con.execute(set_ + "s3_region = ?", [session.region_name or "us-east-1"])
     if endpoint_url:
         p = urlparse(endpoint_url)
-        con.execute("SET GLOBAL s3_endpoint = ?", [p.netloc])
-        con.execute("SET GLOBAL s3_use_ssl = ?", [p.scheme == "https"])
-        con.execute("SET GLOBAL s3_url_style = 'path'")
+        con.execute(set_ + "s3_endpoint = ?", [p.netloc])
+        con.execute(set_ + "s3_use_ssl = ?", [p.scheme == "https"])
+        con.execute(set_ + "s3_url_style = 'path'")
 
 
 def httpfs_extension_path() -> str:
@@ -925,23 +927,6 @@ def httpfs_extension_path() -> str:
 def enable_httpfs(con: duckdb.DuckDBPyConnection, endpoint_url: str | None = None) -> None:
     """Install and load httpfs from the package file; point it at an S3-compatible endpoint
     with the credentials of the standard AWS chain (set as values, never logged)."""
-    from urllib.parse import urlparse
-
-    import boto3
-
     con.install_extension(httpfs_extension_path())
     con.load_extension("httpfs")
-    session = boto3.session.Session()
-    creds = session.get_credentials()
-    if creds is not None:
-        frozen = creds.get_frozen_credentials()
-        con.execute("SET s3_access_key_id = ?", [frozen.access_key])
-        con.execute("SET s3_secret_access_key = ?", [frozen.secret_key])
-        if frozen.token:
-            con.execute("SET s3_session_token = ?", [frozen.token])
-    con.execute("SET s3_region = ?", [session.region_name or "us-east-1"])
-    if endpoint_url:
-        p = urlparse(endpoint_url)
-        con.execute("SET s3_endpoint = ?", [p.netloc])
-        con.execute("SET s3_use_ssl = ?", [p.scheme == "https"])
-        con.execute("SET s3_url_style = 'path'")
+    _s3_settings(con, endpoint_url, "SESSION")
