@@ -16,5 +16,5 @@ def test_idclf_champion_scores_a_night(tmp_path):
     out = run_score(settings, NIGHT, "idclf", use_prefect=False)
     n = len(summary["night_truth"])
     assert out["n_scored"] == n and out["models"] == {"slidead-slider-idclf": 1}
-    _, rows = svc.db.query("SELECT family, count(*), count(peak_time_s), count(threshold) FROM scores GROUP BY ALL")
+    _, rows = svc.db.query("SELECT family, count(*), count(peak_time_s), count(p_value) FROM scores GROUP BY ALL")
     assert rows == [("idclf", n, n, n)]

@@ -102,6 +102,9 @@ def test_ingest_clips_features_rejects_skips_duplicates(night):
         "channels": 1,
         "duration_s": 1.0,
         "note": None,
+        "section": None,  # a drop's name carried no DCASE section, domain or conditions
+        "domain": None,
+        "attributes": None,
     }
     assert b["sample_rate"] == 44100 and b["note"] == "resampled from 44100 Hz"
     assert b["duration_s"] == pytest.approx(0.5)
