@@ -48,11 +48,12 @@ def test_drift_is_raised_before_the_worn_machines_clips_are_flagged(worn_plant):
     assert drift_night > NIGHTS[3]  # after the warm-up nights, while it was still wearing
     flagged = [r[2] for r in rows if r[0] == "flagged" and r[1] == "02"]
     assert all(n > drift_night for n in flagged), rows
-    # on the drift night fewer than k of its clips were flagged: no single-clip alarm could have fired
+    # on the drift night at most k of its 20 clips were flagged (fewer than k before the calibration
+    # split changed, k since): the flagged alarm (k of the last n) had not fired by then (above)
     _, [(n_flagged,)] = svc.db.query(
         "SELECT n_flagged FROM machine_nights WHERE machine_id = '02' AND night = ?::DATE", [drift_night]
     )
-    assert n_flagged < svc.alarms.k
+    assert n_flagged <= svc.alarms.k
     # the run that raised it said so
     raised_by = outs[NIGHTS.index(drift_night)]["alarms"]
     assert any("drifted up" in d and "id 02" in d for d in raised_by)
