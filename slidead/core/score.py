@@ -216,3 +216,13 @@ def _span(profile: np.ndarray, peak: int) -> tuple[int, int]:
     while hi < profile.size - 1 and above[hi + 1]:
         hi += 1
     return lo, hi
+
+
+def fold_scores(folds, logmels, cfg, machine_ids, device="cpu") -> np.ndarray | None:
+    """``(K, n)``: the clips' scores under each of a version's fold models (None without any);
+    ``cfg``: their RunConfig (features and score config)."""
+    if not folds:
+        return None
+    return np.vstack(
+        [score_logmels(m, logmels, cfg.features, cfg.score, device, list(machine_ids)).score for m in folds]
+    )

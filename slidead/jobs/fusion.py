@@ -293,11 +293,10 @@ def evaluate_fused(
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {METHODS}")
     from slidead.core import models
-    from slidead.core.score import score_logmels
+    from slidead.core.score import fold_scores, score_logmels
     from slidead.errors import NoChampionError, NotEnoughDataError
     from slidead.jobs.ingest import ingest, list_refs
     from slidead.jobs.labels import add_plant_clips
-    from slidead.jobs.retrain import fold_scores
     from slidead.store.tracking import model_name
 
     if combination not in conformal.COMBINATIONS:

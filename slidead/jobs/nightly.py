@@ -437,7 +437,7 @@ def score_shards_clips(loaded: LoadedModel, logmels, machine_ids, device, parts:
 def _shard_tables(loaded: LoadedModel, ing, run_id, device, parts: int = 1) -> dict[str, pa.Table]:
     """A featured shard scored by ``loaded``: its scores, clips, rejected and arrivals tables."""
     from slidead.core.models import family_of  # torch: only when there are clips to score
-    from slidead.core.score import score_logmels
+    from slidead.core.score import fold_scores
 
     cfg = loaded.config
     rows = ing.features[cfg.features.hash]
@@ -457,12 +457,7 @@ def _shard_tables(loaded: LoadedModel, ing, run_id, device, parts: int = 1) -> d
     thr = [None if t is None or not np.isfinite(t) or m in cross else t for t, m in zip(thr, machine_ids)]
     fold_sc = None
     if ids and th.n_folds and loaded.folds:  # cross-conformal: each clip under each fold model too
-        fold_sc = np.vstack(
-            [
-                score_logmels(m, [rows[i].logmel for i in ids], cfg.features, cfg.score, device, machine_ids).score
-                for m in loaded.folds
-            ]
-        )
+        fold_sc = fold_scores(loaded.folds, [rows[i].logmel for i in ids], cfg, machine_ids, device)
     p_value, flags = th.decide(machine_ids, sc.score, fold_sc) if ids else (np.zeros(0), np.zeros(0, dtype=bool))
     flagged = [bool(f) for f in flags]
     provisional = [bool(th.per_id[m].provisional) if m in th.per_id else True for m in machine_ids]

@@ -20,7 +20,7 @@ from slidead.core.config import RunConfig
 from slidead.core.features import FeatureConfig, windows
 from slidead.core.models import EPOCHS, ROWS, family_of
 from slidead.core.models.mahalanobis import domain_classes
-from slidead.core.score import fit_normal_statistics, score_logmels
+from slidead.core.score import fit_normal_statistics, fold_scores, score_logmels
 from slidead.core.thresholds import MIN_FIT, SPLIT_MIN, Thresholds
 from slidead.core.train import FrameWindows, TrainResult, fit, resolve_device, split_clips
 from slidead.errors import NotEnoughDataError
@@ -382,15 +382,6 @@ def _fold_scores(
         fold_of.update((r.clip_id, f) for r in held)
         models.append(model.cpu().eval())
     return out, fold_of, models
-
-
-def fold_scores(folds, logmels, cfg: RunConfig, machine_ids, device="cpu") -> np.ndarray | None:
-    """``(K, n)``: the clips' scores under each of a version's fold models (None without any)."""
-    if not folds:
-        return None
-    return np.vstack(
-        [score_logmels(m, logmels, cfg.features, cfg.score, device, list(machine_ids)).score for m in folds]
-    )
 
 
 def _fit_model(
