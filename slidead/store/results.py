@@ -884,6 +884,22 @@ class ResultsDB:
             return None
 
 
+_S3_KEYS = (
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "s3_session_token",
+    "s3_region",
+    "s3_endpoint",
+    "s3_use_ssl",
+    "s3_url_style",
+)
+# Every SET statement spelled out once, per scope: the values travel as parameters.
+_S3_SETS = {
+    "GLOBAL": {k: "SET GLOBAL " + k + " = ?" for k in _S3_KEYS},
+    "SESSION": {k: "SET " + k + " = ?" for k in _S3_KEYS},
+}
+
+
 def _s3_settings(con: duckdb.DuckDBPyConnection, endpoint_url: str | None, scope: str = "GLOBAL") -> None:
     """Point httpfs at an S3-compatible endpoint with the credentials of the standard AWS chain
     (set as values, never logged). ``scope`` GLOBAL (the lake's connection hands out cursors, and
@@ -892,21 +908,21 @@ def _s3_settings(con: duckdb.DuckDBPyConnection, endpoint_url: str | None, scope
 
     import boto3
 
-    set_ = {"GLOBAL": "SET GLOBAL ", "SESSION": "SET "}[scope]
+    sets = _S3_SETS[scope]
     session = boto3.session.Session()
     creds = session.get_credentials()
     if creds is not None:
         frozen = creds.get_frozen_credentials()
-        con.execute(set_ + "s3_access_key_id = ?", [frozen.access_key])
-        con.execute(set_ + "s3_secret_access_key = ?", [frozen.secret_key])
+        con.execute(sets["s3_access_key_id"], [frozen.access_key])
+        con.execute(sets["s3_secret_access_key"], [frozen.secret_key])
         if frozen.token:
-            con.execute(set_ + "s3_session_token = ?", [frozen.token])
-    con.execute(set_ + "s3_region = ?", [session.region_name or "us-east-1"])
+            con.execute(sets["s3_session_token"], [frozen.token])
+    con.execute(sets["s3_region"], [session.region_name or "us-east-1"])
     if endpoint_url:
         p = urlparse(endpoint_url)
-        con.execute(set_ + "s3_endpoint = ?", [p.netloc])
-        con.execute(set_ + "s3_use_ssl = ?", [p.scheme == "https"])
-        con.execute(set_ + "s3_url_style = 'path'")
+        con.execute(sets["s3_endpoint"], [p.netloc])
+        con.execute(sets["s3_use_ssl"], [p.scheme == "https"])
+        con.execute(sets["s3_url_style"], ["path"])
 
 
 def httpfs_extension_path() -> str:
