@@ -10,7 +10,8 @@ Steps, each timed, on a synthetic plant made here (``slidead.synth``: 3 slider m
 3. the largest batch of VAE windows one forward pass takes on the device (doubling until it
    runs out of memory) and its windows/s;
 4. the ``gpu`` tests (``pytest -m gpu``: CPU and GPU scores agree, fp32 and bf16); on a GPU a
-   skipped one counts as failed.
+   skipped one counts as failed. They run first: the quickest answer to whether the GPU path
+   is right at all.
 
 It prints one table and appends it, with the date and the device, to
 ``tests/bench/RESULTS.md`` (``--results``). Without CUDA it stops at once with one sentence
@@ -39,6 +40,9 @@ REPO = HERE.parents[1]
 BIN = Path(sys.executable).parent
 NIGHT = "2026-11-23"
 IDS = ("00", "02", "04")
+# The CLI as users run it: the installed script, else ``python -m slidead`` (an environment where
+# the package is importable but was never installed, as on a machine lent for this check alone).
+SLIDEAD = [str(BIN / "slidead")] if (BIN / "slidead").exists() else [sys.executable, "-m", "slidead"]
 
 
 @dataclass
@@ -125,7 +129,7 @@ def make_plant(home: Path, sizes: Sizes) -> float:
 
 def step_train(home: Path, device: str, sizes: Sizes) -> list[Row]:
     n = sizes.train_per_id * len(IDS)
-    cmd = [str(BIN / "slidead"), "train", "--family", "vae", "--epochs", str(sizes.epochs)]
+    cmd = [*SLIDEAD, "train", "--family", "vae", "--epochs", str(sizes.epochs)]
     cmd += ["--patience", str(sizes.epochs), "--device", device, "--no-prefect"]
     secs, _ = _run(cmd, _env(home, device), timeout=1800)
     target = 120.0
@@ -166,7 +170,7 @@ def step_night(home: Path, work: Path, device: str, sizes: Sizes) -> list[Row]:
         night_home = _fresh_night(home, work / f"night-{dev}")
         env = _env(night_home, dev)
         env["SLIDEAD_MLFLOW_URI"] = settings.tracking_uri
-        cmd = [str(BIN / "slidead"), "score", "--night", NIGHT, "--family", "vae", "--device", dev]
+        cmd = [*SLIDEAD, "score", "--night", NIGHT, "--family", "vae", "--device", dev]
         secs, out = _run(cmd + ["--no-prefect", "--json"], env, timeout=1800)
         summary = json.loads(out.strip().splitlines()[-1])
         if summary["n_scored"] != sizes.night:
@@ -283,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu-check on {device}: {'dry run, small sizes' if a.dry else 'full sizes'}", flush=True)
     rows: list[Row] = []
     ok = True
+    # the `gpu` tests first: the quickest answer to whether the GPU path is right at all
+    if not a.no_tests:
+        got, passed = step_tests(a.device)
+        rows += got
+        ok = ok and passed
+        print(f"  {got[0].what}: {got[0].value}", flush=True)
     with tempfile.TemporaryDirectory(dir=a.work_dir, prefix="slidead-gpu-check-") as tmp:
         work = Path(tmp)
         home = work / "home"
@@ -300,11 +310,6 @@ def main(argv: list[str] | None = None) -> int:
             for r in got:
                 print(f"  {r.what}: {r.value}", flush=True)
             rows += got
-    if not a.no_tests:
-        got, passed = step_tests(a.device)
-        rows += got
-        ok = ok and passed
-        print(f"  {got[0].what}: {got[0].value}", flush=True)
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") + (", dry run" if a.dry else "")
     text = table(rows, device, when, load, time.perf_counter() - t_start)
