@@ -34,6 +34,7 @@ def test_bf16_scores_within_1e3_of_fp32(trained):
     ref = score_logmels(model, clips, cfg, ScoreConfig(), "cpu")
     low = score_logmels(model, clips, cfg, ScoreConfig(precision="bf16"), "cpu")
     assert np.max(np.abs(low.score - ref.score) / ref.score) < 1e-3
+    _same_peak_to_bf16_resolution(low, ref)
 
 
 def test_unknown_precision_is_refused():
@@ -49,4 +50,17 @@ def test_gpu_scores_equal_cpu_scores(trained, precision):
     cpu = score_logmels(model, clips, cfg, ScoreConfig(), "cpu")
     gpu = score_logmels(model, clips, cfg, ScoreConfig(precision=precision), "cuda")
     assert np.max(np.abs(gpu.score - cpu.score) / cpu.score) < 1e-3
-    np.testing.assert_array_equal(gpu.peak_freq_lo_hz, cpu.peak_freq_lo_hz)
+    if precision == "fp32":
+        np.testing.assert_array_equal(gpu.peak_freq_lo_hz, cpu.peak_freq_lo_hz)
+    else:
+        _same_peak_to_bf16_resolution(gpu, cpu)
+
+
+def _same_peak_to_bf16_resolution(low, ref):
+    """bf16 keeps 8 bits of mantissa (a resolution of ~0.4%), so where two mel bands' errors are
+    that close the peak may move between them (seen on an H200: 1 clip of 16, two bands within a
+    hair of each other). The band it picks must then be one the fp32 run also rates within 2% of
+    its highest; anything else is a real disagreement."""
+    for i in range(len(ref.score)):
+        picked = int(np.argmax(low.band_error[i]))
+        assert ref.band_error[i, picked] >= 0.98 * ref.band_error[i].max(), f"clip {i}: band {picked}"

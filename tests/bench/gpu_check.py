@@ -248,6 +248,8 @@ def gpu_test_files() -> list[str]:
 def step_tests(device: str) -> tuple[list[Row], bool]:
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-rs", "-p", "no:cacheprovider", *gpu_test_files()]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    if p.returncode not in (0, 5):
+        print(p.stdout[-6000:], flush=True)  # which test failed, and why
     c = pytest_counts(p.stdout)
     passed, failed, skipped = c.get("passed", 0), c.get("failed", 0) + c.get("error", 0), c.get("skipped", 0)
     ok = p.returncode in (0, 5) and failed == 0 and (device != "cuda" or (skipped == 0 and passed > 0))
@@ -275,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=str(HERE / "RESULTS.md"), help="where the table is appended")
     ap.add_argument("--work-dir", default=None, help="where the plant is written (default: a temporary folder)")
     ap.add_argument("--no-tests", action="store_true", help="skip the `gpu` tests")
+    ap.add_argument("--epochs", type=int, default=None, help="train this many epochs instead (the night and batch steps unchanged)")
     a = ap.parse_args(argv)
     t_start = time.perf_counter()
     if a.device == "cuda":
@@ -283,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             print(sentence, file=sys.stderr)
             return 2
     sizes = DRY if a.dry else FULL
+    if a.epochs is not None:
+        sizes = Sizes(sizes.train_per_id, sizes.night, a.epochs, sizes.max_batch)
     device = device_name(a.device)
     print(f"gpu-check on {device}: {'dry run, small sizes' if a.dry else 'full sizes'}", flush=True)
     rows: list[Row] = []
