@@ -203,7 +203,7 @@ EOF
 }
 wait_catalog() {
   for _ in $(seq 90); do
-    compose exec -T catalog pg_isready -q -h 127.0.0.1 -p 5432 -U slidead -d slidead && return 0
+    compose exec -T catalog pg_isready -q -h 127.0.0.1 -p 5432 -U slidead -d results && return 0
     sleep 1
   done
   echo "the PostgreSQL catalog did not accept connections on 127.0.0.1:5432 within 90 s"; return 1
