@@ -6,8 +6,8 @@ its own default, the latest night), so every file in ``sql/`` runs unchanged:
 ``slidead sql < sql/night_ledger.sql``. ``--as-of`` opens the lake as it was at a snapshot or a
 time. ``--print-init`` prints the attach script instead, for the plain shell:
 ``slidead sql --print-init > attach.sql; duckdb -init attach.sql``. The shell itself reads
-the script with ``-cmd .read`` (``-init`` prints a line with colour escapes on stderr). Extensions load from the
-installed packages' files; nothing is downloaded.
+the script with ``-cmd .read`` (``-init`` prints a line with colour escapes on stderr).
+Extensions load from the installed packages' files; nothing is downloaded.
 """
 
 from __future__ import annotations
