@@ -238,8 +238,9 @@ if [ $HAVE_GPU = 0 ]; then  # score/nightly stays on the gpu pool, whose worker 
 fi
 step plant "slidead generate into the stack's bucket failed" wexec slidead generate --ids 00,02,04 --n-train 20 \
   --n-eval 6 --night-normal 0 --night-anomaly 0
+# split conformal thresholds: one model (auto picks cross-conformal for so few clips: six)
 step retrain "prefect deployment run retrain/vae did not complete" \
-  wexec prefect deployment run retrain/vae -p epochs="$EPOCHS" --watch --watch-timeout 1800
+  wexec prefect deployment run retrain/vae -p epochs="$EPOCHS" -p thresholds=split --watch --watch-timeout 1800
 step upload-nights "the two nights could not be generated and uploaded" wexec sh -c "
   SLIDEAD_STORE=/tmp/night-src slidead generate --ids 00,02,04 --n-train 0 --n-eval 0 --night $NIGHT --night $NIGHT_B \
     --night-normal 8 --night-anomaly 2 \
