@@ -40,7 +40,8 @@ REASON=""
 READER=$PROJECT-reader   # the third container: slidead sql held open while both nights load
 declare -A FIG
 
-say() { printf 'docker-check: %s\n' "$*"; }
+exec 3>&1   # the terminal: what the check says reaches it even from inside a step's redirection
+say() { printf 'docker-check: %s\n' "$*" >&3; }
 fail() { REASON="$*"; exit 1; }
 # run a step with its output in $LOGS/<name>.log; on failure show its tail and stop
 step() {
@@ -216,8 +217,8 @@ for port in 4200 5000 9000 5432; do
 done
 step stack-up "the stack did not start" compose up -d --no-build prefect minio catalog mlflow
 stack_ready() {
-  wait_http http://127.0.0.1:9000/ 60 && wait_catalog && wait_http http://127.0.0.1:4200/api/health 180 \
-    && wait_http http://127.0.0.1:5000/health 120
+  wait_http http://127.0.0.1:9000/ 60 && wait_catalog && wait_http http://127.0.0.1:4200/api/health 600 \
+    && wait_http http://127.0.0.1:5000/health 300
 }
 step stack-ready "Prefect, S3, the PostgreSQL catalog or MLflow did not answer on 127.0.0.1" stack_ready
 step buckets "the buckets could not be made on the S3 server" compose run --rm --no-deps minio-init
