@@ -41,7 +41,7 @@ OTHER = {
 # read only by `make docker-check` (docker/check.sh) and docker/compose.local.yaml
 DOCKER_CHECK = {
     "SLIDEAD_DOCKER_ROOT": "`/var/tmp/slidead-docker`: the data root, exec root and socket of the `dockerd` the "
-    "check starts when no Docker engine answers (delete it to reclaim its images, about 12 GB).",
+    "check starts when no Docker engine answers (delete it to reclaim its images, about 13 GB).",
     "SLIDEAD_DOCKER_LOGS": "`$SLIDEAD_DOCKER_ROOT/logs`: each step's output.",
     "SLIDEAD_CHECK_NIGHT": "`2026-11-23`: the night the check generates, uploads and scores on the CPU worker.",
     "SLIDEAD_CHECK_NIGHT_B": "`2026-11-24`: the second night, scored on the GPU worker at the same time.",
