@@ -218,7 +218,7 @@ done
 step stack-up "the stack did not start" compose up -d --no-build prefect minio catalog mlflow
 stack_ready() {
   wait_http http://127.0.0.1:9000/ 60 && wait_catalog && wait_http http://127.0.0.1:4200/api/health 600 \
-    && wait_http http://127.0.0.1:5000/health 300
+    && wait_http http://127.0.0.1:5000/health 600
 }
 step stack-ready "Prefect, S3, the PostgreSQL catalog or MLflow did not answer on 127.0.0.1" stack_ready
 step buckets "the buckets could not be made on the S3 server" compose run --rm --no-deps minio-init
