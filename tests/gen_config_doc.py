@@ -41,14 +41,15 @@ OTHER = {
 # read only by `make docker-check` (docker/check.sh) and docker/compose.local.yaml
 DOCKER_CHECK = {
     "SLIDEAD_DOCKER_ROOT": "`/var/tmp/slidead-docker`: the data root, exec root and socket of the `dockerd` the "
-    "check starts when no Docker engine answers (delete it to reclaim its images, about 12 GB).",
+    "check starts when no Docker engine answers (delete it to reclaim its images, about 13 GB).",
     "SLIDEAD_DOCKER_LOGS": "`$SLIDEAD_DOCKER_ROOT/logs`: each step's output.",
-    "SLIDEAD_CHECK_NIGHT": "`2026-11-23`: the night the check generates, uploads and scores.",
+    "SLIDEAD_CHECK_NIGHT": "`2026-11-23`: the night the check generates, uploads and scores on the CPU worker.",
+    "SLIDEAD_CHECK_NIGHT_B": "`2026-11-24`: the second night, scored on the GPU worker at the same time.",
     "SLIDEAD_CHECK_EPOCHS": "`3`: epochs of the check's `retrain/vae` run.",
     "SLIDEAD_BASE": "the base image of `slidead-cpu` (`python:3.11-slim` when it can be pulled, else the local "
-    "Debian base that `docker/local-base.sh` makes).",
+    "Debian base that `docker/local-base.sh` makes); also of `slidead-catalog` (Debian's PostgreSQL).",
     "SLIDEAD_GPU_BASE": "the base image of `slidead-gpu` (`nvidia/cuda:13.0.0-runtime-ubuntu24.04` when it can be "
-    "pulled, else `SLIDEAD_BASE`: built and imported, not run on a GPU).",
+    "pulled, else `SLIDEAD_BASE`: its worker then runs on the CPU).",
 }
 
 

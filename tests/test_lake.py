@@ -193,6 +193,7 @@ def test_slidead_sql_runs_every_file_and_is_read_only(tmp_path):
         [str(SLIDEAD), "sql", "--night", NIGHT, "--", "-csv"], input=text, capture_output=True, text=True, env=env
     )
     assert proc.returncode == 0 and "Error" not in proc.stderr, proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr  # no colour escape from reading the attach script
     out = proc.stdout
     assert f"{NIGHT},slider,00,slidead-slider-ae:1,3,3,0,0,0,0.0," in out  # nightly_summary
     assert f"drops/{NIGHT}/slider/id_00/{NIGHT}-00002.wav" in out  # night_ledger

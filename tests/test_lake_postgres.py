@@ -1,6 +1,7 @@
 """The results lake on a PostgreSQL catalog, as several hosts share it: a real PostgreSQL (Debian's
-package) started by the test on 127.0.0.1; two nights loaded at once from two processes both
-land exactly once, and the reports read them. Skips with the reason when the binaries are absent."""
+package) started by the test on 127.0.0.1; two processes make the lake at the same moment, two
+nights loaded at once from two processes both land exactly once, and the reports read them.
+Skips with the reason when the binaries are absent."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +19,6 @@ import pytest
 from lakekit import two_nights_at_once
 
 from slidead.shell.report import run_report
-from slidead.store.results import ResultsDB
 
 pytestmark = pytest.mark.integration
 
@@ -76,9 +77,26 @@ def postgres():
         shutil.rmtree(data, ignore_errors=True)
 
 
+# two workers starting on an empty catalog: both make the lake at once
+CREATE = """
+import sys
+from slidead.store.results import ResultsDB
+ResultsDB(sys.argv[1], catalog=sys.argv[2], data_path=sys.argv[3]).load_scores([], [], [], [])
+"""
+
+
 def test_two_hosts_load_two_nights_into_one_postgres_catalog(tmp_path, postgres):
     path = tmp_path / "results.duckdb"
-    ResultsDB(path, catalog=postgres, data_path=str(tmp_path / "lake")).load_scores([], [], [], [])
+    makers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CREATE, str(path), postgres, str(tmp_path / "lake")],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for p in makers:
+        assert p.wait(timeout=120) == 0, p.stderr.read()
     db = two_nights_at_once(path, catalog=postgres)
     assert (tmp_path / "lake").is_dir() and not Path(db.catalog).exists()  # no SQLite file: the catalog is PostgreSQL
     [(_, cols, rows)] = run_report(db, "2026-11-20", ["nightly_summary"])

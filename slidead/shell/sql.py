@@ -5,8 +5,9 @@ The shell opens with the lake attached as ``lake`` (read-only unless ``--write``
 its own default, the latest night), so every file in ``sql/`` runs unchanged:
 ``slidead sql < sql/night_ledger.sql``. ``--as-of`` opens the lake as it was at a snapshot or a
 time. ``--print-init`` prints the attach script instead, for the plain shell:
-``slidead sql --print-init > attach.sql; duckdb -init attach.sql``. Extensions load from the
-installed packages' files; nothing is downloaded.
+``slidead sql --print-init > attach.sql; duckdb -init attach.sql``. The shell itself reads
+the script with ``-cmd .read`` (``-init`` prints a line with colour escapes on stderr).
+Extensions load from the installed packages' files; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -77,4 +78,12 @@ def duckdb_shell(
     with tempfile.TemporaryDirectory(prefix="slidead-sql-") as tmp:
         script = Path(tmp) / "attach.sql"
         script.write_text(init_script(db, night, as_of, write))
-        return subprocess.run([duckdb_cli(), "-init", str(script), *args]).returncode
+        # `.read` through -cmd rather than -init: -init announces "-- Loading resources from ..."
+        # on stderr wrapped in colour escapes, which landed in front of every output
+        return subprocess.run([duckdb_cli(), "-cmd", f".read {_dot_arg(script)}", *args]).returncode
+
+
+def _dot_arg(path: Path) -> str:
+    """A path as one argument of a duckdb dot command (quoted, so a space in it is kept)."""
+    text = str(path)
+    return f'"{text}"' if "'" in text else f"'{text}'"

@@ -515,17 +515,37 @@ class ResultsDB:
                 Path(self.catalog).parent.mkdir(parents=True, exist_ok=True)
                 with contextlib.closing(sqlite3.connect(self.catalog)) as lite:  # readers never block the writer
                     lite.execute("PRAGMA journal_mode=WAL")
-            try:
-                con.execute(self.attach_sql(read_only=read_only, as_of=as_of, create=create))
-            except duckdb.Error as e:  # a PostgreSQL catalog not made yet: say where its files go
-                if create or read_only or "data_path" not in str(e).lower():
-                    raise
-                con.execute(self.attach_sql(read_only=False, create=True))
+            self._attach(con, read_only, as_of, create)
             con.execute("USE lake")
         except BaseException:
             con.close()
             raise
         return con
+
+    def _attach(self, con: duckdb.DuckDBPyConnection, read_only: bool, as_of: str | int | None, create: bool) -> None:
+        """ATTACH the lake; one not made yet is made (a PostgreSQL catalog says so by asking for
+        its data path). Two processes making it at the same moment (workers starting on an empty
+        catalog) both succeed: the one whose making fails attaches what the other made."""
+        try:
+            con.execute(self.attach_sql(read_only=read_only, as_of=as_of, create=create))
+            return
+        except duckdb.Error as e:
+            if read_only or as_of is not None or (not create and "data_path" not in str(e).lower()):
+                raise
+            making_failed = e if create else None
+        deadline = time.monotonic() + max(self.lock_timeout_s, 1.0)
+        make = making_failed is None
+        while True:
+            try:
+                con.execute(self.attach_sql(read_only=False, create=make))
+                return
+            except duckdb.Error as e:
+                if make:
+                    making_failed = e
+                if time.monotonic() >= deadline:
+                    raise (making_failed or e) from None
+                make = False  # made by another process, or being made: attach it once it is there
+            time.sleep(0.1 + 0.2 * random.random())
 
     def _shared(self) -> duckdb.DuckDBPyConnection:
         """This process's connection with the lake attached (cursors of it are cheap)."""
