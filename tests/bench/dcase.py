@@ -212,7 +212,10 @@ def main() -> None:
                 print(f"valve: {a.real} not found, skipped")
             else:
                 print("### Real valve (DCASE 2023, section 00: 30 source + 10 target normals train)\n")
-                print(table(run_set("valve", folder, work / "valve-home", a.epochs, a.ref_epochs, a.family, a.rows)) + "\n")
+                print(
+                    table(run_set("valve", folder, work / "valve-home", a.epochs, a.ref_epochs, a.family, a.rows))
+                    + "\n"
+                )
         if a.only in (None, "plant"):
             spec = DcaseSpec(n_source_train=a.n_source, n_test=a.n_test, duration_s=a.seconds)
             write_dcase(folder_writer(work / "plant-set"), spec)
@@ -221,7 +224,9 @@ def main() -> None:
                 f"{a.n_test} + {a.n_test} test clips per domain, {a.seconds:g} s)\n"
             )
             print(
-                table(run_set("plant", work / "plant-set", work / "plant-home", a.epochs, a.ref_epochs, a.family, a.rows))
+                table(
+                    run_set("plant", work / "plant-set", work / "plant-home", a.epochs, a.ref_epochs, a.family, a.rows)
+                )
                 + "\n"
             )
     finally:
