@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     clips_per_night: int = 20  # per machine, for false_alarms_per_week
     commission_nights: int = 3  # first nights of a machine its thresholds are commissioned on (nightly; 0: never)
     timezone: str = "UTC"  # of the 02:00 nightly schedule and of "the night before"
+    # ae/vae trained with --metric mahalanobis on clips that carry a target domain: keep that domain's
+    # statistics apart and score each clip under the nearer (docs/dcase.md; off: it measured worse)
+    domain_statistics: bool = False
     max_clip_mb: float = 64.0  # a larger object is rejected from its header, never read whole
 
     @field_validator("max_clip_mb")

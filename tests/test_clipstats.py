@@ -71,7 +71,7 @@ def test_knn_is_the_mean_distance_to_the_k_nearest_clips_of_the_machine():
     model.fit_clips([("00", m) for m in train] + [("02", m) for m in _clips(rng, 12, level=-20.0)])
     probe = _clips(rng, 3)
     # three new clips and a training clip, which is its own nearest neighbour at distance 0
-    v = torch.stack([clip_statistics(torch.as_tensor(m.T)[None], deltas=True)[0] for m in probe + train[:1]])
+    v = torch.stack([clip_statistics(torch.as_tensor(m.T)[None], True, True)[0] for m in probe + train[:1]])
     bank = model.bank[model.bank_row == 0]
     p = model.mahalanobis.precision[0]
     d = torch.stack([((bank - x) @ p * (bank - x)).sum(dim=1) for x in v]).sort(dim=1).values

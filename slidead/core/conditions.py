@@ -10,10 +10,17 @@ at the end of any name: ``<name>__spd_1.2_load_high.wav``.
 
 :func:`parse_name` reads either form; a name without conditions has none (scored as today); a
 name whose conditions do not pair up keeps none and says why (``ClipConditions.problem``).
+
+Conditions may also come in a *sidecar* beside the clips: ``<name>.json`` (an object of key ->
+value beside ``<name>.wav``) or one ``conditions.csv`` per folder (a ``file_name`` column and one
+column per key). :func:`json_sidecar` and :func:`csv_sidecar` read them (``ValueError`` with the
+reason when they cannot), values cleaned as names carry them (:func:`clean`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -25,7 +32,9 @@ DCASE_NAME = re.compile(
     re.IGNORECASE,
 )
 _TOKEN = re.compile(r"^[A-Za-z0-9.\-]+$")
+_VALUE = re.compile(r"[^A-Za-z0-9.\-]+")
 NO_ATTRIBUTE = "noAttribute"
+CONDITIONS_CSV = "conditions.csv"  # a folder's sidecar: the conditions of the clips beside it
 
 
 @dataclass(frozen=True)
@@ -100,3 +109,46 @@ def merge(base: ClipConditions, extra: dict[str, str]) -> ClipConditions:
             f"domain {domain!r} is not one of {DOMAINS}",
         )
     return ClipConditions(base.section, domain, {**base.attributes, **extra}, base.split, base.label, base.problem)
+
+
+def clean(value) -> str:
+    """A sidecar's key or value as a name can carry it: runs of other characters become ``-``."""
+    return _VALUE.sub("-", str(value)).strip("-") or "none"
+
+
+def is_sidecar(name: str) -> bool:
+    """Whether a file name is a sidecar's: ``conditions.csv`` or ``<name>.json``."""
+    return name == CONDITIONS_CSV or name.lower().endswith(".json")
+
+
+def json_sidecar(data: bytes | str) -> dict[str, str]:
+    """A ``<name>.json`` sidecar's conditions; ``ValueError`` saying why it cannot be read."""
+    try:
+        obj = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text ({e.reason})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"not a JSON object of conditions (a {type(obj).__name__})")
+    return {clean(k): clean(v) for k, v in obj.items()}
+
+
+def csv_sidecar(data: bytes | str) -> dict[str, dict[str, str]]:
+    """A ``conditions.csv``'s conditions per file name (empty cells left out); ``ValueError``
+    saying why it cannot be read."""
+    try:
+        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text ({e.reason})") from None
+    except csv.Error as e:
+        raise ValueError(f"not a CSV table ({e})") from None
+    if rows and "file_name" not in rows[0]:
+        raise ValueError("no file_name column")
+    out: dict[str, dict[str, str]] = {}
+    for row in rows:
+        name = (row.pop("file_name") or "").strip()
+        if name:
+            out[name] = {clean(k): clean(v) for k, v in row.items() if k and v not in (None, "")}
+    return out

@@ -50,6 +50,9 @@ class ScoreConfig:
     batch_windows: int = 16384  # windows per forward pass
     precision: str = "fp32"  # "fp32", or "bf16"/"fp16" autocast (measured: scores within 1e-3)
     metric: str = "mse"  # "mse" | "mahalanobis" | "logit" | "cosine" (see the module docstring)
+    # mahalanobis of a reconstruction family whose training clips carry a target domain: keep that
+    # domain's statistics apart and take the nearer (DCASE 2023's selective Mahalanobis; docs/dcase.md)
+    domain_statistics: bool = False
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -58,6 +61,8 @@ class ScoreConfig:
             raise ValueError(f"batch_windows={self.batch_windows!r} must be >= 1")
         if self.metric not in METRICS:
             raise ValueError(f"metric={self.metric!r}: expected one of {METRICS}")
+        if self.domain_statistics and self.metric != "mahalanobis":
+            raise ValueError(f"domain_statistics keeps Mahalanobis statistics per domain, not metric={self.metric!r}")
         if self.use_kl and self.metric != "mse":
             raise ValueError(f"use_kl adds the VAE's KL term to the mse metric, not to metric={self.metric!r}")
 

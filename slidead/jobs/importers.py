@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from slidead.core.conditions import DCASE_NAME, NO_ATTRIBUTE, pairs
+from slidead.core.conditions import CONDITIONS_CSV, DCASE_NAME, NO_ATTRIBUTE, csv_sidecar, json_sidecar, pairs
 from slidead.errors import LayoutError
 from slidead.layout import check_name, check_night, safe_key
 from slidead.store.objects import ObjectStore
@@ -246,31 +245,26 @@ def upload_night(store: ObjectStore, src: str | Path, night: str, progress=None)
     return {"uploaded": len(items), "keys": keys, "odd": odd, "skipped": skipped, "sidecars": used}
 
 
-def _clean(value) -> str:
-    return _VALUE.sub("-", str(value)).strip("-") or "none"
-
-
 def _sidecars(src: Path) -> tuple[dict[Path, dict[str, str]], dict[Path, str]]:
     """Conditions of a night folder's clips from their sidecars: ``<name>.json`` (an object of
     key -> value beside ``<name>.wav``) and one ``conditions.csv`` per folder (``file_name`` and
-    one column per key); the json wins over the csv. Returns (wav path -> conditions, sidecar
-    path -> what became of it). A sidecar that cannot be read is named with the reason, and its
-    clips go up without conditions (scored as today)."""
+    one column per key; :func:`slidead.core.conditions.json_sidecar`, ``csv_sidecar``); the json
+    wins over the csv. Returns (wav path -> conditions, sidecar path -> what became of it). A
+    sidecar that cannot be read is named with the reason, and its clips go up without conditions
+    (scored as today)."""
     found: dict[Path, dict[str, str]] = {}
     fate: dict[Path, str] = {}
-    for table in sorted(src.rglob("conditions.csv")):
+    for table in sorted(src.rglob(CONDITIONS_CSV)):
         try:
-            rows = list(csv.DictReader(io.StringIO(table.read_text(encoding="utf-8-sig"))))
-            if rows and "file_name" not in rows[0]:
-                raise ValueError("no file_name column")
-        except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:
+            rows = csv_sidecar(table.read_bytes())
+        except (OSError, ValueError) as e:
             fate[table] = f"conditions not read ({e}); its clips go up without them"
             continue
         n = 0
-        for row in rows:
-            wav = table.parent / (row.pop("file_name") or "").strip()
+        for name, conditions in rows.items():
+            wav = table.parent / name
             if wav.is_file() and wav.suffix.lower() == ".wav":
-                found[wav] = {_clean(k): _clean(v) for k, v in row.items() if k and v not in (None, "")}
+                found[wav] = conditions
                 n += 1
         fate[table] = f"conditions of {n} clips, put into their names"
     for side in sorted(src.rglob("*.json")):
@@ -278,12 +272,10 @@ def _sidecars(src: Path) -> tuple[dict[Path, dict[str, str]], dict[Path, str]]:
         if not wav.is_file():
             continue  # not a sidecar: uploaded for the night to reject, as any other odd file
         try:
-            data = json.loads(side.read_text(encoding="utf-8"))
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, UnicodeDecodeError, ValueError) as e:
+            data = json_sidecar(side.read_bytes())
+        except (OSError, ValueError) as e:
             fate[side] = f"conditions not read ({e}); {wav.name} goes up without them"
             continue
-        found[wav] = {**found.get(wav, {}), **{_clean(k): _clean(v) for k, v in data.items()}}
+        found[wav] = {**found.get(wav, {}), **data}
         fate[side] = f"conditions of {wav.name}, put into its name"
     return found, fate

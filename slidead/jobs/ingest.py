@@ -31,6 +31,7 @@ import soundfile as sf
 from slidead.core.audio import HEAD_BYTES, AudioConfig, decode, oversized
 from slidead.core.conditions import ClipConditions, parse_name
 from slidead.errors import AudioError, LayoutError, StoreError
+from slidead.jobs.sidecars import is_drop_sidecar, night_conditions, sidecar_rows, with_sidecar
 from slidead.layout import ClipRef, ObjectInfo, parse_key, prefix
 from slidead.store.features import FeatureRow, FeatureStore, partition
 from slidead.store.objects import ObjectStore, ObjectTooLarge, get_hashed, list_info
@@ -88,15 +89,18 @@ def list_refs(
 ) -> tuple[list[ClipRef], list[dict]]:
     """Clips under a split's prefix, and a rejected row for each key that breaks the layout.
     ``infos``, when given, receives each listed key's size and tag (from the same listing)."""
-    refs, rejected = [], []
+    refs, rejected, sidecars = [], [], []
     for info in list_info(store, prefix(split, machine_type, night)):
         if infos is not None:
             infos[info.key] = info
         try:
             refs.append(parse_key(info.key))
         except LayoutError as e:
+            if is_drop_sidecar(info.key):  # conditions beside a night's clips: a row of its own
+                sidecars.append(info.key)
+                continue
             rejected.append({"uri": store.uri_for(info.key), "night": night, "reason": "bad_key", "detail": str(e)})
-    return refs, rejected
+    return refs, rejected + sidecar_rows(store, sidecars, {r.key for r in refs}, night)
 
 
 def arrival(uri: str, night, machine_type, machine_id, info: ObjectInfo | None, size=None, **fate) -> dict:
@@ -127,13 +131,14 @@ def _rejected(store, ref: ClipRef, reason: str, detail: str, clip_id=None) -> di
     }
 
 
-def conditions_of(ref: ClipRef) -> ClipConditions:
-    """What the clip's file name says of its section, domain and operating conditions."""
-    return parse_name(ref.key.rsplit("/", 1)[-1])
+def conditions_of(ref: ClipRef, sidecars: dict | None = None) -> ClipConditions:
+    """What the clip's file name (and, for a night's clip, its sidecars: :mod:`.sidecars`) says of
+    its section, domain and operating conditions."""
+    return with_sidecar(parse_name(ref.key.rsplit("/", 1)[-1]), (sidecars or {}).get(ref.key))
 
 
-def _clip_row(store, ref: ClipRef, clip_id: str, rate, channels, duration, note) -> dict:
-    cond = conditions_of(ref)
+def _clip_row(store, ref: ClipRef, clip_id: str, rate, channels, duration, note, sidecars=None) -> dict:
+    cond = conditions_of(ref, sidecars)
     if cond.problem:  # the clip is scored as one without conditions; the note says why
         note = f"{note}; {cond.problem}" if note else cond.problem
     return {
@@ -181,6 +186,7 @@ def ingest(
     for r in refs:
         groups[(partition(r.split, r.night), r.machine_type)].append(r)
     done, total = 0, len(refs)
+    sidecars = night_conditions(store, refs)  # conditions dropped beside a night's clips
     sizes: dict[str, int] = {}  # bytes read, for stores whose listing has no sizes
 
     def arrived(ref: ClipRef, **fate) -> None:
@@ -199,7 +205,7 @@ def ingest(
         """Decode once per audio config, compute every feature config: (facts, rows). The audio
         itself is dropped here, so a result waiting in the pool holds only its log-mels."""
         decoded = {a: decode(data, a) for a in decodes}
-        cond = conditions_of(ref)
+        cond = conditions_of(ref, sidecars)
         rows = {
             c.hash: FeatureRow(
                 clip_id,
@@ -280,7 +286,7 @@ def ingest(
                         info = _header(data)
                         if info is not None:
                             res.refs[clip_id] = ref
-                            res.clips.append(_clip_row(store, ref, clip_id, *info, None))
+                            res.clips.append(_clip_row(store, ref, clip_id, *info, None, sidecars))
                             arrived(ref, clip_id=clip_id)
                             cached_ids[clip_id] = ref.machine_id
                             res.n_reused += 1
@@ -296,7 +302,7 @@ def ingest(
                         reject(ref, "decode_failed", f"{type(err).__name__}: {err}"[:500], clip_id)
                         continue
                     res.refs[clip_id] = ref
-                    res.clips.append(_clip_row(store, ref, clip_id, *facts))
+                    res.clips.append(_clip_row(store, ref, clip_id, *facts, sidecars))
                     arrived(ref, clip_id=clip_id)
                     for c in configs:
                         if keep_features:

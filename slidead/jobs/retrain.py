@@ -19,6 +19,7 @@ from slidead.core import conformal, metrics
 from slidead.core.config import RunConfig
 from slidead.core.features import FeatureConfig, windows
 from slidead.core.models import EPOCHS, ROWS, family_of
+from slidead.core.models import family as family_of_name
 from slidead.core.models.mahalanobis import domain_classes
 from slidead.core.score import fit_normal_statistics, fold_scores, score_logmels
 from slidead.core.thresholds import MIN_FIT, SPLIT_MIN, Thresholds
@@ -187,7 +188,7 @@ def train_and_evaluate(
         log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
     result = _fit(model, tr, x_train, x_val, cfg, progress, log)
     if fam.needs_statistics(cfg.score.metric):
-        stats_classes, stats_rows = _stats_rows(fam, classes, tr, tr_rows if not streaming else None)
+        stats_classes, stats_rows = _stats_rows(cfg, classes, tr, tr_rows if not streaming else None)
         stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(stats_rows)
         fit_normal_statistics(model, stats_data, stats_classes, cfg.score, device)
 
@@ -397,16 +398,19 @@ def _fit_model(
     x_val = FrameWindows([r.logmel for r in va], frames, va_rows if fam.learns_ids else None, stride)
     _fit(model, tr, x_train, x_val, cfg)
     if fam.needs_statistics(cfg.score.metric):
-        stats_classes, stats_rows = _stats_rows(fam, classes, tr, tr_rows)
+        stats_classes, stats_rows = _stats_rows(cfg, classes, tr, tr_rows)
         fit_normal_statistics(model, x_train.with_labels(stats_rows), stats_classes, cfg.score, device)
     return model
 
 
-def _stats_rows(fam, classes: list[str], tr, tr_rows):
-    """The Mahalanobis statistics' rows and each training clip's row: per machine ID, and for a
-    reconstruction family whose clips carry a domain, per ID and domain (source and target kept
-    apart, the smaller distance taken at scoring). Streamed clips (``tr_rows`` None): per ID."""
-    if tr_rows is None or not fam.reconstructs or not any(getattr(r, "domain", None) == "target" for r in tr):
+def _stats_rows(cfg: RunConfig, classes: list[str], tr, tr_rows):
+    """The Mahalanobis statistics' rows and each training clip's row: per machine ID, and, when
+    the config asks (``score.domain_statistics``) for a reconstruction family whose clips carry a
+    target domain, per ID and domain (source and target kept apart, the smaller distance taken at
+    scoring). Streamed clips (``tr_rows`` None): per ID."""
+    if tr_rows is None or not cfg.score.domain_statistics or not family_of_name(cfg.family).reconstructs:
+        return classes, tr_rows
+    if not any(getattr(r, "domain", None) == "target" for r in tr):
         return classes, tr_rows
     return domain_classes(classes, [r.machine_id for r in tr], [getattr(r, "domain", None) for r in tr])
 
@@ -641,4 +645,7 @@ def run_config(
 
     train = {k: v for k, v in train.items() if v is not None}
     cfg = RunConfig.default(family, machine_type, metric, device=device or settings.device, **train)
+    if getattr(settings, "domain_statistics", False) and cfg.score.metric == "mahalanobis":
+        if family_of_name(family).reconstructs:  # per-domain statistics (SLIDEAD_DOMAIN_STATISTICS)
+            cfg = replace(cfg, score=replace(cfg.score, domain_statistics=True))
     return replace(cfg, threshold_quantile=settings.threshold_quantile())

@@ -33,16 +33,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "real" / "valve2023"  # beside the checkout (--real)
-ROWS = [  # (family, metric, training clips' domains hidden: the statistics before domains existed)
-    ("attrclf", None, False),
-    ("ae", "mse", False),
-    ("ae", "mahalanobis", False),
-    ("ae", "mahalanobis", True),
-    ("vae", "mahalanobis", False),
-    ("clipstats", None, False),
-    ("knn", None, False),
-    ("idclf", None, False),
+# beside the checkout, or a worktree's checkout (--real)
+REAL = next(
+    (p / "shared" / "real" / "valve2023" for p in Path(__file__).resolve().parents[3:] if (p / "shared").is_dir()),
+    Path("shared/real/valve2023"),
+)
+ROWS = [  # (family, metric, options: model config values, and "domain_statistics" for the score)
+    ("attrclf", None, {}),
+    ("attrclf", None, {"events": True}),
+    ("ae", "mse", {}),
+    ("ae", "mahalanobis", {}),
+    ("ae", "mahalanobis", {"domain_statistics": True}),
+    ("vae", "mahalanobis", {}),
+    ("vae", "mahalanobis", {"domain_statistics": True}),
+    ("clipstats", None, {"events": False}),
+    ("clipstats", None, {}),
+    ("knn", None, {"events": False}),
+    ("knn", None, {}),
+    ("knn", None, {"onsets": True}),
+    ("idclf", None, {}),
 ]
 
 
@@ -108,7 +117,7 @@ def reference(train_rows, eval_rows, epochs: int, seed: int = 0) -> np.ndarray:
         )
 
 
-def run_set(name: str, folder: Path, home: Path, epochs: int, ref_epochs: int, only=None) -> list[tuple]:
+def run_set(name: str, folder: Path, home: Path, epochs: int, ref_epochs: int, only=None, rows=None) -> list[tuple]:
     from slidead.core import metrics
     from slidead.core.config import RunConfig
     from slidead.core.features import FeatureConfig
@@ -138,17 +147,20 @@ def run_set(name: str, folder: Path, home: Path, epochs: int, ref_epochs: int, o
         metrics.official([r.machine_id for r in ev], [r.domain for r in ev], labels, scores),
         time.perf_counter() - t0,
     )
-    for family, metric, hide in ROWS:
+    for family, metric, options in [ROWS[i] for i in rows] if rows else ROWS:
         if only and family not in only:
             continue
         # attrclf draws its own batches: its epochs are its config's (60), as in production
         cfg = RunConfig.default(family, mtype, metric, device="cpu", epochs=60 if family == "attrclf" else epochs)
+        options = dict(options)
+        if options.pop("domain_statistics", False):
+            cfg = replace(cfg, score=replace(cfg.score, domain_statistics=True))
+        cfg = replace(cfg, model=replace(cfg.model, **options))
         data = ingest_sets(svc, mtype, [cfg.features], keep_train=True)
         train = data.rows(cfg.features, "train")
-        label = f"{family} ({cfg.score.metric})"
-        if hide:
-            train = [replace(r, domain=None) for r in train]
-            label = f"{family} ({cfg.score.metric}, one set of statistics per ID)"
+        said = [f"{k}={v}" for k, v in options.items()]
+        said += ["source and target statistics apart"] if cfg.score.domain_statistics else []
+        label = f"{family} ({', '.join([cfg.score.metric, *said])})"
         t0 = time.perf_counter()
         try:
             res = train_and_evaluate(cfg, train, data.rows(cfg.features, "eval"))
@@ -187,6 +199,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--real", type=Path, default=REAL, help="the valve2023 folder")
     ap.add_argument("--family", action="append", default=None, help="only these families (and the reference)")
+    ap.add_argument("--rows", type=int, nargs="+", default=None, help="only these rows of ROWS, in this order")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from slidead.synth.dcase import DcaseSpec, folder_writer, write_dcase
@@ -199,7 +212,10 @@ def main() -> None:
                 print(f"valve: {a.real} not found, skipped")
             else:
                 print("### Real valve (DCASE 2023, section 00: 30 source + 10 target normals train)\n")
-                print(table(run_set("valve", folder, work / "valve-home", a.epochs, a.ref_epochs, a.family)) + "\n")
+                print(
+                    table(run_set("valve", folder, work / "valve-home", a.epochs, a.ref_epochs, a.family, a.rows))
+                    + "\n"
+                )
         if a.only in (None, "plant"):
             spec = DcaseSpec(n_source_train=a.n_source, n_test=a.n_test, duration_s=a.seconds)
             write_dcase(folder_writer(work / "plant-set"), spec)
@@ -208,7 +224,9 @@ def main() -> None:
                 f"{a.n_test} + {a.n_test} test clips per domain, {a.seconds:g} s)\n"
             )
             print(
-                table(run_set("plant", work / "plant-set", work / "plant-home", a.epochs, a.ref_epochs, a.family))
+                table(
+                    run_set("plant", work / "plant-set", work / "plant-home", a.epochs, a.ref_epochs, a.family, a.rows)
+                )
                 + "\n"
             )
     finally:

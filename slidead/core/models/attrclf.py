@@ -35,14 +35,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slidead.core.models.clipstats import clip_statistics
+from slidead.core.models.clipstats import clip_statistics, statistics_width
 from slidead.core.models.registry import ROWS, Family, register
 
 SELF = 1e-5  # a cosine distance below this is a clip's own copy in the bank
@@ -61,6 +61,7 @@ class AttrClfConfig:
     margin: float = 0.2  # ArcFace additive angular margin (radians)
     scale: float = 16.0  # ArcFace logit scale
     statistics: bool = True  # second branch: the clip's standardised spectral statistics, half the embedding
+    events: bool = False  # that branch also holds each band's 90th percentile and maximum over time (clipstats')
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -128,9 +129,10 @@ class AttrClf(nn.Module):
         self.sections: tuple[str, ...] = ()
         self.label_source = ""
         self.classes: tuple[str, ...] = ()
-        width = c.embedding + (3 * c.n_mels if c.statistics else 0)
-        self.register_buffer("stat_mean", torch.zeros(3 * c.n_mels if c.statistics else 0))
-        self.register_buffer("stat_std", torch.ones(3 * c.n_mels if c.statistics else 0))
+        stats = statistics_width(True, c.events) * c.n_mels if c.statistics else 0
+        width = c.embedding + stats
+        self.register_buffer("stat_mean", torch.zeros(stats))
+        self.register_buffer("stat_std", torch.ones(stats))
         for name, shape in (("bank", (0, width)), ("spread", (0, 2)), ("band_mean", (0, c.n_mels))):
             self.register_buffer(name, torch.zeros(shape))
         self.register_buffer("band_std", torch.ones(0, c.n_mels))
@@ -150,7 +152,7 @@ class AttrClf(nn.Module):
         e = F.normalize(self.embed(x).float())
         if not self.config.statistics:
             return e
-        v = (clip_statistics(x.transpose(1, 2), deltas=True) - self.stat_mean) / self.stat_std
+        v = (clip_statistics(x.transpose(1, 2), True, self.config.events) - self.stat_mean) / self.stat_std
         return torch.cat([e, F.normalize(v)], dim=1) / math.sqrt(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,7 +228,7 @@ class AttrClf(nn.Module):
         sec = torch.tensor([sections.index(str(m)) for m in machine_ids])
         dom = torch.tensor([1 if d == "target" else 0 for d in domains])
         if self.config.statistics:
-            v = torch.cat([clip_statistics(m.T[None], deltas=True) for m in mels])
+            v = torch.cat([clip_statistics(m.T[None], True, self.config.events) for m in mels])
             self.stat_mean, self.stat_std = v.mean(dim=0), v.std(dim=0).clamp(min=1e-3)
         bank = torch.cat([self.clip_embedding(m[None]) for m in mels])
         spread = torch.ones(len(sections), 2)
@@ -302,6 +304,9 @@ class AttrClf(nn.Module):
         self.label_source = state.get("label_source", "")
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        c, t = self.config, state_dict.get(prefix + "stat_mean")
+        if c.events and t is not None and t.shape[0] == statistics_width(True) * c.n_mels:
+            self.config = replace(c, events=False)  # stored before the events option: scored as trained
         for name in ("bank", "bank_section", "bank_domain", "spread", "band_mean", "band_std", "stat_mean", "stat_std"):
             t = state_dict.get(prefix + name)
             if t is not None and t.shape != getattr(self, name).shape:
