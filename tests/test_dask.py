@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 from plant import NIGHT, make_plant
+from prefect.testing.utilities import prefect_test_harness
 
 from slidead.settings import Settings
 from slidead.shell.commands import run_retrain
@@ -23,8 +24,6 @@ def test_two_dask_workers_score_like_one_process(tmp_path, monkeypatch):
     (tmp_path / "two" / "store").mkdir(parents=True)
     shutil.copytree(tmp_path / "one" / "store" / "drops", tmp_path / "two" / "store" / "drops")
     env = {"SLIDEAD_MLFLOW_URI": settings.tracking_uri, "SLIDEAD_FAMILY": "ae"}
-    from prefect.testing.utilities import prefect_test_harness  # here, not at collection (every worker collects)
-
     from flows.score import score
 
     with prefect_test_harness(server_startup_timeout=120):

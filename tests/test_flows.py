@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from plant import NIGHT, make_plant
-
-# prefect is imported by the tests that use it, not at collection: every pytest worker collects
-# every module, and `make test-fast` leaves these tests out
+from prefect.client.orchestration import get_client
+from prefect.testing.utilities import prefect_test_harness
 
 pytestmark = pytest.mark.integration
 
@@ -16,8 +15,6 @@ SMALL = dict(n_train=8, n_eval_normal=3, n_eval_anomaly=3)
 
 @pytest.fixture(scope="module")
 def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
     with prefect_test_harness(server_startup_timeout=120):
         yield
 
@@ -42,7 +39,6 @@ def test_retrain_then_score_flows(harness, tmp_path, monkeypatch):
     assert status == [("completed", n)]
 
     import anyio
-    from prefect.client.orchestration import get_client
 
     async def artifacts():
         async with get_client() as client:
