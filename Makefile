@@ -1,6 +1,7 @@
 # slidead: two commands on a fresh machine.
 #   make demo   - create .venv from the lock, run the demo on embedded defaults
-#   make test   - create .venv from the lock, check torch/torchaudio load, run the test suite
+#   make test   - create .venv from the lock, check torch/torchaudio load, run the test suite (two workers)
+#   make test-fast - the suite without the slow and integration tests: the edit loop
 #   make bench  - print benchmark figures (not tests)
 #   make gpu-check - prove the GPU path on a CUDA machine (one table into tests/bench/RESULTS.md)
 #   make lock   - refresh uv.lock on purpose (after editing pyproject.toml's dependencies)
@@ -47,11 +48,16 @@ smoke: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/slidead demo
 
+# Two workers (pytest-xdist): tests that share a trained plant or a module's fixture run on one
+# worker (tests/conftest.py groups them), the longest groups first. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+
 test: smoke
-	$(VENV)/bin/pytest -q --durations=15
+	$(VENV)/bin/pytest -q $(XDIST) --durations=15
 
 test-fast: smoke
-	$(VENV)/bin/pytest -q -m "not slow and not integration"
+	$(VENV)/bin/pytest -q $(XDIST) -m "not slow and not integration"
 
 bench: smoke
 	$(PY) tests/bench/run.py $(BENCH_ARGS)

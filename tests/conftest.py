@@ -25,6 +25,8 @@ a busy 2-core machine wait. Markers: ``slow`` for a test of more than a few seco
 from __future__ import annotations
 
 import io
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,85 @@ import pytest
 import soundfile as sf
 
 MIMII_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "mimii"
+
+# --- two workers (pytest-xdist: ``make test`` runs ``-n 2 --dist loadfile``) -------------------
+# Under xdist every worker has its own session fixtures, and a module's fixtures are set up on
+# each worker its tests reach. So a module is one unit of work, sent whole to one worker, and the
+# modules that use one of these session fixtures (named in their source) form one unit with the
+# others using it: the fixture is built once, on that worker. Fixtures of the same unit share a name.
+SHARED_SESSION_FIXTURES = {
+    "behaviour_plant": "behaviour_plant",
+    "trained_store": "trained_store",
+    "mlflow_server": "trained_store",  # built on trained_store
+}
+
+# The units that take longest, longest first (`pytest --durations=0`, summed per unit): they start
+# first, so that no worker is left running a long one after the other has finished. The rest keep
+# the order of collection after them.
+LONGEST_FIRST = (
+    "test_wear.py",
+    "behaviour_plant",
+    "test_prefect_server.py",
+    "test_pipeline.py",
+    "test_commission.py",
+    "test_dask.py",
+    "test_gpu_check.py",
+    "test_dcase_cli.py",
+    "test_user_path.py",
+    "test_families.py",
+    "trained_store",
+    "test_idclf_night.py",
+    "test_s3.py",
+    "test_cli_errors.py",
+)
+_UNITS: dict[str, str] = {}
+
+
+def unit_of(path: str) -> str:
+    """The unit of work of the test module at ``path`` (a node id's path is enough): its file
+    name, or the name of the shared session fixture its source uses."""
+    if path not in _UNITS:
+        p = Path(path) if Path(path).is_absolute() else Path(__file__).resolve().parents[1] / path
+        try:
+            text = p.read_text()
+        except OSError:
+            text = ""
+        used = [unit for name, unit in SHARED_SESSION_FIXTURES.items() if re.search(rf"\b{name}\b", text)]
+        _UNITS[path] = min(used) if used else p.name
+    return _UNITS[path]
+
+
+def pytest_collection_modifyitems(config, items):
+    order = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    # a stable sort: the tests of a unit keep their order, and every worker collects the same list
+    items.sort(key=lambda item: order.get(unit_of(str(item.path)), len(order)))
+
+
+try:
+    from xdist.scheduler import LoadFileScheduling
+except ImportError:  # pytest-xdist is in the dev extra; without it the suite runs in one process
+    LoadFileScheduling = None
+else:
+
+    class UnitScheduling(LoadFileScheduling):
+        """loadfile, with the modules that share a session fixture sent to one worker together."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid.split("::", 1)[0])
+
+    def pytest_xdist_make_scheduler(config, log):
+        if config.getvalue("dist") == "loadfile":
+            return UnitScheduling(config, log)
+        return None
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: each runs torch (and the commands it starts) on one thread, as
+    # ``one_torch_thread`` does for one test: more threads would only wait for the other worker
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def wav_bytes(audio: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> bytes:
