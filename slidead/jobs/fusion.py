@@ -60,7 +60,8 @@ families.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -68,7 +69,8 @@ from scipy import stats
 from slidead.core import conformal, metrics
 from slidead.core.thresholds import MIN_FIT, Fit, Thresholds
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
+DEVICE = "cpu"  # where the members score the evaluation clips
 METHODS = ("rank", "tail")
 DEFAULT_METHOD = "tail"
 MIX_DB = -10.0  # a pseudo-anomaly: another machine's normal clip this far below the clip's power
@@ -276,8 +278,6 @@ def evaluate_fused(
     svc,
     machine_type: str,
     families: Sequence[str] | None = None,
-    log: Log = lambda _m: None,
-    device: str = "cpu",
     method: str = DEFAULT_METHOD,
     select: bool = True,
     mix_db: float = MIX_DB,
@@ -319,7 +319,7 @@ def evaluate_fused(
         raise NotEnoughDataError(f"no labelled clips under eval/{machine_type}/ in {svc.store.uri}")
     configs = list({m.config.features.hash: m.config.features for m in loaded.values()}.values())
     res = ingest(svc.store, svc.features, refs, configs, svc.audio)
-    add_plant_clips(svc, machine_type, configs, res, log)  # operators' verdicts on night clips
+    add_plant_clips(svc, machine_type, configs, res)  # operators' verdicts on night clips
     clips = sorted(set.intersection(*(set(res.features[m.config.features.hash]) for m in loaded.values())))
     scores, normal, p_values = {}, {}, {}
     rows = None
@@ -328,18 +328,18 @@ def evaluate_fused(
         rows = [by_clip[c] for c in clips]
         ids = [r.machine_id for r in rows]
         logmels = [r.logmel for r in rows]
-        scores[family] = score_logmels(m.model, logmels, m.config.features, m.config.score, device, ids).score
+        scores[family] = score_logmels(m.model, logmels, m.config.features, m.config.score, DEVICE, ids).score
         normal[family] = normal_reference(m.thresholds, f"{m.name} v{m.version}")
         # each family's own calibration: its p-values are on one scale, whatever its scores' scale
         p_values[family], _ = m.thresholds.decide(
-            ids, scores[family], fold_scores(m.folds, logmels, m.config, ids, device)
+            ids, scores[family], fold_scores(m.folds, logmels, m.config, ids, DEVICE)
         )
-        log(f"fused: {m.name} v{m.version} scored {len(rows)} eval clips")
+        log.info(f"fused: {m.name} v{m.version} scored {len(rows)} eval clips")
     ids = [r.machine_id for r in rows]
     labels = [1 if r.label == "anomaly" else 0 for r in rows]
     fits = {f: m.thresholds.per_id for f, m in loaded.items()}
     quantile = next(iter(loaded.values())).config.threshold_quantile
-    selection = _selection(svc, machine_type, loaded, normal, method, fits, mix_db, device, log) if select else {}
+    selection = _selection(svc, machine_type, loaded, method, mix_db) if select else {}
     refs_all = {f: {mid: list(d.values()) for mid, d in n.items()} for f, n in normal.items()}
     id_arr = np.asarray(ids)
     fused = np.full(id_arr.shape, np.nan)
@@ -386,13 +386,15 @@ def _ids_of(mask: np.ndarray, ids: Sequence[str]) -> list[str]:
     return [m for m, k in zip(ids, mask) if k]
 
 
-def _selection(svc, machine_type, loaded, normal, method, fits, mix_db, device, log, most: int = 64) -> dict:
+def _selection(svc, machine_type: str, loaded: dict, method: str, mix_db: float, most: int = 64) -> dict:
     """:func:`select_members` on pseudo-anomalies made from the normal training clips every
     family held out (at most ``most`` per machine ID, drawn with a fixed seed)."""
     from slidead.core.score import score_logmels
     from slidead.jobs.ingest import ingest, list_refs
 
     families = list(loaded)
+    normal = {f: normal_reference(m.thresholds, f"{m.name} v{m.version}") for f, m in loaded.items()}
+    fits = {f: m.thresholds.per_id for f, m in loaded.items()}
     ids = sorted(set.intersection(*(set(normal[f]) for f in families)))
     common = {mid: sorted(set.intersection(*(set(normal[f][mid]) for f in families))) for mid in ids}
     refs, _ = list_refs(svc.store, "train", machine_type)
@@ -414,11 +416,11 @@ def _selection(svc, machine_type, loaded, normal, method, fits, mix_db, device, 
             if pp:
                 mixed = [mix_logmels(by_clip[c].logmel, by_clip[p].logmel, mix_db) for c, p in pp]
                 pseudo[f][mid] = score_logmels(
-                    m.model, mixed, m.config.features, m.config.score, device, [mid] * len(pp)
+                    m.model, mixed, m.config.features, m.config.score, DEVICE, [mid] * len(pp)
                 ).score
     common_normal = {f: {mid: {c: normal[f][mid][c] for c in cl} for mid, cl in common.items()} for f in families}
     # the references stay each family's full normal scores; the candidates are judged on the common clips
     chosen = select_members(common_normal, pseudo, method, fits, references=normal)
     for mid, sel in chosen.items():
-        log(f"fused: machine {mid}: {' + '.join(sel['members'])} (pseudo-anomaly AUC {sel['auc']})")
+        log.info(f"fused: machine {mid}: {' + '.join(sel['members'])} (pseudo-anomaly AUC {sel['auc']})")
     return chosen

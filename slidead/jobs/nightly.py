@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import logging
 import os
 import time
 import uuid
@@ -36,8 +37,7 @@ from slidead.errors import NightBusyError, StoreError, redact
 from slidead.jobs.champions import champions
 from slidead.jobs.ingest import arrival, ingest, list_refs
 from slidead.jobs.night_lock import night_lock
-from slidead.jobs.steps import Log, Steps, inline
-from slidead.jobs.steps import quiet as _quiet
+from slidead.jobs.steps import Steps, inline
 from slidead.layout import ObjectInfo, check_night, parse_key
 from slidead.store import alarms as alarm_store
 from slidead.store.model_files import LoadedModel
@@ -47,6 +47,8 @@ from slidead.store.results import ARRIVAL_COLUMNS, CLIP_COLUMNS, REJECTED_COLUMN
 from slidead.store.services import Services
 from slidead.store.shards import ShardStore, shard_id
 from slidead.store.tracking import model_name
+
+log = logging.getLogger(__name__)
 
 _SCORE_SCHEMA = pa.schema(
     [
@@ -162,7 +164,6 @@ def plan_night(
     shard_size: int,
     run_id: str,
     models: dict[str, LoadedModel] | None = None,
-    log: Log = _quiet,
 ) -> NightPlan:
     """List the night (once), ask the registry which version is each machine type's champion,
     plan the shards still to score under it (shards whose results are already in the store are
@@ -176,7 +177,7 @@ def plan_night(
     types = [machine_type] if machine_type else sorted({r.machine_type for r in refs_all})
     res.n_clips = len(refs_all) + len(bad_all)
     if not refs_all and not bad_all:
-        log(f"night {night}: no clips under drops/{night}/")
+        log.info(f"night {night}: no clips under drops/{night}/")
     models = dict(models or {})
     shards = shard_store(svc)
     jobs, already = [], {}
@@ -200,7 +201,7 @@ def plan_night(
         res.n_shards_resumed += part.resumed
         already[name] = part.already
         jobs += part.jobs
-        log(
+        log.info(
             f"{night} {mtype}: {len(refs)} clips, scoring with {name} v{version} "
             f"({len(part.already)} clips already scored by it)"
         )
@@ -547,17 +548,17 @@ def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.table(cols, schema=schema)
 
 
-def load_night(svc: Services, res: NightResult, log: Log = _quiet) -> NightResult:
+def load_night(svc: Services, res: NightResult) -> NightResult:
     """Load every shard of the run into DuckDB in one transaction (the one writer): scores, clips
     and rejected inputs all go in, or none of them do. Takes the night's lock (for a caller that
     scored without :func:`run_night`, which holds it already)."""
     family = res.family or next((n.rsplit("-", 1)[-1] for n in res.models), None)
     lock = night_lock(svc, res.night, family, res.run_id) if family else contextlib.nullcontext()
     with lock:
-        return _load_night(svc, res, log)
+        return _load_night(svc, res)
 
 
-def _load_night(svc: Services, res: NightResult, log: Log) -> NightResult:
+def _load_night(svc: Services, res: NightResult) -> NightResult:
     shards = shard_store(svc)
     scores, clips, rejected, arrivals = [], [], [], []
     prior: dict[tuple[str, int], set[str]] = {}
@@ -587,7 +588,7 @@ def _load_night(svc: Services, res: NightResult, log: Log) -> NightResult:
         [res.night, [f"{n}:{v}" for n, v in res.models.items()]],
     )
     res.n_flagged = int(rows[0][0])
-    log(
+    log.info(
         f"{res.night}: {new} new scores loaded, {res.n_skipped} already scored, "
         f"{res.n_rejected} rejected, {res.n_flagged} flagged in the night; ledger: {res.n_arrivals} arrivals, "
         f"{res.n_arrivals - res.n_duplicates - sum(m['rejected'] for m in res.ledger.values())} scored, "
@@ -597,7 +598,7 @@ def _load_night(svc: Services, res: NightResult, log: Log) -> NightResult:
     # or a late night gives the same alarms (see slidead.core.alarms)
     res.alarms = alarm_store.update(svc.db, list(res.models), svc.alarms)
     for a in res.alarms:
-        log(f"ALARM {a.kind} {a.machine_type} id {a.machine_id} (night {a.night}): {a.detail}")
+        log.info(f"ALARM {a.kind} {a.machine_type} id {a.machine_id} (night {a.night}): {a.detail}")
     return res
 
 
@@ -628,7 +629,7 @@ def record_run(
     )
 
 
-def commission_step(svc: Services, res: NightResult, log: Log = _quiet) -> list[dict]:
+def commission_step(svc: Services, res: NightResult) -> list[dict]:
     """After the load: machines whose provisional thresholds have heard ``svc.commission_nights``
     nights are commissioned on them (:func:`slidead.jobs.commission.commission_due`)."""
     if not res.family or svc.commission_nights < 1 or not res.models:
@@ -636,9 +637,11 @@ def commission_step(svc: Services, res: NightResult, log: Log = _quiet) -> list[
     from slidead.jobs.commission import commission_due
 
     try:
-        return commission_due(svc, res.family, res.models, res.night, svc.commission_nights, log)
+        return commission_due(svc, res.family, res.models, res.night, svc.commission_nights)
     except Exception as e:  # noqa: BLE001 - the night's scores are loaded; commissioning waits for the next night
-        log(f"commissioning skipped tonight ({type(e).__name__}: {redact(str(e))[:300]}); it is tried again next night")
+        log.warning(
+            f"commissioning skipped tonight ({type(e).__name__}: {redact(str(e))[:300]}); it is tried again next night"
+        )
         return []
 
 
@@ -650,7 +653,6 @@ def run_night(
     shard_size: int = 256,
     run_id: str | None = None,
     progress: Callable[[int, int], None] | None = None,
-    log: Log = _quiet,
     lock_wait_s: float = 0.0,
     runner: ShardRunner | None = None,
     steps: Steps = inline,
@@ -665,11 +667,11 @@ def run_night(
     runner = runner or LocalRunner()
     try:
         with night_lock(svc, night, family, res.run_id, lock_wait_s) as lease:
-            plan = steps("plan", plan_night, svc, night, family, machine_type, shard_size, res.run_id, None, log)
+            plan = steps("plan", plan_night, svc, night, family, machine_type, shard_size, res.run_id)
             res = plan.result
             res = steps("score", _run_shards, svc, plan, runner, lease, progress)
-            res = steps("load", _load_night, svc, res, log)
-            res.commissioning = steps("commission", commission_step, svc, res, log)
+            res = steps("load", _load_night, svc, res)
+            res.commissioning = steps("commission", commission_step, svc, res)
     except Exception as e:
         with contextlib.suppress(Exception):  # a busy database must not hide the first error
             record_run(svc, res, family, "failed", started, f"{type(e).__name__}: {e}")

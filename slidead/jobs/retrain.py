@@ -8,6 +8,8 @@ reports progress through callbacks, never imports prefect.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,12 +28,13 @@ from slidead.core.train import FrameWindows, TrainResult, fit, resolve_device, s
 from slidead.errors import NotEnoughDataError
 from slidead.jobs.ingest import IngestResult, ingest, list_refs
 from slidead.jobs.labels import add_plant_clips
-from slidead.jobs.steps import Log, Steps, inline
-from slidead.jobs.steps import quiet as _quiet
+from slidead.jobs.steps import Steps, inline
 from slidead.jobs.stream import StoredClips, StreamWindows, stored_rows
 from slidead.store.features import FeatureRow, partition
 from slidead.store.services import Services
 from slidead.store.tracking import Decision, model_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,7 +76,6 @@ def ingest_sets(
     machine_type: str,
     configs: list[FeatureConfig],
     progress: Callable[[int, int], None] | None = None,
-    log: Log = _quiet,
     keep_train: bool = False,
 ) -> DataSets:
     """Read train/ and eval/ for a machine type once, computing every feature config.
@@ -84,14 +86,14 @@ def ingest_sets(
     out, stored = {}, {}
     for split in ("train", "eval"):
         refs, bad = list_refs(svc.store, split, machine_type)
-        log(f"{split}: {len(refs)} clips under {split}/{machine_type}/")
+        log.info(f"{split}: {len(refs)} clips under {split}/{machine_type}/")
         keep = split == "eval" or keep_train
         res = ingest(svc.store, svc.features, refs, configs, svc.audio, progress=progress, keep_features=keep)
         if not keep:
             for c in configs:
                 stored[c.hash] = StoredClips.open(svc.features, c, partition("train"), machine_type, set(res.refs))
                 if len(stored[c.hash]) < len(res.refs):
-                    log(
+                    log.warning(
                         f"train: {len(res.refs) - len(stored[c.hash])} clips' features are no longer readable "
                         "in the feature store; training without them"
                     )
@@ -99,9 +101,9 @@ def ingest_sets(
         svc.db.add_clips(res.clips)
         svc.db.add_rejected(res.rejected)
         if res.rejected:
-            log(f"{split}: {len(res.rejected)} clips rejected (see the rejected table)")
+            log.info(f"{split}: {len(res.rejected)} clips rejected (see the rejected table)")
         if split == "eval":  # operators' verdicts on night clips (slidead label) join the evaluation set
-            add_plant_clips(svc, machine_type, configs, res, log)
+            add_plant_clips(svc, machine_type, configs, res)
         out[split] = res
     return DataSets(out["train"], out["eval"], stored)
 
@@ -111,7 +113,6 @@ def train_and_evaluate(
     train_rows: list[FeatureRow] | StoredClips,
     eval_rows: list[FeatureRow],
     progress: Callable[[int, int, float, float], None] | None = None,
-    log: Log = _quiet,
 ) -> Outcome:
     """Train ``cfg``'s family on normal clips, fit its thresholds, evaluate on ``eval_rows``.
 
@@ -124,7 +125,73 @@ def train_and_evaluate(
     ``train_rows`` left in the feature store (:class:`~slidead.jobs.stream.StoredClips`) are streamed
     when ``cfg.train.stream`` is ``parquet``, or ``auto`` and their frames take more than
     ``cfg.train.memory_budget_mb``: training, the scoring statistics and the threshold scores
-    then read the clips in blocks, and memory is bounded by ``cfg.train.buffer_clips``."""
+    then read the clips in blocks, and memory is bounded by ``cfg.train.buffer_clips``.
+
+    The steps, in order: deal the clips (train, validation, calibration), build the model, cut
+    the windows, fit, fit the scoring statistics, score every normal clip, gather the
+    calibration scores, calibrate the thresholds, evaluate."""
+    clips = deal(cfg, train_rows)
+    cfg, device = clips.cfg, resolve_device(cfg.train.device)
+    model = _new_model(clips)
+    x_train, x_val = _windows(clips, model)
+    result = _fit(model, clips.tr, x_train, x_val, cfg, progress)
+    if family_of(model).needs_statistics(cfg.score.metric):
+        _fit_statistics(model, clips, x_train, device)
+    score_of, band_error = _normal_scores(model, clips, device)
+    cal_set = calibration_set(clips, score_of, result.best_epoch, device)
+    thresholds = _thresholds(cfg, cal_set, band_error)
+    report, ev = evaluate(model, cfg, eval_rows, thresholds, device, cal_set.fold_models)
+    return Outcome(
+        cfg,
+        model,
+        result.history,
+        result.best_epoch,
+        result.epochs_run,
+        result.seconds,
+        thresholds,
+        report,
+        ev,
+        _baseline(cal_set),
+        _run_data(clips, cal_set, x_train, eval_rows),
+        cal_set.fold_models,
+    )
+
+
+@dataclass
+class TrainingClips:
+    """A run's normal training clips, dealt: ``tr`` trains, ``va`` early-stops, ``cal`` (split
+    conformal only) is held out to calibrate; ``rows`` is ``tr`` and ``va`` together. ``cfg``
+    carries the machine IDs as its classes; ``streamed``: the clips are read from the feature
+    store in blocks (:class:`~slidead.jobs.stream.StoredClips`), else they are rows in memory."""
+
+    cfg: RunConfig
+    classes: list[str]
+    scheme: str  # the calibration scheme (calibration_scheme)
+    streamed: bool
+    rows: list[FeatureRow] | StoredClips
+    tr: list[FeatureRow] | StoredClips
+    va: list[FeatureRow] | StoredClips
+    cal: list[FeatureRow] | StoredClips
+
+    @property
+    def row_of(self) -> dict[str, int]:
+        """Each machine ID's class row."""
+        return {m: k for k, m in enumerate(self.classes)}
+
+    def labels(self, rows) -> list[int]:
+        """The class row of each of ``rows``."""
+        row_of = self.row_of
+        return [row_of[r.machine_id] for r in rows]
+
+    def label_of(self) -> dict[str, int]:
+        """The class row of each clip of ``rows`` by clip ID (what streamed windows look up)."""
+        row_of = self.row_of
+        return {r.clip_id: row_of[r.machine_id] for r in self.rows}
+
+
+def deal(cfg: RunConfig, train_rows: list[FeatureRow] | StoredClips) -> TrainingClips:
+    """Decide whether the clips stream, and deal them: the calibration clips a split-conformal
+    calibration holds out (never trained or early-stopped on), then the validation split."""
     stored = isinstance(train_rows, StoredClips)
     mode = cfg.train.stream
     if mode == "parquet" and not stored:
@@ -142,7 +209,6 @@ def train_and_evaluate(
     ids = np.array([r.machine_id for r in train_rows])
     cfg = cfg.with_classes(ids)
     classes = sorted(set(ids.tolist()))
-    # split: the clips a split-conformal calibration holds out (never trained or early-stopped on)
     scheme = calibration_scheme(cfg, ids, streaming)
     cal_mask = split_clips(ids, cfg.train.calibration_fraction, cfg.train.seed + 1) if scheme == "split" else None
     if cal_mask is not None:
@@ -157,42 +223,64 @@ def train_and_evaluate(
     else:
         tr = [r for r, v in zip(train_rows, val_mask) if not v]
         va = [r for r, v in zip(train_rows, val_mask) if v]
-    frames = cfg.features.frames
-    torch.manual_seed(cfg.train.seed)  # the initial weights too: a run is repeatable
+    return TrainingClips(cfg, classes, scheme, streaming, train_rows, tr, va, cal)
+
+
+def _new_model(clips: TrainingClips) -> torch.nn.Module:
+    """The family's network, its initial weights seeded (a run is repeatable); an ID classifier
+    needs two or more machine IDs."""
+    cfg = clips.cfg
+    torch.manual_seed(cfg.train.seed)
     model = cfg.build_model()
-    fam = family_of(model)
-    learns_ids = fam.learns_ids
-    if learns_ids and len(classes) < 2:
+    if family_of(model).learns_ids and len(clips.classes) < 2:
         raise NotEnoughDataError(
             f"{cfg.machine_type}: {cfg.family} learns to tell machine IDs apart and needs "
-            f"two or more; the training set has {classes}"
+            f"two or more; the training set has {clips.classes}"
         )
-    row_of = {m: k for k, m in enumerate(classes)}
-    stride = fam.hop(model)
-    device = resolve_device(cfg.train.device)
-    if streaming:
-        label_of = {r.clip_id: row_of[r.machine_id] for r in train_rows}
+    return model
+
+
+def _windows(clips: TrainingClips, model):
+    """The training and validation windows (labelled with their class rows for an ID classifier):
+    gathered from the clips in memory, or streamed from the store through a buffer."""
+    cfg, fam = clips.cfg, family_of(model)
+    frames, stride = cfg.features.frames, fam.hop(model)
+    tr, va = clips.tr, clips.va
+    if clips.streamed:
+        label_of = clips.label_of() if fam.learns_ids else None
         buffer = cfg.train.buffer_clips
-        x_train = StreamWindows(tr, frames, label_of if learns_ids else None, stride, buffer)
-        x_val = StreamWindows(va, frames, label_of if learns_ids else None, stride, buffer)
-        log(
+        x_train = StreamWindows(tr, frames, label_of, stride, buffer)
+        x_val = StreamWindows(va, frames, label_of, stride, buffer)
+        log.info(
             f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips, "
             f"streamed from the feature store through a buffer of {buffer} clips "
-            f"({train_rows.nbytes / 2**20:.0f} MB of frames, budget {cfg.train.memory_budget_mb} MB)"
+            f"({clips.rows.nbytes / 2**20:.0f} MB of frames, budget {cfg.train.memory_budget_mb} MB)"
         )
     else:
-        tr_rows, va_rows = [row_of[r.machine_id] for r in tr], [row_of[r.machine_id] for r in va]
-        x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if learns_ids else None, stride)
-        x_val = FrameWindows([r.logmel for r in va], frames, va_rows if learns_ids else None, stride)
-        log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
-    result = _fit(model, tr, x_train, x_val, cfg, progress, log)
-    if fam.needs_statistics(cfg.score.metric):
-        stats_classes, stats_rows = _stats_rows(fam, classes, tr, tr_rows if not streaming else None)
-        stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(stats_rows)
-        fit_normal_statistics(model, stats_data, stats_classes, cfg.score, device)
+        tr_rows, va_rows = (clips.labels(tr), clips.labels(va)) if fam.learns_ids else (None, None)
+        x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows, stride)
+        x_val = FrameWindows([r.logmel for r in va], frames, va_rows, stride)
+        log.info(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
+    return x_train, x_val
 
-    # every training clip is normal: each ID's mean error per mel band (what explanations compare
-    # against), and the scores the calibration rests on
+
+def _fit_statistics(model, clips: TrainingClips, x_train, device) -> None:
+    """The scoring statistics (Mahalanobis) on the training windows, per :func:`_stats_rows`."""
+    fam = family_of(model)
+    if clips.streamed:
+        stats_classes = clips.classes
+        stats_data = x_train.with_labels(clips.label_of()).sequential()
+    else:
+        stats_classes, stats_rows = _stats_rows(fam, clips.classes, clips.tr, clips.labels(clips.tr))
+        stats_data = x_train.with_labels(stats_rows)
+    fit_normal_statistics(model, stats_data, stats_classes, clips.cfg.score, device)
+
+
+def _normal_scores(model, clips: TrainingClips, device) -> tuple[dict[str, float], dict[str, list]]:
+    """Every training clip is normal: each one's score (what the calibration rests on), and each
+    ID's mean error per mel band (what explanations compare against). Streamed clips are scored
+    in one pass over the store, a chunk of clips at a time."""
+    cfg = clips.cfg
     band_sum: dict[str, np.ndarray] = {}
     band_n: dict[str, int] = {}
 
@@ -206,55 +294,54 @@ def train_and_evaluate(
         return sc.score
 
     score_of: dict[str, float] = {}
-    if streaming:  # one pass over the store, a chunk of clips at a time
-        for part in (train_rows, cal) if len(cal) else (train_rows,):
+    if clips.streamed:
+        for part in (clips.rows, clips.cal) if len(clips.cal) else (clips.rows,):
             for chunk in stored_rows(part):
                 score_of.update(zip((r.clip_id for r in chunk), map(float, scores_of(chunk))))
     else:
-        for part in (va, tr, cal):
+        for part in (clips.va, clips.tr, clips.cal):
             if part:
                 score_of.update(zip((r.clip_id for r in part), map(float, scores_of(part))))
     band_error = {mid: (band_sum[mid] / band_n[mid]).round(6).tolist() for mid in band_sum}
-    cal_set = calibration_set(cfg, scheme, classes, tr, va, cal, score_of, result.best_epoch, row_of, device, log)
+    return score_of, band_error
+
+
+def _thresholds(cfg: RunConfig, cal_set: CalibrationSet, band_error: dict) -> Thresholds:
+    """The thresholds calibrated on ``cal_set`` at the run's quantile, each ID's fit saying where
+    its scores came from; too few scores for the target rate are warned of."""
     thresholds = Thresholds.calibrate(
         cal_set.scores, cal_set.method, cfg.threshold_quantile, "", cal_set.folds, True, band_error
     )
     thresholds = thresholds.with_fits({m: replace(f, source=cal_set.sources[m]) for m, f in thresholds.per_id.items()})
     for warning in thresholds.too_few():
-        log(f"warning: {warning}")
-    baseline = {
+        log.warning(f"warning: {warning}")
+    return thresholds
+
+
+def _baseline(cal_set: CalibrationSet) -> dict:
+    """Each ID's median and 90th percentile of its calibration scores."""
+    return {
         mid: {"median": float(np.median(list(s.values()))), "p90": float(np.quantile(list(s.values()), 0.9))}
         for mid, s in cal_set.scores.items()
     }
 
-    report, ev = evaluate(model, cfg, eval_rows, thresholds, device, cal_set.fold_models)
-    data = {
+
+def _run_data(clips: TrainingClips, cal_set: CalibrationSet, x_train, eval_rows) -> dict:
+    """What the MLflow run records of the data: the scheme, the counts, every clip ID by role."""
+    tr, va, cal = clips.tr, clips.va, clips.cal
+    return {
         "threshold_scheme": cal_set.method,
         "n_train_clips": len(tr),
         "n_val_clips": len(va),
         "n_calibration_clips": len(cal),
         "n_eval_clips": len(eval_rows),
         "n_train_windows": int(len(x_train)),
-        "train_streamed": bool(streaming),
+        "train_streamed": bool(clips.streamed),
         "train_clip_ids": sorted(r.clip_id for r in tr),
         "val_clip_ids": sorted(r.clip_id for r in va),
         "calibration_clip_ids": sorted(r.clip_id for r in cal),
         "eval_clip_ids": sorted(r.clip_id for r in eval_rows),
     }
-    return Outcome(
-        cfg,
-        model,
-        result.history,
-        result.best_epoch,
-        result.epochs_run,
-        result.seconds,
-        thresholds,
-        report,
-        ev,
-        baseline,
-        data,
-        cal_set.fold_models,
-    )
 
 
 def calibration_scheme(cfg: RunConfig, machine_ids, streaming: bool = False) -> str:
@@ -292,20 +379,19 @@ class CalibrationSet:
     fold_models: list = field(default_factory=list)
 
 
-def calibration_set(
-    cfg: RunConfig, scheme: str, classes, tr, va, cal, score_of: dict, best_epoch: int, row_of, device, log: Log
-) -> CalibrationSet:
-    """The calibration scores of ``scheme`` (:func:`calibration_scheme`): ``split``, the main
+def calibration_set(clips: TrainingClips, score_of: dict, best_epoch: int, device) -> CalibrationSet:
+    """The calibration scores of ``clips.scheme`` (:func:`calibration_scheme`): ``split``, the main
     model's scores of the held-out calibration clips ``cal``; ``cross``, every training clip
     scored by the fold model that did not train on it; ``validation`` (the seed's), the validation
     split's scores (with the training clips' when an ID has fewer than three); ``oof``, out-of-fold
     scores under the gamma fit."""
+    cfg, scheme, classes, tr, va, cal = clips.cfg, clips.scheme, clips.classes, clips.tr, clips.va, clips.cal
     by_id: dict[str, dict[str, float]] = {}
     sources: dict[str, str] = {}
     if scheme == "split":
         for r in cal:
             by_id.setdefault(r.machine_id, {})[r.clip_id] = score_of[r.clip_id]
-        log(
+        log.info(
             f"thresholds: split conformal on {len(cal)} held-out calibration clips "
             f"({cfg.train.calibration_fraction:.0%} of each machine's, never trained on)"
         )
@@ -313,11 +399,11 @@ def calibration_set(
     if scheme in ("cross", "oof"):
         rows = list(tr) + list(va)
         k = min(cfg.train.threshold_folds, min(sum(r.machine_id == m for r in rows) for m in classes))
-        log(
+        log.info(
             f"thresholds: {'cross-conformal' if scheme == 'cross' else 'out-of-fold'} scores of all {len(rows)} "
             f"training clips ({k} fold models, {max(1, best_epoch)} epochs' worth of steps each)"
         )
-        held_out, fold_of, models = _fold_scores(cfg, rows, classes, row_of, max(1, best_epoch), device)
+        held_out, fold_of, models = _fold_scores(cfg, rows, classes, clips.row_of, max(1, best_epoch), device)
         id_of = {r.clip_id: r.machine_id for r in rows}
         for cid, s in held_out.items():
             by_id.setdefault(id_of[cid], {})[cid] = s
@@ -367,14 +453,15 @@ def _fold_scores(
         # as many optimiser steps as the main model took to its best epoch, on fewer clips
         n_fold = max(1, int((~val).sum()))
         fold_epochs = max(1, int(np.ceil(epochs * n_main / n_fold)))
-        model = _fit_model(
-            cfg.with_train(epochs=fold_epochs, patience=fold_epochs),
-            [r for r, v in zip(rest, val) if not v],
-            [r for r, v in zip(rest, val) if v],
-            classes,
-            row_of,
-            device,
-        )
+        with _said_once():
+            model = _fit_model(
+                cfg.with_train(epochs=fold_epochs, patience=fold_epochs),
+                [r for r, v in zip(rest, val) if not v],
+                [r for r, v in zip(rest, val) if v],
+                classes,
+                row_of,
+                device,
+            )
         sc = score_logmels(
             model, [r.logmel for r in held], cfg.features, cfg.score, device, [r.machine_id for r in held]
         )
@@ -382,6 +469,19 @@ def _fold_scores(
         fold_of.update((r.clip_id, f) for r in held)
         models.append(model.cpu().eval())
     return out, fold_of, models
+
+
+@contextlib.contextmanager
+def _said_once():
+    """While a fold model trains: the families' own progress lines (a classifier's classes, the
+    same as the main model's) are not repeated; their warnings still show."""
+    families = logging.getLogger("slidead.core")
+    level = families.level
+    families.setLevel(max(logging.WARNING, families.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        families.setLevel(level)
 
 
 def _fit_model(
@@ -411,7 +511,7 @@ def _stats_rows(fam, classes: list[str], tr, tr_rows):
     return domain_classes(classes, [r.machine_id for r in tr], [getattr(r, "domain", None) for r in tr])
 
 
-def _fit(model, tr, x_train, x_val, cfg: RunConfig, progress=None, log: Log = _quiet) -> TrainResult:
+def _fit(model, tr, x_train, x_val, cfg: RunConfig, progress=None) -> TrainResult:
     """Fit ``model`` as its family declares (``Family.fits``): gradient epochs on the windows, or
     one pass over its training clips ``tr`` (rows, or clips streamed from the store) with no
     epochs: ``fit_clips`` of (machine ID, log-mel) pairs (a statistics family, e.g.
@@ -423,7 +523,7 @@ def _fit(model, tr, x_train, x_val, cfg: RunConfig, progress=None, log: Log = _q
     t0 = time.perf_counter()
     rows = (r for chunk in stored_rows(tr) for r in chunk) if isinstance(tr, StoredClips) else tr
     if fits == ROWS:  # learns from the clips' domain and conditions too (attrclf)
-        model.fit_rows(rows, cfg.train, log)
+        model.fit_rows(rows, cfg.train)
     else:
         model.fit_clips((r.machine_id, r.logmel) for r in rows)
     state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}
@@ -490,7 +590,6 @@ def register(
     outcome: Outcome,
     eval_rows: list[FeatureRow],
     tolerance: float = 0.0,
-    log: Log = _quiet,
     run_id: str | None = None,
 ) -> tuple[str, int, Decision]:
     """Log the run (into ``run_id`` when the training opened one), register a version, promote
@@ -510,7 +609,7 @@ def register(
                     champion_figs = (rep["mean"]["auc"], rep["mean"]["pauc"])
                 champion_official = _official_pair(rep)
         except Exception as e:  # noqa: BLE001 - fall back to the champion's stored figures
-            log(f"could not re-evaluate champion v{champ.version} ({e}); using its stored figures")
+            log.warning(f"could not re-evaluate champion v{champ.version} ({e}); using its stored figures")
     figs = figures(outcome, eval_rows)
     run_id, version = tracker.log_training(
         cfg,
@@ -567,7 +666,9 @@ def register(
             "baseline": json.dumps(outcome.baseline),
         }
     )
-    log(f"{name} v{version}: {'promoted to champion' if decision.promoted else 'not promoted'} ({decision.reason})")
+    log.info(
+        f"{name} v{version}: {'promoted to champion' if decision.promoted else 'not promoted'} ({decision.reason})"
+    )
     return run_id, version, decision
 
 
@@ -608,7 +709,6 @@ def retrain(
     svc: Services,
     cfg: RunConfig,
     tolerance: float = 0.0,
-    log: Log = _quiet,
     ingest_progress: Callable[[int, int], None] | None = None,
     epoch_progress: Callable[[int, int, float, float], None] | None = None,
     steps: Steps = inline,
@@ -616,14 +716,14 @@ def retrain(
     """The whole retrain: ingest ``train/`` and ``eval/`` of ``cfg.machine_type`` (plus the plant
     clips operators labelled), train and evaluate ``cfg``, register the version in MLflow and
     promote it if it is no worse than the champion (by ``tolerance`` in mean AUC)."""
-    data = steps("ingest", ingest_sets, svc, cfg.machine_type, [cfg.features], ingest_progress, log)
+    data = steps("ingest", ingest_sets, svc, cfg.machine_type, [cfg.features], ingest_progress)
     eval_rows = data.rows(cfg.features, "eval")
     # the MLflow run opens before the first epoch, and each epoch's losses log into it as they come
     run_id = svc.tracker.start_training(cfg)
     try:
         on_epoch = svc.tracker.epoch_logger(run_id, epoch_progress)
-        outcome = steps("train", train_and_evaluate, cfg, data.rows(cfg.features, "train"), eval_rows, on_epoch, log)
-        run_id, version, decision = steps("register", register, svc, outcome, eval_rows, tolerance, log, run_id)
+        outcome = steps("train", train_and_evaluate, cfg, data.rows(cfg.features, "train"), eval_rows, on_epoch)
+        run_id, version, decision = steps("register", register, svc, outcome, eval_rows, tolerance, run_id)
     except BaseException:
         svc.tracker.end_failed(run_id)
         raise

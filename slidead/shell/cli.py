@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
 
 from slidead.core.family_names import built_in_families
 from slidead.settings import Settings
-from slidead.shell.commands import evaluate_version, prefect_env, run_retrain, run_score, say, services
+from slidead.shell.commands import evaluate_version, prefect_env, run_retrain, run_score, services
 from slidead.shell.failures import error_sentence, save_traceback
 from slidead.shell.report import format_metrics
+from slidead.shell.terminal import to_terminal
+
+log = logging.getLogger(__name__)
 
 EPILOG = (
     "environment: SLIDEAD_HOME (default ./slidead-data), SLIDEAD_STORE, SLIDEAD_S3_ENDPOINT, "
@@ -63,8 +67,8 @@ def cmd_generate(a, settings: Settings) -> int:
         night_anomaly=a.night_anomaly,
         seed=a.seed,
     )
-    summary = generate_plant(svc.store.put, spec, Progress("generate", say))
-    say(
+    summary = generate_plant(svc.store.put, spec, Progress("generate"))
+    log.info(
         f"wrote synthetic plant to {svc.store.uri}: "
         + ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int))
     )
@@ -77,14 +81,14 @@ def cmd_import(a, settings: Settings) -> int:
 
     svc = services(settings)
     if a.layout == "dcase":
-        out = import_dcase(svc.store, a.src, Progress("import", say))
+        out = import_dcase(svc.store, a.src, Progress("import"))
     elif a.layout == "dcase2020":
-        out = import_dcase2020(svc.store, a.src, Progress("import", say))
+        out = import_dcase2020(svc.store, a.src, Progress("import"))
     else:
-        out = import_mimii(svc.store, a.src, a.night, Progress("import", say))
+        out = import_mimii(svc.store, a.src, a.night, Progress("import"))
     for path, why in out["skipped"]:
-        say(f"skipped {path}: {why}")
-    say(f"imported {out['uploaded']} clips into {svc.store.uri}")
+        log.info(f"skipped {path}: {why}")
+    log.info(f"imported {out['uploaded']} clips into {svc.store.uri}")
     return 0
 
 
@@ -93,15 +97,15 @@ def cmd_upload_night(a, settings: Settings) -> int:
     from slidead.progress import Progress
 
     svc = services(settings)
-    out = upload_night(svc.store, a.src, a.night, Progress("upload", say))
+    out = upload_night(svc.store, a.src, a.night, Progress("upload"))
     for path, why, _ in out["odd"]:
-        say(f"uploaded {path} as it is, for the night to reject (bad_key): {why}")
+        log.info(f"uploaded {path} as it is, for the night to reject (bad_key): {why}")
     for path, why in out["skipped"]:
-        say(f"skipped {path}: {why}")
+        log.info(f"skipped {path}: {why}")
     for path, what in out.get("sidecars", []):
-        say(f"sidecar {path}: {what}")
+        log.info(f"sidecar {path}: {what}")
     odd = f", and {len(out['odd'])} files that do not fit the layout" if out["odd"] else ""
-    say(
+    log.info(
         f"uploaded {out['uploaded']} clips{odd} as night {a.night}; every file is listed in the night's ledger "
         "(the drops table) when the night is scored, as a file written to the bucket directly would be"
     )
@@ -113,17 +117,17 @@ def cmd_train(a, settings: Settings) -> int:
         settings,
         a.family,
         a.machine_type,
-        a.epochs,
-        a.device,
         a.tolerance,
-        a.patience,
         a.prefect,
-        a.stream,
-        a.metric,
-        a.thresholds,
+        epochs=a.epochs,
+        device=a.device,
+        patience=a.patience,
+        stream=a.stream,
+        metric=a.metric,
+        thresholds=a.thresholds,
     )
     print(format_metrics({f"{a.family} v{out['model_version']}": out["report"]}))
-    say(f"{'promoted to champion' if out['promoted'] else 'not promoted'}: {out['decision']}")
+    log.info(f"{'promoted to champion' if out['promoted'] else 'not promoted'}: {out['decision']}")
     return 0
 
 
@@ -133,7 +137,7 @@ def cmd_evaluate(a, settings: Settings) -> int:
             raise ValueError("--version names one family's model version; fused uses each family's champion")
         from slidead.jobs.fusion import evaluate_fused
 
-        out = evaluate_fused(services(settings), a.machine_type, log=say)
+        out = evaluate_fused(services(settings), a.machine_type)
     else:
         out = evaluate_version(settings, a.family, a.machine_type, a.version)
     if a.json:
@@ -188,7 +192,7 @@ def cmd_commission(a, settings: Settings) -> int:
 
     family = a.family or settings.family
     ids = [m.strip() for m in a.ids.split(",")] if a.ids else None
-    res = commission(services(settings), a.machine_type, family, ids, a.nights or settings.commission_nights, say)
+    res = commission(services(settings), a.machine_type, family, ids, a.nights or settings.commission_nights)
     if a.json:
         print(json.dumps(res.summary(), default=str))
     else:
@@ -209,7 +213,7 @@ def cmd_report(a, settings: Settings) -> int:
 
         svc = services(settings)
         night = a.night or _latest_night(svc)
-        print(write_night_report(svc, night, log=say))
+        print(write_night_report(svc, night))
         return 0
     from slidead.store.services import results_db
 
@@ -298,7 +302,7 @@ def _provisional(tags: dict) -> str:
 
 def cmd_serve(a, settings: Settings) -> int:
     if not os.environ.get("PREFECT_API_URL"):
-        say(
+        log.error(
             "slidead serve needs a Prefect server: run `prefect server start` and set "
             "PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
@@ -307,7 +311,7 @@ def cmd_serve(a, settings: Settings) -> int:
     from deployments import serve
 
     tz = a.timezone or settings.timezone
-    say(
+    log.info(
         f"serving score/nightly (cron 0 2 * * *, {tz}), retrain/ae, retrain/vae, retrain/idclf against "
         f"{os.environ['PREFECT_API_URL']}; Ctrl-C to stop"
     )
@@ -536,35 +540,41 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. An error reaches the terminal as one sentence (what, why, what to do) and
     a non-zero exit: 2 for a domain error or bad input, 1 for anything unforeseen. Its traceback
     goes to ``$SLIDEAD_HOME/logs/<command>-<time>.log``, and to the terminal only with
-    ``--debug`` or ``SLIDEAD_DEBUG=1``."""
+    ``--debug`` or ``SLIDEAD_DEBUG=1``. The library's progress lines reach standard error through
+    one log handler (:func:`slidead.shell.terminal.to_terminal`; debug records too with ``--debug``)."""
     args = build_parser().parse_args(argv)
-    from slidead.errors import SlideadError
-
     debug = getattr(args, "debug", False) or os.environ.get("SLIDEAD_DEBUG", "") not in ("", "0")
     if debug:
         os.environ["SLIDEAD_DEBUG"] = "1"  # the flows' console keeps its tracebacks too
+    with to_terminal(debug):
+        return _run(args, debug)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
+    from slidead.errors import SlideadError
+
     settings = None
     try:
         settings = Settings()
         t0 = time.perf_counter()
         rc = args.fn(args, settings)
         if args.command in ("demo", "train", "score"):
-            say(f"done in {time.perf_counter() - t0:.0f} s")
+            log.info(f"done in {time.perf_counter() - t0:.0f} s")
         return rc
     except KeyboardInterrupt:
-        say(f"slidead {args.command}: interrupted; what was written so far is kept, and a re-run carries on")
+        log.error(f"slidead {args.command}: interrupted; what was written so far is kept, and a re-run carries on")
         return 130
     except Exception as e:  # noqa: BLE001 - every error ends here, as one sentence
         expected = isinstance(e, (SlideadError, ValueError, FileNotFoundError, PermissionError))
-        log = save_traceback(settings, args.command)
+        saved = save_traceback(settings, args.command)
         if debug:
             import traceback
 
             traceback.print_exc()
         what = "error" if expected else f"unexpected error ({type(e).__name__})"
-        say(f"slidead {args.command}: {what}: {error_sentence(e, settings)}")
-        if log and not debug:
-            say(f"the traceback is in {log} (--debug prints it here)")
+        log.error(f"slidead {args.command}: {what}: {error_sentence(e, settings)}")
+        if saved and not debug:
+            log.error(f"the traceback is in {saved} (--debug prints it here)")
         return 2 if expected else 1
 
 
