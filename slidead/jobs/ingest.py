@@ -177,7 +177,8 @@ def ingest(
     import torch  # here: listing a night (planning, a re-run with nothing new) needs no torch
 
     cap_malloc_arenas()
-    run = _Ingest(store, fstore, list(configs), audio_config, skip_ids, keep_features, device, infos)
+    run = _Ingest(store, fstore, list(configs), audio_config, device, infos)
+    run.skip_ids, run.keep_features = skip_ids, keep_features
     groups: dict[tuple, list[ClipRef]] = defaultdict(list)
     for r in refs:
         groups[(partition(r.split, r.night), r.machine_type)].append(r)
@@ -217,11 +218,13 @@ class _Ingest:
     """One :func:`ingest` call's state: the extractors and decodes its configs need, the result
     so far, and the bytes read of each key (for stores whose listing has no sizes)."""
 
-    def __init__(self, store, fstore, configs, audio_config, skip_ids, keep_features, device, infos):
+    def __init__(self, store, fstore, configs, audio_config, device, infos):
         from slidead.core.features import LogMel
 
         self.store, self.fstore, self.configs, self.audio_config = store, fstore, configs, audio_config
-        self.skip_ids, self.keep_features, self.infos = skip_ids, keep_features, infos or {}
+        self.infos = infos or {}
+        self.skip_ids: set[str] | frozenset = frozenset()  # clips already scored: counted, not featured
+        self.keep_features = True  # False: the new log-mels go to the store only
         self.res = IngestResult(features={c.hash: {} for c in configs})
         self.extractors = {c.hash: LogMel.shared(c, str(device)) for c in configs}
         self.audio_for = {c.hash: _audio_config(audio_config, c) for c in configs}

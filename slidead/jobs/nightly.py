@@ -190,12 +190,12 @@ def plan_night(
         if version is None:  # the quick read cannot tell: load it now (its errors are the clear ones)
             models.update(champions(svc, family, [mtype]))
             version = models[name].version
-        part = _plan_machine_type(svc, shards, night, name, version, refs, infos, shard_size, run_id)
+        part = _plan_machine_type(svc, res, name, version, refs, infos, shard_size)
         if part.jobs and name not in models:
             models.update(champions(svc, family, [mtype]))
             if models[name].version != version:  # promoted meanwhile: plan for the one loaded
                 version = models[name].version
-                part = _plan_machine_type(svc, shards, night, name, version, refs, infos, shard_size, run_id)
+                part = _plan_machine_type(svc, res, name, version, refs, infos, shard_size)
         res.models[name] = version
         res.shards += part.shards
         res.n_shards_resumed += part.resumed
@@ -219,9 +219,10 @@ class _TypePlan:
     already: frozenset
 
 
-def _plan_machine_type(svc, shards, night, name, version, refs, infos, shard_size, run_id) -> _TypePlan:
-    """One machine type's shards under champion ``version``: resumed where the store holds their
-    results, else a job to score."""
+def _plan_machine_type(svc, res: NightResult, name, version, refs, infos, shard_size) -> _TypePlan:
+    """One machine type's shards of the night ``res`` is the run of, under champion ``version``:
+    resumed where the store holds their results, else a job to score."""
+    shards, night, run_id = shard_store(svc), res.night, res.run_id
     out = _TypePlan([], 0, [], frozenset(svc.db.scored_clip_ids(name, version)))
     for start in range(0, len(refs), shard_size):
         keys = tuple(r.key for r in refs[start : start + shard_size])
@@ -348,7 +349,7 @@ def run_shard(svc: Services, job: ShardJob, loaded: LoadedModel, already: frozen
     res = NightResult(job.night, job.run_id)
     device = device or resolve_device(svc.device)
     infos = {i.key: i for i in job.infos}
-    tables = _score_shard(svc, loaded, [parse_key(k) for k in job.keys], already, job.run_id, device, res, infos)
+    tables = _score_shard(svc, loaded, [parse_key(k) for k in job.keys], already, device, res, infos)
     shard_store(svc).write(job.night, job.model_name, job.model_version, job.shard, tables)
     return res.n_skipped
 
@@ -368,11 +369,9 @@ def run_shard_on_worker(settings, job: ShardJob, already: frozenset) -> int:
     return run_shard(svc, job, loaded, already)
 
 
-def _score_shard(
-    svc, loaded: LoadedModel, refs, already, run_id, device, res: NightResult, infos=None
-) -> dict[str, pa.Table]:
+def _score_shard(svc, loaded: LoadedModel, refs, already, device, res: NightResult, infos=None) -> dict[str, pa.Table]:
     ing = _ingest(svc, loaded, refs, already, device, res, infos)
-    return _shard_tables(loaded, ing, run_id, device)
+    return _shard_tables(loaded, ing, res.run_id, device)
 
 
 def _ingest_shard(svc, loaded: LoadedModel, job: ShardJob, already, device, res: NightResult):
