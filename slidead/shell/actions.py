@@ -102,7 +102,7 @@ def cmd_evaluate(a, settings: Settings) -> int:
     if a.family == "fused":
         if a.version is not None:
             raise ValueError("--version names one family's model version; fused uses each family's champion")
-        from slidead.jobs.fusion import evaluate_fused
+        from slidead.jobs.fused_evaluation import evaluate_fused
 
         out = evaluate_fused(services(settings), a.machine_type)
     else:
