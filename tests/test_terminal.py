@@ -47,3 +47,19 @@ def test_a_flow_sends_the_records_to_the_saved_handlers_where_no_run_takes_them(
             logging.getLogger("slidead.jobs.nightly").info("outside any run")
         assert LIB.handlers == terminal
     assert capsys.readouterr().err == "outside any run\n"
+
+
+def test_run_as_a_module_the_command_line_still_says_its_errors(tmp_path):
+    """``python -m slidead.shell.cli``: its own lines (an error's sentence) come out as under ``slidead``."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "slidead.shell.cli", "score", "--night", "2026-11-2x", "--no-prefect"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "SLIDEAD_HOME": str(tmp_path)},
+    )
+    assert r.returncode == 2 and "slidead score: error: night='2026-11-2x'" in r.stderr, r.stderr

@@ -37,7 +37,7 @@ from slidead.shell.actions import (
 from slidead.shell.failures import error_sentence, save_traceback
 from slidead.shell.terminal import to_terminal
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("slidead.shell.cli")  # by name: as `python -m slidead.shell.cli` it is __main__
 
 EPILOG = (
     "environment: SLIDEAD_HOME (default ./slidead-data), SLIDEAD_STORE, SLIDEAD_S3_ENDPOINT, "
