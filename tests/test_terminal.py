@@ -12,8 +12,9 @@ LIB = logging.getLogger("slidead")
 
 
 def test_the_library_installs_no_handler():
-    import slidead.jobs.nightly  # noqa: F401 - every recipe's module imported
-    import slidead.jobs.retrain  # noqa: F401
+    import slidead.jobs.steps  # noqa: F401 - the recipes' runner, the progress lines, the command line
+    import slidead.progress  # noqa: F401
+    import slidead.shell.cli  # noqa: F401
 
     assert LIB.handlers == [] and LIB.level == logging.NOTSET
 
