@@ -7,9 +7,10 @@ runs; this flow makes its steps Prefect tasks (with retries) and publishes a sum
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows.logs import to_run_log
 from flows.tasks import as_tasks
 from slidead.jobs import retrain as job
 from slidead.progress import Progress
@@ -18,10 +19,6 @@ from slidead.settings import Settings
 from slidead.store.services import Services
 
 STEPS = as_tasks({"ingest": 2, "train": 0, "register": 1}, delay_s=5)
-
-
-def log(msg: str) -> None:
-    get_run_logger().info(msg)
 
 
 @flow(name="retrain", log_prints=True)
@@ -41,7 +38,7 @@ def retrain(
     operators labelled), register, gate promotion. ``metric``: the score metric (ae/vae ``mse``
     or ``mahalanobis``; idclf ``mahalanobis`` or ``logit``), default the family's. ``stream``:
     ``auto`` (stream the training clips from the Parquet feature store when they exceed the
-    memory budget), ``memory`` or ``parquet``."""
+    memory budget), ``memory`` or ``parquet``. The library's log lines go to the run's log."""
     settings = Settings()
     cfg = job.run_config(
         settings,
@@ -55,15 +52,16 @@ def retrain(
         seed=seed,
         threshold_scheme=thresholds,
     )
-    res = job.retrain(
-        Services.from_settings(settings),
-        cfg,
-        tolerance,
-        log,
-        Progress("ingest", log),
-        epoch_progress(family, log),
-        steps=STEPS,
-    )
+    with to_run_log():
+        svc = Services.from_settings(settings)
+        res = job.retrain(svc, cfg, tolerance, Progress("ingest"), epoch_progress(family), steps=STEPS)
+    publish(res)
+    return res.summary()
+
+
+def publish(res) -> None:
+    """The retrain's summary as a Prefect artifact."""
+    family, machine_type = res.family, res.machine_type
     mean = res.outcome.report.get("mean", {})
     create_markdown_artifact(
         key=f"retrain-{machine_type}-{family}",
@@ -74,4 +72,3 @@ def retrain(
         ),
         description="retrain summary",
     )
-    return res.summary()

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from flows.logs import to_run_log
 from flows.tasks import as_tasks
 from slidead.jobs import night_report, nightly
 from slidead.layout import night_before
@@ -35,10 +36,6 @@ def steps_for(runner):
         return TASKS(name, fn, *args, **kwargs)
 
     return run
-
-
-def log(msg: str) -> None:
-    get_run_logger().info(msg)
 
 
 @task(retries=2, retry_delay_seconds=10, cache_policy=NONE)
@@ -91,35 +88,36 @@ def score(
     shard_size: int = 256,
     timezone: str | None = None,
 ) -> dict:
-    """Score every clip of ``night`` (default: the night before) with the champion models."""
+    """Score every clip of ``night`` (default: the night before) with the champion models. The
+    library's log lines go to the run's log."""
     settings = Settings()
     svc = Services.from_settings(settings)
     night = night or night_before(timezone or settings.timezone)
     runner = shard_runner(settings)
-    res = nightly.run_night(
-        svc,
-        night,
-        family or settings.family,
-        machine_type,
-        shard_size,
-        run_id=_run_id(),
-        progress=Progress("score", log),
-        log=log,
-        runner=runner,
-        steps=steps_for(runner),
-    )
-    publish(svc, res)
-    summary = res.summary()
-    try:  # the page for people; the night's scores stand without it
-        summary["report"] = night_report.write_night_report(svc, res.night, log=log)
-        create_link_artifact(
-            key=f"night-report-{res.night}",
-            link=_link(summary["report"]),
-            link_text=f"Night {res.night}: flagged clips with pictures and sound",
-            description="night report (HTML)",
+    with to_run_log():
+        res = nightly.run_night(
+            svc,
+            night,
+            family or settings.family,
+            machine_type,
+            shard_size,
+            run_id=_run_id(),
+            progress=Progress("score"),
+            runner=runner,
+            steps=steps_for(runner),
         )
-    except Exception as e:  # noqa: BLE001
-        log(f"the night report for {res.night} was not written: {e}")
+        publish(svc, res)
+        summary = res.summary()
+        try:  # the page for people; the night's scores stand without it
+            summary["report"] = night_report.write_night_report(svc, res.night)
+            create_link_artifact(
+                key=f"night-report-{res.night}",
+                link=_link(summary["report"]),
+                link_text=f"Night {res.night}: flagged clips with pictures and sound",
+                description="night report (HTML)",
+            )
+        except Exception as e:  # noqa: BLE001
+            get_run_logger().info(f"the night report for {res.night} was not written: {e}")
     return summary
 
 

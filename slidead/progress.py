@@ -1,19 +1,23 @@
 """Progress reports that do not flood a terminal or a log.
 
-``Progress(label, emit)`` is a callable ``(done, total)`` that emits a line at most every
-``step`` percent (and at the end); ``epochs(label, emit)`` does the same for training epochs
-with their losses.
+``Progress(label)`` is a callable ``(done, total)`` that emits a line at most every ``step``
+percent (and at the end); ``epochs(label)`` does the same for training epochs with their
+losses. The lines are INFO records of the ``slidead.progress`` logger unless ``emit`` says
+where else they go (see docs/operations.md).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
+log = logging.getLogger(__name__)
+
 
 class Progress:
-    def __init__(self, label: str, emit: Callable[[str], None], step: float = 20.0, unit: str = "clips"):
-        self.label, self.emit, self.step, self.unit = label, emit, step, unit
+    def __init__(self, label: str, emit: Callable[[str], None] | None = None, step: float = 20.0, unit: str = "clips"):
+        self.label, self.emit, self.step, self.unit = label, emit or log.info, step, unit
         self._next = 0.0
         self._t0 = time.perf_counter()
 
@@ -30,9 +34,10 @@ class Progress:
 
 
 def epochs(
-    label: str, emit: Callable[[str], None], every: int | None = None
+    label: str, emit: Callable[[str], None] | None = None, every: int | None = None
 ) -> Callable[[int, int, float, float], None]:
     """Report epoch i of n with losses, about ten times per run."""
+    emit = emit or log.info
 
     def report(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
         step = every or max(1, total // 10)

@@ -52,10 +52,10 @@ def plant_rows(
     return tuple(train), tuple(later)
 
 
-def later_flags(cfg: RunConfig, train, later, log=lambda _m: None):
+def later_flags(cfg: RunConfig, train, later):
     """Train ``cfg`` on ``train`` with its default calibration; ``(outcome, p-values, flags)`` of ``later``."""
     torch.manual_seed(cfg.train.seed)
-    out = steps.train_and_evaluate(cfg, list(train), [], log=log)
+    out = steps.train_and_evaluate(cfg, list(train), [])
     ids = [r.machine_id for r in later]
     logmels = [r.logmel for r in later]
     s = score_logmels(out.model, logmels, cfg.features, cfg.score, machine_ids=ids).score

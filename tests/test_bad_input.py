@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import signal
 import struct
 import tempfile
@@ -114,13 +115,13 @@ def test_minimum_sample_rate_is_configurable(tmp_path):
     assert where[f"drops/{NIGHT}/slider/id_00/b.wav"][0] == "scored"
 
 
-def test_empty_drop_folder_completes_and_says_so(tmp_path):
+def test_empty_drop_folder_completes_and_says_so(tmp_path, caplog):
     svc = services(tmp_path)
     (Path(svc.store.uri) / "drops" / NIGHT / "slider" / "id_00").mkdir(parents=True)
-    said = []
-    res = nightly.run_night(svc, NIGHT, "ae", log=said.append)
+    caplog.set_level(logging.INFO, logger="slidead")
+    res = nightly.run_night(svc, NIGHT, "ae")
     assert (res.n_clips, res.n_scored, res.n_rejected) == (0, 0, 0)
-    assert f"night {NIGHT}: no clips under drops/{NIGHT}/" in said
+    assert f"night {NIGHT}: no clips under drops/{NIGHT}/" in caplog.messages
     assert [r[1:4] for r in runs(svc)] == [("completed", 0, 0)]
 
 

@@ -19,7 +19,7 @@ def harness():
         yield
 
 
-def test_retrain_then_score_flows(harness, tmp_path, monkeypatch):
+def test_retrain_then_score_flows(harness, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("SLIDEAD_HOME", str(tmp_path))
     settings, svc, summary = make_plant(tmp_path, **SMALL)
     from flows.retrain import retrain
@@ -29,6 +29,8 @@ def test_retrain_then_score_flows(harness, tmp_path, monkeypatch):
     assert state.is_completed()
     out = state.result()
     assert out["promoted"] and out["model_version"] == 1 and set(out["report"]["per_id"]) == {"00", "02"}
+    # the library's log lines reach the run's log (each step's task run), not just a terminal
+    assert any(r.name == "prefect.task_runs" and "clips under train/slider/" in r.getMessage() for r in caplog.records)
 
     night = score(night=NIGHT, family="ae")
     n = len(summary["night_truth"])

@@ -65,7 +65,7 @@ def test_bad_labels_are_refused_with_a_reason_and_nothing_written(plant, capsys,
     assert n == 0
 
 
-def test_labelled_night_clips_join_the_evaluation_set(plant, capsys, monkeypatch):
+def test_labelled_night_clips_join_the_evaluation_set(plant, capsys, monkeypatch, caplog):
     settings, svc, first, night = plant
     ids00 = [r for r in night if r[2] == "00"]
     monkeypatch.setenv("SLIDEAD_HOME", str(settings.home))
@@ -83,4 +83,4 @@ def test_labelled_night_clips_join_the_evaluation_set(plant, capsys, monkeypatch
     (svc.store.root / ids00[1][1].split("/store/", 1)[1]).unlink()
     out = evaluate_version(settings, "ae", "slider", 1)
     assert set(out["per_id"]) == {"00", "02"}
-    assert "1 labelled plant clips could not be read back" in capsys.readouterr().err
+    assert "1 labelled plant clips could not be read back" in caplog.text

@@ -22,16 +22,17 @@ runs ``slidead commission``.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from slidead.core.thresholds import MIN_FIT, Thresholds
 from slidead.errors import NotEnoughDataError
-from slidead.jobs.steps import Log
-from slidead.jobs.steps import quiet as _quiet
 from slidead.store.services import Services
 from slidead.store.tracking import model_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,7 +78,6 @@ def commission(
     family: str,
     machine_ids: list[str] | None = None,
     nights: int = 3,
-    log: Log = _quiet,
 ) -> CommissionResult:
     """Re-fit the champion's thresholds of ``machine_ids`` (default: every machine it scored)."""
     if nights < 1:
@@ -98,7 +98,7 @@ def commission(
         scores, used, n_fa = plant_scores(svc, name, loaded.version, mid, nights)
         if len(scores) < MIN_FIT:
             res.skipped[mid] = f"{len(scores)} plant scores by {name} v{loaded.version} (need {MIN_FIT})"
-            log(f"machine {mid}: not commissioned: {res.skipped[mid]}")
+            log.info(f"machine {mid}: not commissioned: {res.skipped[mid]}")
             continue
         fit = Thresholds.calibrate({mid: scores}, "conformal", q, "commissioning", provisional=False).per_id[mid]
         fit = replace(fit, nights=tuple(used), n_false_alarms=n_fa)
@@ -120,7 +120,7 @@ def commission(
                 ),
             }
         )
-        log(
+        log.info(
             f"machine {mid}: threshold {old.get(mid, float('nan')):.4g} -> {fit.threshold:.4g} (p <= {1 - q:.2g}) "
             f"({fit.n} plant scores, nights {', '.join(used) or '-'}, {n_fa} false alarms)"
         )
@@ -148,11 +148,11 @@ def commission(
             "thresholds": json.dumps(thresholds.finite_map()),
         }
     )
-    log(f"{name} v{res.version} (v{loaded.version}'s weights, new thresholds) is the champion now")
+    log.info(f"{name} v{res.version} (v{loaded.version}'s weights, new thresholds) is the champion now")
     return res
 
 
-def commission_due(svc: Services, family: str, models: dict[str, int], night: str, nights: int, log: Log = _quiet):
+def commission_due(svc: Services, family: str, models: dict[str, int], night: str, nights: int):
     """The nightly flow's commissioning step, after ``night``'s load: for each model of the night
     (``{name: version}``), every machine still provisional under that version that has been scored
     on ``nights`` or more nights is commissioned (:func:`commission`), except a machine with a
@@ -208,10 +208,10 @@ def commission_due(svc: Services, family: str, models: dict[str, int], night: st
             for m, r in sorted(waiting.items())
         ]
         for mid, why in sorted(waiting.items()):
-            log(f"{name} machine {mid}: not commissioned automatically: {why}")
+            log.info(f"{name} machine {mid}: not commissioned automatically: {why}")
         if due:
             try:
-                res = commission(svc, machine_type, family, due, nights, log)
+                res = commission(svc, machine_type, family, due, nights)
             except NotEnoughDataError as e:
                 res = None
                 rows_out += [

@@ -172,84 +172,23 @@ def ingest(
     keep_features: bool = True,
     infos: dict[str, ObjectInfo] | None = None,
 ) -> IngestResult:
+    """Every clip of ``refs`` read once, named, and featured for every config in ``configs``
+    (module docstring). The steps: the clips grouped by store partition and machine type; per
+    group, workers read, hash and feature the clips (:meth:`_Ingest.work`), and each clip's fate
+    is settled in order (:meth:`_Ingest.settle`: rejected, a duplicate, already scored, features
+    reused, or new), new features flushed to the store as they add up. ``skip_ids``: clips
+    already scored (counted, not featured); ``infos``: the listing's size and tag of each key;
+    ``keep_features=False``: no log-mels in the result (they stay in the store)."""
     import torch  # here: listing a night (planning, a re-run with nothing new) needs no torch
 
-    from slidead.core.features import LogMel
-
     cap_malloc_arenas()
-    configs = list(configs)
-    res = IngestResult(features={c.hash: {} for c in configs})
-    extractors = {c.hash: LogMel.shared(c, str(device)) for c in configs}
-    audio_for = {c.hash: _audio_config(audio_config, c) for c in configs}
-    decodes = list(dict.fromkeys(audio_for.values())) or [audio_config]
+    run = _Ingest(store, fstore, list(configs), audio_config, device, infos)
+    run.skip_ids, run.keep_features = skip_ids, keep_features
+    run.sidecars = night_conditions(store, refs)  # conditions dropped beside a night's clips
     groups: dict[tuple, list[ClipRef]] = defaultdict(list)
     for r in refs:
         groups[(partition(r.split, r.night), r.machine_type)].append(r)
     done, total = 0, len(refs)
-    sidecars = night_conditions(store, refs)  # conditions dropped beside a night's clips
-    sizes: dict[str, int] = {}  # bytes read, for stores whose listing has no sizes
-
-    def arrived(ref: ClipRef, **fate) -> None:
-        uri = store.uri_for(ref.key)
-        res.arrivals.append(
-            arrival(
-                uri, ref.night, ref.machine_type, ref.machine_id, (infos or {}).get(ref.key), sizes.get(ref.key), **fate
-            )
-        )
-
-    def reject(ref: ClipRef, reason: str, detail: str, clip_id=None) -> None:
-        res.rejected.append(_rejected(store, ref, reason, detail, clip_id))
-        arrived(ref, clip_id=clip_id, reason=reason, detail=detail)
-
-    def features_of(ref: ClipRef, clip_id: str, data: bytes):
-        """Decode once per audio config, compute every feature config: (facts, rows). The audio
-        itself is dropped here, so a result waiting in the pool holds only its log-mels."""
-        decoded = {a: decode(data, a) for a in decodes}
-        cond = conditions_of(ref, sidecars)
-        rows = {
-            c.hash: FeatureRow(
-                clip_id,
-                ref.machine_id,
-                ref.label,
-                extractors[c.hash](decoded[audio_for[c.hash]].audio),
-                cond.domain,
-                cond.attributes_json,
-            )
-            for c in configs
-        }
-        dec = decoded[decodes[0]]
-        return (dec.sample_rate, dec.channels, dec.duration_s, dec.note), rows
-
-    def work(ref: ClipRef, have: dict[str, set[str]]):
-        """In a worker thread: read, hash, and (unless skippable) decode and compute features.
-        Returns (ref, clip_id, data-if-skippable, facts-or-None, rows-or-None, error-or-None).
-        An object the listing says is over ``max_bytes`` is judged from its first bytes and
-        never read whole (clip_id None, an AudioError)."""
-        info = (infos or {}).get(ref.key)
-        try:
-            if info is not None and info.size is not None and info.size > audio_config.max_bytes:
-                return (
-                    ref,
-                    None,
-                    None,
-                    None,
-                    None,
-                    oversized(store.get_head(ref.key, HEAD_BYTES), info.size, audio_config),
-                )
-            data, clip_id = get_hashed(store, ref.key, audio_config.max_bytes)
-        except ObjectTooLarge as e:  # a store that could not say its size: stopped at the limit
-            sizes[ref.key] = e.size
-            return ref, None, None, None, None, oversized(e.head, e.size, audio_config)
-        except Exception as e:  # noqa: BLE001 - any read failure is reported per clip
-            return ref, None, None, None, None, e
-        sizes[ref.key] = len(data)
-        if clip_id in skip_ids or all(clip_id in have[c.hash] for c in configs):
-            return ref, clip_id, data, None, None, None
-        try:
-            return (ref, clip_id, None, *features_of(ref, clip_id, data), None)
-        except Exception as e:  # noqa: BLE001 - sorted out below, per clip
-            return ref, clip_id, None, None, None, e
-
     # decode and features overlap with reads: a clip per thread, one torch thread each (small
     # FFTs do not gain from intra-op threads; clips in parallel do)
     torch_threads = torch.get_num_threads()
@@ -258,67 +197,168 @@ def ingest(
     try:
         with _Pool(max_workers=workers) as pool:
             for (part, mtype), group in groups.items():
-                have = {c.hash: fstore.existing(c, part, mtype) for c in configs}
-                new_rows: dict[str, list[FeatureRow]] = {c.hash: [] for c in configs}
-                cached_ids: dict[str, str] = {}
-                for ref, clip_id, data, facts, rows, err in _ordered(pool, lambda r: work(r, have), group, 2 * workers):
+                have = {c.hash: fstore.existing(c, part, mtype) for c in run.configs}
+                batch = _Batch(part, mtype, {c.hash: [] for c in run.configs})
+                for result in _ordered(pool, lambda r: run.work(r, have), group, 2 * workers):
                     done += 1
                     if progress:
                         progress(done, total)
-                    if isinstance(err, StoreError):
-                        raise err
-                    if clip_id is None:
-                        if isinstance(err, AudioError):
-                            reject(ref, err.reason, err.detail)
-                        else:
-                            reason = "bad_key" if isinstance(err, LayoutError) else "unreadable_object"
-                            reject(ref, reason, f"{type(err).__name__}: {err}")
-                        continue
-                    if clip_id in res.refs:
-                        res.n_duplicates += 1
-                        arrived(ref, clip_id=clip_id)
-                        continue
-                    if clip_id in skip_ids:
-                        res.n_skipped += 1
-                        arrived(ref, clip_id=clip_id)
-                        continue
-                    if facts is None and err is None:  # features already in the store
-                        info = _header(data)
-                        if info is not None:
-                            res.refs[clip_id] = ref
-                            res.clips.append(_clip_row(store, ref, clip_id, *info, None, sidecars))
-                            arrived(ref, clip_id=clip_id)
-                            cached_ids[clip_id] = ref.machine_id
-                            res.n_reused += 1
-                            continue
-                        try:
-                            facts, rows = features_of(ref, clip_id, data)
-                        except Exception as e:  # noqa: BLE001
-                            err = e
-                    if isinstance(err, AudioError):
-                        reject(ref, err.reason, err.detail, clip_id)
-                        continue
-                    if err is not None:  # an unforeseen file must not stop the night
-                        reject(ref, "decode_failed", f"{type(err).__name__}: {err}"[:500], clip_id)
-                        continue
-                    res.refs[clip_id] = ref
-                    res.clips.append(_clip_row(store, ref, clip_id, *facts, sidecars))
-                    arrived(ref, clip_id=clip_id)
-                    for c in configs:
-                        if keep_features:
-                            res.features[c.hash][clip_id] = rows[c.hash]
-                        new_rows[c.hash].append(rows[c.hash])
-                    if configs and len(new_rows[configs[0].hash]) >= FLUSH_CLIPS:
-                        for c in configs:
-                            fstore.write(c, part, mtype, new_rows[c.hash])
-                            new_rows[c.hash] = []
-                for c in configs:
-                    fstore.write(c, part, mtype, new_rows[c.hash])
-                    if cached_ids and keep_features:
-                        res.features[c.hash].update(fstore.read(c, part, mtype, set(cached_ids)))
+                    run.settle(batch, *result)
+                run.finish(batch)
     finally:
         torch.set_num_threads(torch_threads)
-    return res
+    return run.res
+
+
+@dataclass
+class _Batch:
+    """One group's new feature rows waiting to be written, and the clips whose features it reuses."""
+
+    part: str
+    machine_type: str
+    new_rows: dict[str, list[FeatureRow]]
+    cached_ids: dict[str, str] = field(default_factory=dict)
+
+
+class _Ingest:
+    """One :func:`ingest` call's state: the extractors and decodes its configs need, the result
+    so far, and the bytes read of each key (for stores whose listing has no sizes)."""
+
+    def __init__(self, store, fstore, configs, audio_config, device, infos):
+        from slidead.core.features import LogMel
+
+        self.store, self.fstore, self.configs, self.audio_config = store, fstore, configs, audio_config
+        self.infos = infos or {}
+        self.skip_ids: set[str] | frozenset = frozenset()  # clips already scored: counted, not featured
+        self.keep_features = True  # False: the new log-mels go to the store only
+        self.res = IngestResult(features={c.hash: {} for c in configs})
+        self.extractors = {c.hash: LogMel.shared(c, str(device)) for c in configs}
+        self.audio_for = {c.hash: _audio_config(audio_config, c) for c in configs}
+        self.decodes = list(dict.fromkeys(self.audio_for.values())) or [audio_config]
+        self.sizes: dict[str, int] = {}
+        self.sidecars: dict = {}  # a night clip's conditions from files beside it, by key
+
+    def arrived(self, ref: ClipRef, **fate) -> None:
+        """The clip's row in the night's ledger."""
+        info, size = self.infos.get(ref.key), self.sizes.get(ref.key)
+        self.res.arrivals.append(
+            arrival(self.store.uri_for(ref.key), ref.night, ref.machine_type, ref.machine_id, info, size, **fate)
+        )
+
+    def reject(self, ref: ClipRef, reason: str, detail: str, clip_id=None) -> None:
+        self.res.rejected.append(_rejected(self.store, ref, reason, detail, clip_id))
+        self.arrived(ref, clip_id=clip_id, reason=reason, detail=detail)
+
+    def features_of(self, ref: ClipRef, clip_id: str, data: bytes):
+        """Decode once per audio config, compute every feature config: (facts, rows). The audio
+        itself is dropped here, so a result waiting in the pool holds only its log-mels."""
+        decoded = {a: decode(data, a) for a in self.decodes}
+        cond = conditions_of(ref, self.sidecars)
+        rows = {
+            c.hash: FeatureRow(
+                clip_id,
+                ref.machine_id,
+                ref.label,
+                self.extractors[c.hash](decoded[self.audio_for[c.hash]].audio),
+                cond.domain,
+                cond.attributes_json,
+            )
+            for c in self.configs
+        }
+        dec = decoded[self.decodes[0]]
+        return (dec.sample_rate, dec.channels, dec.duration_s, dec.note), rows
+
+    def work(self, ref: ClipRef, have: dict[str, set[str]]):
+        """In a worker thread: read, hash, and (unless skippable) decode and compute features.
+        Returns (ref, clip_id, data-if-skippable, facts-or-None, rows-or-None, error-or-None).
+        An object the listing says is over ``max_bytes`` is judged from its first bytes and
+        never read whole (clip_id None, an AudioError)."""
+        store, audio_config = self.store, self.audio_config
+        info = self.infos.get(ref.key)
+        try:
+            if info is not None and info.size is not None and info.size > audio_config.max_bytes:
+                head = store.get_head(ref.key, HEAD_BYTES)
+                return ref, None, None, None, None, oversized(head, info.size, audio_config)
+            data, clip_id = get_hashed(store, ref.key, audio_config.max_bytes)
+        except ObjectTooLarge as e:  # a store that could not say its size: stopped at the limit
+            self.sizes[ref.key] = e.size
+            return ref, None, None, None, None, oversized(e.head, e.size, audio_config)
+        except Exception as e:  # noqa: BLE001 - any read failure is reported per clip
+            return ref, None, None, None, None, e
+        self.sizes[ref.key] = len(data)
+        if clip_id in self.skip_ids or all(clip_id in have[c.hash] for c in self.configs):
+            return ref, clip_id, data, None, None, None
+        try:
+            return (ref, clip_id, None, *self.features_of(ref, clip_id, data), None)
+        except Exception as e:  # noqa: BLE001 - sorted out below, per clip
+            return ref, clip_id, None, None, None, e
+
+    def settle(self, batch: _Batch, ref: ClipRef, clip_id, data, facts, rows, err) -> None:
+        """One worked clip's fate, in the order the refs came: a store failure stops the run;
+        an unreadable clip is rejected; a second copy is a duplicate; a clip already scored is
+        skipped; features already in the store are reused; else its new features join the batch."""
+        res = self.res
+        if isinstance(err, StoreError):
+            raise err
+        if clip_id is None:
+            if isinstance(err, AudioError):
+                self.reject(ref, err.reason, err.detail)
+            else:
+                reason = "bad_key" if isinstance(err, LayoutError) else "unreadable_object"
+                self.reject(ref, reason, f"{type(err).__name__}: {err}")
+            return
+        if clip_id in res.refs:
+            res.n_duplicates += 1
+            self.arrived(ref, clip_id=clip_id)
+            return
+        if clip_id in self.skip_ids:
+            res.n_skipped += 1
+            self.arrived(ref, clip_id=clip_id)
+            return
+        if facts is None and err is None:  # features already in the store
+            info = _header(data)
+            if info is not None:
+                res.refs[clip_id] = ref
+                res.clips.append(_clip_row(self.store, ref, clip_id, *info, None, self.sidecars))
+                self.arrived(ref, clip_id=clip_id)
+                batch.cached_ids[clip_id] = ref.machine_id
+                res.n_reused += 1
+                return
+            try:
+                facts, rows = self.features_of(ref, clip_id, data)
+            except Exception as e:  # noqa: BLE001
+                err = e
+        if isinstance(err, AudioError):
+            self.reject(ref, err.reason, err.detail, clip_id)
+            return
+        if err is not None:  # an unforeseen file must not stop the night
+            self.reject(ref, "decode_failed", f"{type(err).__name__}: {err}"[:500], clip_id)
+            return
+        res.refs[clip_id] = ref
+        res.clips.append(_clip_row(self.store, ref, clip_id, *facts, self.sidecars))
+        self.arrived(ref, clip_id=clip_id)
+        self.add(batch, clip_id, rows)
+
+    def add(self, batch: _Batch, clip_id: str, rows: dict[str, FeatureRow]) -> None:
+        """A new clip's feature rows: kept in the result (unless not asked), and written to the
+        store every ``FLUSH_CLIPS`` clips."""
+        for c in self.configs:
+            if self.keep_features:
+                self.res.features[c.hash][clip_id] = rows[c.hash]
+            batch.new_rows[c.hash].append(rows[c.hash])
+        if self.configs and len(batch.new_rows[self.configs[0].hash]) >= FLUSH_CLIPS:
+            for c in self.configs:
+                self.fstore.write(c, batch.part, batch.machine_type, batch.new_rows[c.hash])
+                batch.new_rows[c.hash] = []
+
+    def finish(self, batch: _Batch) -> None:
+        """A group's last new rows to the store, and the reused features read back (if kept)."""
+        for c in self.configs:
+            self.fstore.write(c, batch.part, batch.machine_type, batch.new_rows[c.hash])
+            if batch.cached_ids and self.keep_features:
+                self.res.features[c.hash].update(
+                    self.fstore.read(c, batch.part, batch.machine_type, set(batch.cached_ids))
+                )
 
 
 def _ordered(pool: ThreadPoolExecutor, fn, items, ahead: int):

@@ -12,18 +12,20 @@ fused evaluation use real plant labels as they accumulate.
 from __future__ import annotations
 
 import getpass
+import logging
 from collections.abc import Iterable
 
 from slidead.core.features import FeatureConfig
 from slidead.errors import LabelError
 from slidead.jobs.ingest import IngestResult, ingest
-from slidead.jobs.steps import Log, quiet
 from slidead.layout import parse_key
 from slidead.store.features import FeatureRow
 from slidead.store.results import ResultsDB
 
 VERDICTS = {"fault": "anomaly", "false_alarm": "normal", "maintenance": None}
 MIN_PREFIX = 8
+
+log = logging.getLogger(__name__)
 
 
 def find_clip(db: ResultsDB, clip: str) -> dict:
@@ -81,9 +83,7 @@ def labelled(db: ResultsDB, machine_type: str) -> dict[str, tuple[str, str]]:
     return {cid: (uri, VERDICTS[v]) for cid, uri, v in rows if VERDICTS.get(v)}
 
 
-def add_plant_clips(
-    svc, machine_type: str, configs: Iterable[FeatureConfig], res: IngestResult, log: Log = quiet
-) -> int:
+def add_plant_clips(svc, machine_type: str, configs: Iterable[FeatureConfig], res: IngestResult) -> int:
     """Join the labelled plant clips of ``machine_type`` to the evaluation set ``res`` (its
     ``features`` per config hash, in place), labelled by their verdicts. Returns how many joined.
     A clip whose WAV is gone or now holds other bytes is left out, and said so."""
@@ -106,7 +106,7 @@ def add_plant_clips(
                 )
     joined = len({cid for c in configs for cid in plant.features[c.hash] if cid in wanted})
     if joined < len(wanted):
-        log(
+        log.warning(
             f"evaluation set: {len(wanted) - joined} labelled plant clips could not be read back (gone from "
             "the store, or the file changed); left out"
         )
@@ -114,7 +114,7 @@ def add_plant_clips(
         lab: sum(1 for cid, (_, verdict) in wanted.items() if verdict == lab and cid in plant.refs)
         for lab in ("anomaly", "normal")
     }
-    log(
+    log.info(
         f"evaluation set: {joined} labelled plant clips joined ({counts['anomaly']} faults, "
         f"{counts['normal']} false alarms as normal)"
     )

@@ -14,6 +14,7 @@ the others are listed in a table. Images are WebP (spectrograms) and palette PNG
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 
 import numpy as np
@@ -23,11 +24,12 @@ from slidead.core.audio import decode
 from slidead.core.errormap import error_map
 from slidead.core.features import log_mel, mel_band_edges
 from slidead.core.score import score_logmels
-from slidead.jobs.steps import Log
-from slidead.jobs.steps import quiet as _quiet
 from slidead.layout import check_night
 from slidead.store.features import partition
+from slidead.store.registry_read import list_versions
 from slidead.store.services import Services
+
+log = logging.getLogger(__name__)
 
 MAX_CLIPS = 6  # per machine, with pictures and sound
 NORMAL_CLIPS = 32  # training clips per machine that set its normal level per band
@@ -44,16 +46,24 @@ def _key_of(store, uri: str) -> str | None:
     return uri[len(base) :] if uri and uri.startswith(base) else None
 
 
-def _model_label(svc: Services, model: str) -> str:
-    """``<name> v<N>``, with the official DCASE score its evaluation set gave when its clips
-    carried domains (the registry's ``official_score`` tag)."""
-    name, _, version = model.rpartition(" v")
+def _model_labels(svc: Services, models: set[str]) -> dict[str, str]:
+    """Each ``<name> v<N>`` with the official DCASE score its evaluation set gave when its clips
+    carried domains (the registry's ``official_score`` tag), else as it is. The tags are read
+    once per report through the registry reader (its tables on a sqlite registry, one MLflow
+    client otherwise), one listing per machine type."""
+    tags: dict[str, dict] = {}
     try:
-        tags = svc.tracker.client.get_model_version(name, version).tags
-        score = float(tags["official_score"])
-    except Exception:  # noqa: BLE001 - no tag, no registry: the plain name
-        return model
-    return f"{model} (DCASE score {score:.3f})"
+        for prefix in sorted({m.rpartition(" v")[0].rpartition("-")[0] + "-" for m in models}):
+            tags.update((f"{v.name} v{v.version}", v.tags) for v in list_versions(svc.tracking_uri, prefix))
+    except Exception:  # noqa: BLE001 - no registry: the plain names
+        pass
+    out = {}
+    for model in models:
+        try:
+            out[model] = f"{model} (DCASE score {float(tags[model]['official_score']):.3f})"
+        except (KeyError, TypeError, ValueError):  # no tag: the plain name
+            out[model] = model
+    return out
 
 
 def _machines(svc: Services, night: str) -> dict[tuple[str, str], page.Machine]:
@@ -65,7 +75,7 @@ def _machines(svc: Services, night: str) -> dict[tuple[str, str], page.Machine]:
         [night],
     )
     out: dict[tuple[str, str], page.Machine] = {}
-    labels = {model: _model_label(svc, model) for model in {r[2] for r in rows}}
+    labels = _model_labels(svc, {r[2] for r in rows})
     for mt, mid, model, scored, flagged, median, thr, prov in rows:
         m = out.setdefault((mt, mid), page.Machine(mt, mid))
         m.counts.append(page.ModelCounts(labels[model], int(scored), int(flagged), median, thr, bool(prov)))
@@ -134,8 +144,8 @@ def _trend(svc: Services, night: str, mt: str, mid: str) -> bytes | None:
 class _Models:
     """Model versions loaded once each, and each machine's normal level per band."""
 
-    def __init__(self, svc: Services, log: Log):
-        self.svc, self.log = svc, log
+    def __init__(self, svc: Services):
+        self.svc = svc
         self.loaded: dict[tuple[str, int], object] = {}
         self.levels: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray] | None] = {}
 
@@ -145,7 +155,7 @@ class _Models:
             try:
                 self.loaded[key] = self.svc.tracker.load(name, int(version))
             except Exception as e:  # noqa: BLE001 - the page still shows the clip, without the error map
-                self.log(f"night report: {name} v{version} could not be loaded ({e}); no error maps from it")
+                log.warning(f"night report: {name} v{version} could not be loaded ({e}); no error maps from it")
                 self.loaded[key] = None
         return self.loaded[key]
 
@@ -171,7 +181,7 @@ class _Models:
                     allf = np.concatenate(frames, axis=1)
                     self.levels[key] = (allf.mean(axis=1), allf.std(axis=1))
             except Exception as e:  # noqa: BLE001 - without it the page shows the clip's level alone
-                self.log(f"night report: no normal level for {machine_type} id {machine_id} ({e})")
+                log.warning(f"night report: no normal level for {machine_type} id {machine_id} ({e})")
         return self.levels[key]
 
 
@@ -184,7 +194,7 @@ def _flagged(svc: Services, night: str) -> list[tuple]:
     return rows
 
 
-def _clip(svc: Services, models: _Models, row: tuple, with_media: bool, log: Log) -> page.FlaggedClip:
+def _clip(svc: Services, models: _Models, row: tuple, with_media: bool) -> page.FlaggedClip:
     from slidead.core import plots
 
     mt, mid, clip_id, uri, name, version, score, thr, sentence, peak_s, verdict = row
@@ -205,7 +215,7 @@ def _clip(svc: Services, models: _Models, row: tuple, with_media: bool, log: Log
             raise FileNotFoundError(f"{uri} is not in the store {svc.store.uri}")
         decoded = decode(svc.store.get(key), svc.audio)
     except Exception as e:  # noqa: BLE001 - the clip stays listed with its sentence
-        log(f"night report: {clip.clip} could not be read ({e}); shown without picture and sound")
+        log.warning(f"night report: {clip.clip} could not be read ({e}); shown without picture and sound")
         return clip
     rate = svc.audio.target_rate
     clip.audio, clip.audio_mime, clip.excerpt_s = page.audio_excerpt(decoded.audio, rate, float(peak_s or 0.0))
@@ -235,15 +245,15 @@ def _clip(svc: Services, models: _Models, row: tuple, with_media: bool, log: Log
     return clip
 
 
-def build_night_page(svc: Services, night: str, max_clips: int = MAX_CLIPS, log: Log = _quiet) -> page.NightPage:
+def build_night_page(svc: Services, night: str, max_clips: int = MAX_CLIPS) -> page.NightPage:
     """The night's page, gathered from the results database, the store and the registry."""
     check_night(night)
     machines = _machines(svc, night)
-    models = _Models(svc, log)
+    models = _Models(svc)
     for row in _flagged(svc, night):
         m = machines.setdefault((row[0], row[1]), page.Machine(row[0], row[1]))
         shown = len(m.clips) < max_clips
-        (m.clips if shown else m.not_shown).append(_clip(svc, models, row, shown, log))
+        (m.clips if shown else m.not_shown).append(_clip(svc, models, row, shown))
     for (mt, mid), m in machines.items():
         m.trend = _trend(svc, night, mt, mid)
     names = sorted({c.model for m in machines.values() for c in m.counts})
@@ -260,9 +270,9 @@ def build_night_page(svc: Services, night: str, max_clips: int = MAX_CLIPS, log:
     )
 
 
-def write_night_report(svc: Services, night: str, max_clips: int = MAX_CLIPS, log: Log = _quiet) -> str:
+def write_night_report(svc: Services, night: str, max_clips: int = MAX_CLIPS) -> str:
     """Build, render and store the night's page; returns where it is (a path or an s3:// URI)."""
-    html = page.render(build_night_page(svc, night, max_clips, log))
+    html = page.render(build_night_page(svc, night, max_clips))
     key = report_key(night)
     svc.store.put(key, html.encode("utf-8"))
     return svc.store.uri_for(key)

@@ -3,36 +3,33 @@
 :func:`retrain` is the whole job, top to bottom, the one recipe both ``slidead train
 --no-prefect`` and the ``retrain`` flow run (the flow passes ``steps`` that make each step a
 Prefect task). Library code: takes :class:`~slidead.store.services.Services` and values,
-reports progress through callbacks, never imports prefect.
+reports progress through callbacks and :mod:`logging`, never imports prefect. The ``train``
+step, :func:`~slidead.jobs.training.train_and_evaluate`, is in :mod:`slidead.jobs.training`.
 """
 
 from __future__ import annotations
 
-import time
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from slidead.core import conformal, metrics
 from slidead.core.config import RunConfig
 from slidead.core.features import FeatureConfig, windows
-from slidead.core.models import EPOCHS, ROWS, family_of
-from slidead.core.models import family as family_of_name
-from slidead.core.models.mahalanobis import domain_classes
-from slidead.core.score import fit_normal_statistics, fold_scores, score_logmels
-from slidead.core.thresholds import MIN_FIT, SPLIT_MIN, Thresholds
-from slidead.core.train import FrameWindows, TrainResult, fit, resolve_device, split_clips
-from slidead.errors import NotEnoughDataError
+from slidead.core.models import family as family_by_name
+from slidead.core.models import family_of
 from slidead.jobs.ingest import IngestResult, ingest, list_refs
 from slidead.jobs.labels import add_plant_clips
-from slidead.jobs.steps import Log, Steps, inline
-from slidead.jobs.steps import quiet as _quiet
-from slidead.jobs.stream import StoredClips, StreamWindows, stored_rows
+from slidead.jobs.steps import Steps, inline
+from slidead.jobs.stream import StoredClips
+from slidead.jobs.training import Outcome, evaluate, fold_scores, train_and_evaluate  # noqa: F401 (the steps' names)
 from slidead.store.features import FeatureRow, partition
 from slidead.store.services import Services
 from slidead.store.tracking import Decision, model_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,28 +50,11 @@ class DataSets:
         return [res.features[config.hash][cid] for cid in sorted(res.features[config.hash])]
 
 
-@dataclass
-class Outcome:
-    config: RunConfig
-    model: torch.nn.Module
-    history: dict
-    best_epoch: int
-    epochs_run: int
-    seconds: float
-    thresholds: Thresholds
-    report: dict
-    eval_scores: dict  # machine_ids, labels, scores (lists)
-    baseline: dict  # machine_id -> {median, p90} of held-out normal scores
-    data: dict = field(default_factory=dict)
-    fold_models: list = field(default_factory=list)  # cross-conformal: the fold models the night scores with too
-
-
 def ingest_sets(
     svc: Services,
     machine_type: str,
     configs: list[FeatureConfig],
     progress: Callable[[int, int], None] | None = None,
-    log: Log = _quiet,
     keep_train: bool = False,
 ) -> DataSets:
     """Read train/ and eval/ for a machine type once, computing every feature config.
@@ -85,14 +65,14 @@ def ingest_sets(
     out, stored = {}, {}
     for split in ("train", "eval"):
         refs, bad = list_refs(svc.store, split, machine_type)
-        log(f"{split}: {len(refs)} clips under {split}/{machine_type}/")
+        log.info(f"{split}: {len(refs)} clips under {split}/{machine_type}/")
         keep = split == "eval" or keep_train
         res = ingest(svc.store, svc.features, refs, configs, svc.audio, progress=progress, keep_features=keep)
         if not keep:
             for c in configs:
                 stored[c.hash] = StoredClips.open(svc.features, c, partition("train"), machine_type, set(res.refs))
                 if len(stored[c.hash]) < len(res.refs):
-                    log(
+                    log.warning(
                         f"train: {len(res.refs) - len(stored[c.hash])} clips' features are no longer readable "
                         "in the feature store; training without them"
                     )
@@ -100,363 +80,11 @@ def ingest_sets(
         svc.db.add_clips(res.clips)
         svc.db.add_rejected(res.rejected)
         if res.rejected:
-            log(f"{split}: {len(res.rejected)} clips rejected (see the rejected table)")
+            log.info(f"{split}: {len(res.rejected)} clips rejected (see the rejected table)")
         if split == "eval":  # operators' verdicts on night clips (slidead label) join the evaluation set
-            add_plant_clips(svc, machine_type, configs, res, log)
+            add_plant_clips(svc, machine_type, configs, res)
         out[split] = res
     return DataSets(out["train"], out["eval"], stored)
-
-
-def train_and_evaluate(
-    cfg: RunConfig,
-    train_rows: list[FeatureRow] | StoredClips,
-    eval_rows: list[FeatureRow],
-    progress: Callable[[int, int, float, float], None] | None = None,
-    log: Log = _quiet,
-) -> Outcome:
-    """Train ``cfg``'s family on normal clips, fit its thresholds, evaluate on ``eval_rows``.
-
-    An ID classifier learns the machine IDs of ``train_rows`` (their sorted list becomes
-    ``cfg.model.classes``; it needs two or more). After training, the scoring statistics are
-    fitted on the training windows (:func:`~slidead.core.score.fit_normal_statistics`). The normal
-    scores the thresholds were fitted on are kept in ``Thresholds.normal_scores``
-    (``{machine_id: {clip_id: score}}``) for score fusion (:mod:`slidead.jobs.fusion`).
-
-    ``train_rows`` left in the feature store (:class:`~slidead.jobs.stream.StoredClips`) are streamed
-    when ``cfg.train.stream`` is ``parquet``, or ``auto`` and their frames take more than
-    ``cfg.train.memory_budget_mb``: training, the scoring statistics and the threshold scores
-    then read the clips in blocks, and memory is bounded by ``cfg.train.buffer_clips``."""
-    stored = isinstance(train_rows, StoredClips)
-    mode = cfg.train.stream
-    if mode == "parquet" and not stored:
-        raise ValueError(
-            "stream='parquet' trains from the feature store: pass the training set "
-            "as ingest_sets(...).rows(config, 'train') (StoredClips), not rows in memory"
-        )
-    streaming = stored and (
-        mode == "parquet" or (mode == "auto" and train_rows.nbytes > cfg.train.memory_budget_mb * 2**20)
-    )
-    if stored and not streaming:
-        train_rows = train_rows.rows()
-    if len(train_rows) < 2:
-        raise NotEnoughDataError(f"{cfg.machine_type}: {len(train_rows)} training clips; need at least 2")
-    ids = np.array([r.machine_id for r in train_rows])
-    cfg = cfg.with_classes(ids)
-    classes = sorted(set(ids.tolist()))
-    # split: the clips a split-conformal calibration holds out (never trained or early-stopped on)
-    scheme = calibration_scheme(cfg, ids, streaming)
-    cal_mask = split_clips(ids, cfg.train.calibration_fraction, cfg.train.seed + 1) if scheme == "split" else None
-    if cal_mask is not None:
-        cal = train_rows.subset(cal_mask) if streaming else [r for r, c in zip(train_rows, cal_mask) if c]
-        train_rows = train_rows.subset(~cal_mask) if streaming else [r for r, c in zip(train_rows, cal_mask) if not c]
-        ids = ids[~cal_mask]
-    else:
-        cal = []
-    val_mask = split_clips(ids, cfg.train.val_fraction, cfg.train.seed)
-    if streaming:
-        tr, va = train_rows.subset(~val_mask), train_rows.subset(val_mask)
-    else:
-        tr = [r for r, v in zip(train_rows, val_mask) if not v]
-        va = [r for r, v in zip(train_rows, val_mask) if v]
-    frames = cfg.features.frames
-    torch.manual_seed(cfg.train.seed)  # the initial weights too: a run is repeatable
-    model = cfg.build_model()
-    fam = family_of(model)
-    learns_ids = fam.learns_ids
-    if learns_ids and len(classes) < 2:
-        raise NotEnoughDataError(
-            f"{cfg.machine_type}: {cfg.family} learns to tell machine IDs apart and needs "
-            f"two or more; the training set has {classes}"
-        )
-    row_of = {m: k for k, m in enumerate(classes)}
-    stride = fam.hop(model)
-    device = resolve_device(cfg.train.device)
-    if streaming:
-        label_of = {r.clip_id: row_of[r.machine_id] for r in train_rows}
-        buffer = cfg.train.buffer_clips
-        x_train = StreamWindows(tr, frames, label_of if learns_ids else None, stride, buffer)
-        x_val = StreamWindows(va, frames, label_of if learns_ids else None, stride, buffer)
-        log(
-            f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips, "
-            f"streamed from the feature store through a buffer of {buffer} clips "
-            f"({train_rows.nbytes / 2**20:.0f} MB of frames, budget {cfg.train.memory_budget_mb} MB)"
-        )
-    else:
-        tr_rows, va_rows = [row_of[r.machine_id] for r in tr], [row_of[r.machine_id] for r in va]
-        x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if learns_ids else None, stride)
-        x_val = FrameWindows([r.logmel for r in va], frames, va_rows if learns_ids else None, stride)
-        log(f"{cfg.family}: {len(tr)} train clips ({len(x_train)} windows), {len(va)} validation clips")
-    result = _fit(model, tr, x_train, x_val, cfg, progress, log)
-    if fam.needs_statistics(cfg.score.metric):
-        stats_classes, stats_rows = _stats_rows(cfg, classes, tr, tr_rows if not streaming else None)
-        stats_data = x_train.with_labels(label_of).sequential() if streaming else x_train.with_labels(stats_rows)
-        fit_normal_statistics(model, stats_data, stats_classes, cfg.score, device)
-
-    # every training clip is normal: each ID's mean error per mel band (what explanations compare
-    # against), and the scores the calibration rests on
-    band_sum: dict[str, np.ndarray] = {}
-    band_n: dict[str, int] = {}
-
-    def scores_of(rows):
-        sc = score_logmels(
-            model, [r.logmel for r in rows], cfg.features, cfg.score, device, [r.machine_id for r in rows]
-        )
-        for r, profile in zip(rows, sc.band_error):
-            band_sum[r.machine_id] = band_sum.get(r.machine_id, 0.0) + profile
-            band_n[r.machine_id] = band_n.get(r.machine_id, 0) + 1
-        return sc.score
-
-    score_of: dict[str, float] = {}
-    if streaming:  # one pass over the store, a chunk of clips at a time
-        for part in (train_rows, cal) if len(cal) else (train_rows,):
-            for chunk in stored_rows(part):
-                score_of.update(zip((r.clip_id for r in chunk), map(float, scores_of(chunk))))
-    else:
-        for part in (va, tr, cal):
-            if part:
-                score_of.update(zip((r.clip_id for r in part), map(float, scores_of(part))))
-    band_error = {mid: (band_sum[mid] / band_n[mid]).round(6).tolist() for mid in band_sum}
-    cal_set = calibration_set(cfg, scheme, classes, tr, va, cal, score_of, result.best_epoch, row_of, device, log)
-    thresholds = Thresholds.calibrate(
-        cal_set.scores, cal_set.method, cfg.threshold_quantile, "", cal_set.folds, True, band_error
-    )
-    thresholds = thresholds.with_fits({m: replace(f, source=cal_set.sources[m]) for m, f in thresholds.per_id.items()})
-    for warning in thresholds.too_few():
-        log(f"warning: {warning}")
-    baseline = {
-        mid: {"median": float(np.median(list(s.values()))), "p90": float(np.quantile(list(s.values()), 0.9))}
-        for mid, s in cal_set.scores.items()
-    }
-
-    report, ev = evaluate(model, cfg, eval_rows, thresholds, device, cal_set.fold_models)
-    data = {
-        "threshold_scheme": cal_set.method,
-        "n_train_clips": len(tr),
-        "n_val_clips": len(va),
-        "n_calibration_clips": len(cal),
-        "n_eval_clips": len(eval_rows),
-        "n_train_windows": int(len(x_train)),
-        "train_streamed": bool(streaming),
-        "train_clip_ids": sorted(r.clip_id for r in tr),
-        "val_clip_ids": sorted(r.clip_id for r in va),
-        "calibration_clip_ids": sorted(r.clip_id for r in cal),
-        "eval_clip_ids": sorted(r.clip_id for r in eval_rows),
-    }
-    return Outcome(
-        cfg,
-        model,
-        result.history,
-        result.best_epoch,
-        result.epochs_run,
-        result.seconds,
-        thresholds,
-        report,
-        ev,
-        baseline,
-        data,
-        cal_set.fold_models,
-    )
-
-
-def calibration_scheme(cfg: RunConfig, machine_ids, streaming: bool = False) -> str:
-    """What ``cfg.train.threshold_scheme`` comes to for these training clips: ``auto`` is
-    ``split`` when every machine would hold out :data:`~slidead.core.thresholds.SPLIT_MIN` or more
-    calibration clips, else ``cross``; clips streamed from the store calibrate ``split`` (fold
-    models need the clips in memory), or with too few clips for a split to reach the target rate,
-    by the seed's gamma fit on the validation split."""
-    scheme = cfg.train.threshold_scheme
-    _, counts = np.unique(np.asarray(machine_ids), return_counts=True)
-    fewest = int(counts.min()) if counts.size else 0
-    if scheme == "auto":
-        held = int(np.floor(cfg.train.calibration_fraction * fewest))
-        scheme = "split" if held >= SPLIT_MIN else "cross"
-    if streaming and scheme in ("cross", "oof"):  # fold models need the clips in memory
-        enough = int(round(cfg.train.calibration_fraction * fewest)) >= conformal.min_calibration(
-            1.0 - cfg.threshold_quantile
-        )
-        return "split" if scheme == "cross" and enough else "validation"
-    if scheme in ("cross", "oof") and fewest < 2:  # a machine with one clip: no fold can hold it out
-        return "validation"
-    return scheme
-
-
-@dataclass
-class CalibrationSet:
-    """The normal scores a version's thresholds are fitted on: ``{id: {clip_id: score}}``, how
-    (``method``: conformal, cross-conformal or gamma), where each ID's came from, and for
-    cross-conformal each clip's fold and the fold models."""
-
-    method: str
-    scores: dict[str, dict[str, float]]
-    sources: dict[str, str]
-    folds: dict[str, dict[str, int]] = field(default_factory=dict)
-    fold_models: list = field(default_factory=list)
-
-
-def calibration_set(
-    cfg: RunConfig, scheme: str, classes, tr, va, cal, score_of: dict, best_epoch: int, row_of, device, log: Log
-) -> CalibrationSet:
-    """The calibration scores of ``scheme`` (:func:`calibration_scheme`): ``split``, the main
-    model's scores of the held-out calibration clips ``cal``; ``cross``, every training clip
-    scored by the fold model that did not train on it; ``validation`` (the seed's), the validation
-    split's scores (with the training clips' when an ID has fewer than three); ``oof``, out-of-fold
-    scores under the gamma fit."""
-    by_id: dict[str, dict[str, float]] = {}
-    sources: dict[str, str] = {}
-    if scheme == "split":
-        for r in cal:
-            by_id.setdefault(r.machine_id, {})[r.clip_id] = score_of[r.clip_id]
-        log(
-            f"thresholds: split conformal on {len(cal)} held-out calibration clips "
-            f"({cfg.train.calibration_fraction:.0%} of each machine's, never trained on)"
-        )
-        return CalibrationSet("conformal", by_id, {m: "calibration split" for m in by_id})
-    if scheme in ("cross", "oof"):
-        rows = list(tr) + list(va)
-        k = min(cfg.train.threshold_folds, min(sum(r.machine_id == m for r in rows) for m in classes))
-        log(
-            f"thresholds: {'cross-conformal' if scheme == 'cross' else 'out-of-fold'} scores of all {len(rows)} "
-            f"training clips ({k} fold models, {max(1, best_epoch)} epochs' worth of steps each)"
-        )
-        held_out, fold_of, models = _fold_scores(cfg, rows, classes, row_of, max(1, best_epoch), device)
-        id_of = {r.clip_id: r.machine_id for r in rows}
-        for cid, s in held_out.items():
-            by_id.setdefault(id_of[cid], {})[cid] = s
-        if scheme == "cross":
-            folds = {m: {c: fold_of[c] for c in d} for m, d in by_id.items()}
-            return CalibrationSet("cross-conformal", by_id, {m: "cross-conformal" for m in by_id}, folds, models)
-        sources = {m: "oof" for m in by_id}
-    for mid in classes:  # validation (and oof where a fold left an ID with too few scores)
-        if mid in by_id and len(by_id[mid]) >= MIN_FIT:
-            continue
-        held = {r.clip_id: score_of[r.clip_id] for r in va if r.machine_id == mid}
-        if len(held) >= MIN_FIT:
-            by_id[mid], sources[mid] = held, "validation"
-        else:
-            held.update({r.clip_id: score_of[r.clip_id] for r in tr if r.machine_id == mid})
-            by_id[mid], sources[mid] = held, "validation+train"
-    return CalibrationSet("gamma", by_id, sources)
-
-
-def _fold_scores(
-    cfg: RunConfig, rows: list[FeatureRow], classes: list[str], row_of: dict[str, int], epochs: int, device
-) -> tuple[dict[str, float], dict[str, int], list]:
-    """Each clip's score by a model that did not train on it, its fold, and the fold models: the
-    clips of every machine ID are dealt into ``cfg.train.threshold_folds`` folds; each fold model
-    trains on the other folds as many optimiser steps as the main model took to its best epoch
-    (``epochs``), with the family's own statistics, and scores its fold."""
-    ids = np.array([r.machine_id for r in rows])
-    # as many folds as asked, or as the machine with the fewest clips allows (each fold holds one of its clips)
-    k = min(cfg.train.threshold_folds, int(np.unique(ids, return_counts=True)[1].min()))
-    fold = np.zeros(len(rows), dtype=int)
-    rng = np.random.default_rng(cfg.train.seed + 7919)
-    for mid in classes:
-        idx = rng.permutation(np.flatnonzero(ids == mid))
-        fold[idx] = np.arange(idx.size) % k
-    out: dict[str, float] = {}
-    fold_of: dict[str, int] = {}
-    models = []
-    n_main = len(rows) - int(split_clips(ids, cfg.train.val_fraction, cfg.train.seed).sum())
-    for f in range(k):
-        held = [r for r, g in zip(rows, fold) if g == f]
-        rest = [r for r, g in zip(rows, fold) if g != f]
-        if not held or len(rest) < 2:
-            raise NotEnoughDataError(
-                f"{cfg.machine_type}: {len(rows)} training clips are too few for {k} calibration folds"
-            )
-        val = split_clips([r.machine_id for r in rest], cfg.train.val_fraction, cfg.train.seed + f + 1)
-        # as many optimiser steps as the main model took to its best epoch, on fewer clips
-        n_fold = max(1, int((~val).sum()))
-        fold_epochs = max(1, int(np.ceil(epochs * n_main / n_fold)))
-        model = _fit_model(
-            cfg.with_train(epochs=fold_epochs, patience=fold_epochs),
-            [r for r, v in zip(rest, val) if not v],
-            [r for r, v in zip(rest, val) if v],
-            classes,
-            row_of,
-            device,
-        )
-        sc = score_logmels(
-            model, [r.logmel for r in held], cfg.features, cfg.score, device, [r.machine_id for r in held]
-        )
-        out.update(zip((r.clip_id for r in held), (float(s) for s in sc.score)))
-        fold_of.update((r.clip_id, f) for r in held)
-        models.append(model.cpu().eval())
-    return out, fold_of, models
-
-
-def _fit_model(
-    cfg: RunConfig, tr: list[FeatureRow], va: list[FeatureRow], classes: list[str], row_of: dict[str, int], device
-) -> torch.nn.Module:
-    """A model of ``cfg`` trained on ``tr`` (early stopping on ``va``), with its scoring statistics."""
-    torch.manual_seed(cfg.train.seed)
-    model = cfg.build_model()
-    fam = family_of(model)
-    frames, stride = cfg.features.frames, fam.hop(model)
-    tr_rows, va_rows = [row_of[r.machine_id] for r in tr], [row_of[r.machine_id] for r in va]
-    x_train = FrameWindows([r.logmel for r in tr], frames, tr_rows if fam.learns_ids else None, stride)
-    x_val = FrameWindows([r.logmel for r in va], frames, va_rows if fam.learns_ids else None, stride)
-    _fit(model, tr, x_train, x_val, cfg)
-    if fam.needs_statistics(cfg.score.metric):
-        stats_classes, stats_rows = _stats_rows(cfg, classes, tr, tr_rows)
-        fit_normal_statistics(model, x_train.with_labels(stats_rows), stats_classes, cfg.score, device)
-    return model
-
-
-def _stats_rows(cfg: RunConfig, classes: list[str], tr, tr_rows):
-    """The Mahalanobis statistics' rows and each training clip's row: per machine ID, and, when
-    the config asks (``score.domain_statistics``) for a reconstruction family whose clips carry a
-    target domain, per ID and domain (source and target kept apart, the smaller distance taken at
-    scoring). Streamed clips (``tr_rows`` None): per ID."""
-    if tr_rows is None or not cfg.score.domain_statistics or not family_of_name(cfg.family).reconstructs:
-        return classes, tr_rows
-    if not any(getattr(r, "domain", None) == "target" for r in tr):
-        return classes, tr_rows
-    return domain_classes(classes, [r.machine_id for r in tr], [getattr(r, "domain", None) for r in tr])
-
-
-def _fit(model, tr, x_train, x_val, cfg: RunConfig, progress=None, log: Log = _quiet) -> TrainResult:
-    """Fit ``model`` as its family declares (``Family.fits``): gradient epochs on the windows, or
-    one pass over its training clips ``tr`` (rows, or clips streamed from the store) with no
-    epochs: ``fit_clips`` of (machine ID, log-mel) pairs (a statistics family, e.g.
-    :mod:`slidead.core.models.clipstats`), or ``fit_rows`` of the rows with their domain and
-    conditions (:mod:`slidead.core.models.attrclf`)."""
-    fits = family_of(model).fits
-    if fits == EPOCHS:
-        return fit(model, x_train, x_val, cfg.train, progress)
-    t0 = time.perf_counter()
-    rows = (r for chunk in stored_rows(tr) for r in chunk) if isinstance(tr, StoredClips) else tr
-    if fits == ROWS:  # learns from the clips' domain and conditions too (attrclf)
-        model.fit_rows(rows, cfg.train, log)
-    else:
-        model.fit_clips((r.machine_id, r.logmel) for r in rows)
-    state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}
-    return TrainResult(state, {}, 0, 0, time.perf_counter() - t0, "cpu")
-
-
-def evaluate(
-    model, cfg: RunConfig, eval_rows: list[FeatureRow], thresholds: Thresholds, device="cpu", folds=()
-) -> tuple[dict, dict]:
-    """Metrics per machine ID on labelled clips (AUC, pAUC, and the decisions of the calibration:
-    p-values at the target rate, or the gamma thresholds). ``folds``: the version's fold models
-    (cross-conformal)."""
-    if not eval_rows:
-        return {"per_id": {}, "mean": {}}, {"machine_ids": [], "labels": [], "scores": [], "p_values": []}
-    ids = [r.machine_id for r in eval_rows]
-    logmels = [r.logmel for r in eval_rows]
-    scores = score_logmels(model, logmels, cfg.features, cfg.score, device, ids).score
-    p, flags = thresholds.decide(ids, scores, fold_scores(folds, logmels, cfg, ids, device))
-    labels = [1 if r.label == "anomaly" else 0 for r in eval_rows]
-    domains = [getattr(r, "domain", None) for r in eval_rows]  # the official DCASE figures when clips say
-    report = metrics.evaluate(ids, labels, scores, thresholds.map(), flags, domains)
-    ev = {
-        "machine_ids": ids,
-        "labels": labels,
-        "scores": [float(s) for s in scores],
-        "p_values": p.tolist(),
-        "domains": domains,
-    }
-    return report, ev
 
 
 def figures(outcome: Outcome, eval_rows: list[FeatureRow]) -> dict:
@@ -494,7 +122,6 @@ def register(
     outcome: Outcome,
     eval_rows: list[FeatureRow],
     tolerance: float = 0.0,
-    log: Log = _quiet,
     run_id: str | None = None,
 ) -> tuple[str, int, Decision]:
     """Log the run (into ``run_id`` when the training opened one), register a version, promote
@@ -514,7 +141,7 @@ def register(
                     champion_figs = (rep["mean"]["auc"], rep["mean"]["pauc"])
                 champion_official = _official_pair(rep)
         except Exception as e:  # noqa: BLE001 - fall back to the champion's stored figures
-            log(f"could not re-evaluate champion v{champ.version} ({e}); using its stored figures")
+            log.warning(f"could not re-evaluate champion v{champ.version} ({e}); using its stored figures")
     figs = figures(outcome, eval_rows)
     run_id, version = tracker.log_training(
         cfg,
@@ -571,7 +198,9 @@ def register(
             "baseline": json.dumps(outcome.baseline),
         }
     )
-    log(f"{name} v{version}: {'promoted to champion' if decision.promoted else 'not promoted'} ({decision.reason})")
+    log.info(
+        f"{name} v{version}: {'promoted to champion' if decision.promoted else 'not promoted'} ({decision.reason})"
+    )
     return run_id, version, decision
 
 
@@ -612,7 +241,6 @@ def retrain(
     svc: Services,
     cfg: RunConfig,
     tolerance: float = 0.0,
-    log: Log = _quiet,
     ingest_progress: Callable[[int, int], None] | None = None,
     epoch_progress: Callable[[int, int, float, float], None] | None = None,
     steps: Steps = inline,
@@ -620,14 +248,14 @@ def retrain(
     """The whole retrain: ingest ``train/`` and ``eval/`` of ``cfg.machine_type`` (plus the plant
     clips operators labelled), train and evaluate ``cfg``, register the version in MLflow and
     promote it if it is no worse than the champion (by ``tolerance`` in mean AUC)."""
-    data = steps("ingest", ingest_sets, svc, cfg.machine_type, [cfg.features], ingest_progress, log)
+    data = steps("ingest", ingest_sets, svc, cfg.machine_type, [cfg.features], ingest_progress)
     eval_rows = data.rows(cfg.features, "eval")
     # the MLflow run opens before the first epoch, and each epoch's losses log into it as they come
     run_id = svc.tracker.start_training(cfg)
     try:
         on_epoch = svc.tracker.epoch_logger(run_id, epoch_progress)
-        outcome = steps("train", train_and_evaluate, cfg, data.rows(cfg.features, "train"), eval_rows, on_epoch, log)
-        run_id, version, decision = steps("register", register, svc, outcome, eval_rows, tolerance, log, run_id)
+        outcome = steps("train", train_and_evaluate, cfg, data.rows(cfg.features, "train"), eval_rows, on_epoch)
+        run_id, version, decision = steps("register", register, svc, outcome, eval_rows, tolerance, run_id)
     except BaseException:
         svc.tracker.end_failed(run_id)
         raise
@@ -641,11 +269,10 @@ def run_config(
     family's), the device (None: the settings'), the thresholds' quantile from the settings
     (:meth:`~slidead.settings.Settings.threshold_quantile`), and TrainConfig values (those given
     as None are left at their defaults)."""
-    from dataclasses import replace
 
     train = {k: v for k, v in train.items() if v is not None}
     cfg = RunConfig.default(family, machine_type, metric, device=device or settings.device, **train)
     if getattr(settings, "domain_statistics", False) and cfg.score.metric == "mahalanobis":
-        if family_of_name(family).reconstructs:  # per-domain statistics (SLIDEAD_DOMAIN_STATISTICS)
+        if family_by_name(family).reconstructs:  # per-domain statistics (SLIDEAD_DOMAIN_STATISTICS)
             cfg = replace(cfg, score=replace(cfg.score, domain_statistics=True))
     return replace(cfg, threshold_quantile=settings.threshold_quantile())

@@ -4,22 +4,40 @@ Commands: ``demo``, ``generate``, ``import dcase|dcase2020|mimii DIR``, ``upload
 ``train``, ``evaluate``, ``score``, ``report``, ``sql``, ``models``. ``train``, ``score`` and ``demo`` run
 the library recipe in this process, or the Prefect flow when ``PREFECT_API_URL`` names a server
 (``--prefect`` / ``--no-prefect`` force either; see :func:`slidead.shell.commands.mode`).
-Settings come from ``SLIDEAD_*`` variables (see docs/configuration.md).
+Settings come from ``SLIDEAD_*`` variables (see docs/configuration.md). This module is the
+parser (one function per command) and :func:`main`; what each command does is in
+:mod:`slidead.shell.actions`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import os
 import sys
 import time
 
 from slidead.core.family_names import built_in_families
 from slidead.settings import Settings
-from slidead.shell.commands import evaluate_version, prefect_env, run_retrain, run_score, say, services
+from slidead.shell.actions import (
+    cmd_commission,
+    cmd_demo,
+    cmd_evaluate,
+    cmd_generate,
+    cmd_import,
+    cmd_label,
+    cmd_models,
+    cmd_report,
+    cmd_score,
+    cmd_serve,
+    cmd_sql,
+    cmd_train,
+    cmd_upload_night,
+)
 from slidead.shell.failures import error_sentence, save_traceback
-from slidead.shell.report import format_metrics
+from slidead.shell.terminal import to_terminal
+
+log = logging.getLogger("slidead.shell.cli")  # by name: as `python -m slidead.shell.cli` it is __main__
 
 EPILOG = (
     "environment: SLIDEAD_HOME (default ./slidead-data), SLIDEAD_STORE, SLIDEAD_S3_ENDPOINT, "
@@ -42,290 +60,6 @@ def family_name(value: str, extra: tuple[str, ...] = ()) -> str:
     if value not in families():
         raise argparse.ArgumentTypeError(f"unknown family {value!r}: expected one of {', '.join(families() + extra)}")
     return value
-
-
-# -- commands ------------------------------------------------------------------------------
-
-
-def cmd_generate(a, settings: Settings) -> int:
-    from slidead.progress import Progress
-    from slidead.synth.plant import PlantSpec, generate_plant
-
-    svc = services(settings)
-    spec = PlantSpec(
-        machine_type=a.machine_type,
-        machine_ids=tuple(a.ids.split(",")),
-        n_train=a.n_train,
-        n_eval_normal=a.n_eval,
-        n_eval_anomaly=a.n_eval,
-        nights=tuple(a.night) if a.night else PlantSpec.nights,
-        night_normal=a.night_normal,
-        night_anomaly=a.night_anomaly,
-        seed=a.seed,
-    )
-    summary = generate_plant(svc.store.put, spec, Progress("generate", say))
-    say(
-        f"wrote synthetic plant to {svc.store.uri}: "
-        + ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int))
-    )
-    return 0
-
-
-def cmd_import(a, settings: Settings) -> int:
-    from slidead.jobs.importers import import_dcase, import_dcase2020, import_mimii
-    from slidead.progress import Progress
-
-    svc = services(settings)
-    if a.layout == "dcase":
-        out = import_dcase(svc.store, a.src, Progress("import", say))
-    elif a.layout == "dcase2020":
-        out = import_dcase2020(svc.store, a.src, Progress("import", say))
-    else:
-        out = import_mimii(svc.store, a.src, a.night, Progress("import", say))
-    for path, why in out["skipped"]:
-        say(f"skipped {path}: {why}")
-    say(f"imported {out['uploaded']} clips into {svc.store.uri}")
-    return 0
-
-
-def cmd_upload_night(a, settings: Settings) -> int:
-    from slidead.jobs.importers import upload_night
-    from slidead.progress import Progress
-
-    svc = services(settings)
-    out = upload_night(svc.store, a.src, a.night, Progress("upload", say))
-    for path, why, _ in out["odd"]:
-        say(f"uploaded {path} as it is, for the night to reject (bad_key): {why}")
-    for path, why in out["skipped"]:
-        say(f"skipped {path}: {why}")
-    for path, what in out.get("sidecars", []):
-        say(f"sidecar {path}: {what}")
-    odd = f", and {len(out['odd'])} files that do not fit the layout" if out["odd"] else ""
-    say(
-        f"uploaded {out['uploaded']} clips{odd} as night {a.night}; every file is listed in the night's ledger "
-        "(the drops table) when the night is scored, as a file written to the bucket directly would be"
-    )
-    return 0
-
-
-def cmd_train(a, settings: Settings) -> int:
-    out = run_retrain(
-        settings,
-        a.family,
-        a.machine_type,
-        a.epochs,
-        a.device,
-        a.tolerance,
-        a.patience,
-        a.prefect,
-        a.stream,
-        a.metric,
-        a.thresholds,
-    )
-    print(format_metrics({f"{a.family} v{out['model_version']}": out["report"]}))
-    say(f"{'promoted to champion' if out['promoted'] else 'not promoted'}: {out['decision']}")
-    return 0
-
-
-def cmd_evaluate(a, settings: Settings) -> int:
-    if a.family == "fused":
-        if a.version is not None:
-            raise ValueError("--version names one family's model version; fused uses each family's champion")
-        from slidead.jobs.fusion import evaluate_fused
-
-        out = evaluate_fused(services(settings), a.machine_type, log=say)
-    else:
-        out = evaluate_version(settings, a.family, a.machine_type, a.version)
-    if a.json:
-        print(json.dumps(out))
-    else:
-        name = f"{a.family} v{out['model_version']}" if out["model_version"] is not None else a.family
-        print(format_metrics({name: out}))
-    return 0
-
-
-def cmd_score(a, settings: Settings) -> int:
-    if a.device:  # as SLIDEAD_DEVICE: the score flow reads its own settings
-        os.environ["SLIDEAD_DEVICE"] = a.device
-        settings = settings.model_copy(update={"device": a.device})
-    out = run_score(settings, a.night, a.family, a.machine_type, a.shard_size, a.prefect)
-    print(
-        json.dumps(out)
-        if a.json
-        else f"night {out['night']}: {out['n_clips']} clips, {out['n_scored']} newly scored, "
-        f"{out['n_skipped']} already scored, {out['n_rejected']} rejected, {out['n_flagged']} flagged "
-        f"({', '.join(f'{k} v{v}' for k, v in out['models'].items())}); ledger: {out.get('n_arrivals', 0)} arrivals, "
-        f"{out.get('n_duplicates', 0)} duplicates"
-        + "".join(f"\n  ALARM: {d}" for d in out.get("alarms", []))
-        + "".join(
-            f"\n  {c['model_name']} id {c['machine_id']}: "
-            + (
-                f"commissioned on its first nights (v{c['new_version']})"
-                if c["status"] == "commissioned"
-                else f"not commissioned, waiting for a person: {c['reason']}"
-            )
-            for c in out.get("commissioning", [])
-        )
-    )
-    return 0
-
-
-def cmd_label(a, settings: Settings) -> int:
-    from slidead.jobs.labels import label
-
-    row = label(services(settings).db, a.clip, a.verdict, a.note, a.by)
-    joins = (
-        f"it joins the evaluation set of {row['machine_type']} as {row['eval_label']}"
-        if row["eval_label"]
-        else "it is left out of evaluation"
-    )
-    print(f"clip {row['clip_id'][:12]} ({row['uri']}, night {row['night']}) labelled {row['verdict']}: {joins}")
-    return 0
-
-
-def cmd_commission(a, settings: Settings) -> int:
-    from slidead.jobs.commission import commission
-
-    family = a.family or settings.family
-    ids = [m.strip() for m in a.ids.split(",")] if a.ids else None
-    res = commission(services(settings), a.machine_type, family, ids, a.nights or settings.commission_nights, say)
-    if a.json:
-        print(json.dumps(res.summary(), default=str))
-    else:
-        for c in res.changes:
-            old = "none" if c["old_threshold"] is None else f"{c['old_threshold']:.4g}"
-            print(
-                f"{res.model_name} id {c['machine_id']}: threshold {old} -> {c['new_threshold']:.4g} "
-                f"({c['n_scores']} plant scores) in v{res.version}"
-            )
-    return 0
-
-
-def cmd_report(a, settings: Settings) -> int:
-    from slidead.shell.report import format_table, run_report
-
-    if a.html:
-        from slidead.jobs.night_report import write_night_report
-
-        svc = services(settings)
-        night = a.night or _latest_night(svc)
-        print(write_night_report(svc, night, log=say))
-        return 0
-    from slidead.store.services import results_db
-
-    reports = run_report(results_db(settings), a.night, a.only or None, a.machine_type, a.machine_id, a.as_of)
-    for title, cols, rows in reports:
-        print(f"\n== {title}\n{format_table(cols, rows)}")
-    return 0
-
-
-def cmd_sql(a, settings: Settings) -> int:
-    from slidead.shell.sql import duckdb_shell
-
-    return duckdb_shell(settings, a.night, a.as_of, a.write, a.print_init, a.args)
-
-
-def _latest_night(svc) -> str:
-    _, rows = svc.db.query("SELECT max(night) FROM scores")
-    if not rows or rows[0][0] is None:
-        raise ValueError("no night has been scored yet: run `slidead score --night YYYY-MM-DD` first")
-    return rows[0][0].isoformat()
-
-
-def cmd_models(a, settings: Settings) -> int:
-    from slidead.layout import check_name
-    from slidead.store.tracking import model_name
-
-    check_name("machine type", a.machine_type)
-    from slidead.store.registry_read import list_versions
-
-    # the registry's own list of this type's models (every family ever registered, plug-ins
-    # included), not the family registry: listing needs neither torch nor the families' modules
-    rows = [
-        (
-            v.name,
-            v.version,
-            v.tags.get("mean_auc", ""),
-            v.tags.get("mean_pauc", ""),
-            v.tags.get("false_alarm_rate", ""),
-            v.tags.get("recall", ""),
-            v.tags.get("threshold_scheme", ""),
-            v.tags.get("threshold_min_n", ""),
-            v.tags.get("false_alarm_promise", ""),
-            _provisional(v.tags),
-            v.tags.get("official_score", ""),
-            "champion" if v.champion else "",
-            v.run_id,
-        )
-        for v in list_versions(settings.tracking_uri, model_name(a.machine_type, ""))
-    ]
-    from slidead.shell.report import format_table
-
-    print(
-        format_table(
-            [
-                "model",
-                "version",
-                "mean_auc",
-                "mean_pauc",
-                "false_alarms",
-                "recall",
-                "scheme",
-                "thr_n",
-                "promised",
-                "provisional",
-                "dcase_score",
-                "alias",
-                "mlflow_run_id",
-            ],
-            [
-                (n, v, _num(a_), _num(p), _num(fa), _num(rc), sc, tn, pr, pv, _num(o), al, r)
-                for n, v, a_, p, fa, rc, sc, tn, pr, pv, o, al, r in rows
-            ],
-        )
-    )
-    return 0
-
-
-def _provisional(tags: dict) -> str:
-    """Which machines' thresholds rest on training clips only (``provisional_ids``): "ids 00, 02",
-    "no" when every machine is commissioned, "" for a version made before the tag existed."""
-    if "provisional_ids" not in tags:
-        return ""
-    ids = [m for m in tags["provisional_ids"].split(",") if m]
-    return f"ids {', '.join(ids)}" if ids else "no"
-
-
-def cmd_serve(a, settings: Settings) -> int:
-    if not os.environ.get("PREFECT_API_URL"):
-        say(
-            "slidead serve needs a Prefect server: run `prefect server start` and set "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api"
-        )
-        return 2
-    prefect_env(settings)
-    from deployments import serve
-
-    tz = a.timezone or settings.timezone
-    say(
-        f"serving score/nightly (cron 0 2 * * *, {tz}), retrain/ae, retrain/vae, retrain/idclf against "
-        f"{os.environ['PREFECT_API_URL']}; Ctrl-C to stop"
-    )
-    serve(tz, a.machine_type, a.limit)
-    return 0
-
-
-def _num(s: str):
-    try:
-        return round(float(s), 4)
-    except ValueError:
-        return s
-
-
-def cmd_demo(a, settings: Settings) -> int:
-    from slidead.shell.demo import run_demo
-
-    return run_demo(settings, epochs=a.epochs, use_prefect=a.prefect, fresh=a.fresh)
 
 
 # -- parser --------------------------------------------------------------------------------
@@ -352,28 +86,40 @@ def add_mode(sp: argparse.ArgumentParser, flow: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: each command added by its own function (:data:`COMMANDS`, in help order)."""
     p = argparse.ArgumentParser(prog="slidead", description="Find faulty slide rails by their sound.", epilog=EPILOG)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return p
 
-    def add(name, fn, help_):
-        sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
-        sp.set_defaults(fn=fn)
-        sp.add_argument(
-            "--debug",
-            action="store_true",
-            help="print the traceback of an error on the terminal too (also SLIDEAD_DEBUG=1); it is always "
-            "written to $SLIDEAD_HOME/logs/",
-        )
-        return sp
 
-    d = add("demo", cmd_demo, "generate a small synthetic plant, train AE and VAE, score a night, report")
+def _command(sub, name: str, fn, help_: str) -> argparse.ArgumentParser:
+    """Command ``name`` running ``fn(args, settings)``, with the ``--debug`` every command has."""
+    sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
+    sp.set_defaults(fn=fn)
+    sp.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of an error on the terminal too (also SLIDEAD_DEBUG=1); it is always "
+        "written to $SLIDEAD_HOME/logs/",
+    )
+    return sp
+
+
+def _add_demo(sub) -> None:
+    """``slidead demo``."""
+    d = _command(sub, "demo", cmd_demo, "generate a small synthetic plant, train AE and VAE, score a night, report")
     d.add_argument(
         "--epochs", type=int, default=50, help="training epochs per model for the demo (default 50; the seed uses 100)"
     )
     d.add_argument("--fresh", action="store_true", help="delete SLIDEAD_HOME's demo state first")
     add_mode(d, "the retrain and score flows")
 
-    g = add("generate", cmd_generate, "write a seeded synthetic slide-rail plant into the store")
+
+def _add_generate(sub) -> None:
+    """``slidead generate``."""
+    g = _command(sub, "generate", cmd_generate, "write a seeded synthetic slide-rail plant into the store")
     g.add_argument("--machine-type", default="slider")
     g.add_argument("--ids", default="00,02,04", help="comma-separated machine IDs (default 00,02,04)")
     g.add_argument("--n-train", type=int, default=40, help="normal training clips per ID")
@@ -383,16 +129,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--night-anomaly", type=int, default=2, help="faulty clips per ID per night")
     g.add_argument("--seed", type=int, default=0)
 
-    i = add("import", cmd_import, "import a DCASE Task 2 (2021-2026 or 2020) or MIMII folder into the store")
+
+def _add_import(sub) -> None:
+    """``slidead import``."""
+    i = _command(sub, "import", cmd_import, "import a DCASE Task 2 (2021-2026 or 2020) or MIMII folder into the store")
     i.add_argument("layout", choices=["dcase", "dcase2020", "mimii"])
     i.add_argument("src", help="the data set folder (root or one machine type)")
     i.add_argument("--night", help="mimii only: import every clip as a drop of this night instead")
 
-    u = add("upload-night", cmd_upload_night, "drop a folder of <type>/id_<NN>/*.wav as a night")
+
+def _add_upload_night(sub) -> None:
+    """``slidead upload-night``."""
+    u = _command(sub, "upload-night", cmd_upload_night, "drop a folder of <type>/id_<NN>/*.wav as a night")
     u.add_argument("src")
     u.add_argument("--night", required=True, help="YYYY-MM-DD")
 
-    t = add("train", cmd_train, "train, evaluate and register a model; promote it if no worse than the champion")
+
+def _add_train(sub) -> None:
+    """``slidead train``."""
+    t = _command(
+        sub, "train", cmd_train, "train, evaluate and register a model; promote it if no worse than the champion"
+    )
     t.add_argument("--family", type=family_name, required=True, help=family_help())
     t.add_argument("--machine-type", default="slider")
     t.add_argument("--epochs", type=int, default=None, help="default 100 (the seed's schedule)")
@@ -423,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_mode(t, "the retrain flow")
 
-    e = add("evaluate", cmd_evaluate, "AUC/pAUC per machine ID of the champion (or --version) on eval/")
+
+def _add_evaluate(sub) -> None:
+    """``slidead evaluate``."""
+    e = _command(sub, "evaluate", cmd_evaluate, "AUC/pAUC per machine ID of the champion (or --version) on eval/")
     e.add_argument(
         "--family",
         type=lambda v: family_name(v, ("fused",)),
@@ -435,7 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--version", type=int, default=None)
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
-    s = add("score", cmd_score, "score a night's drops with the champion and write DuckDB")
+
+def _add_score(sub) -> None:
+    """``slidead score``."""
+    s = _command(sub, "score", cmd_score, "score a night's drops with the champion and write DuckDB")
     s.add_argument("--night", required=True, help="YYYY-MM-DD")
     s.add_argument("--family", type=family_name, default=None, help=family_help() + "; default: SLIDEAD_FAMILY (vae)")
     s.add_argument("--machine-type", default=None, help="default: every type in the night")
@@ -449,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     add_mode(s, "the score flow")
 
-    lb = add(
+
+def _add_label(sub) -> None:
+    """``slidead label``."""
+    lb = _command(
+        sub,
         "label",
         cmd_label,
         "record an operator's verdict on a night's clip; labelled clips join the "
@@ -466,7 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--note", default=None, help="free text kept with the verdict")
     lb.add_argument("--by", default=None, help="who gave the verdict (default: the login name)")
 
-    cm = add(
+
+def _add_commission(sub) -> None:
+    """``slidead commission``."""
+    cm = _command(
+        sub,
         "commission",
         cmd_commission,
         "re-fit machines' thresholds from their own first nights and false_alarm labels; "
@@ -483,7 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cm.add_argument("--json", action="store_true")
 
-    r = add("report", cmd_report, "print the reporting queries in sql/ as tables")
+
+def _add_report(sub) -> None:
+    """``slidead report``."""
+    r = _command(sub, "report", cmd_report, "print the reporting queries in sql/ as tables")
     r.add_argument("--night", default=None, help="YYYY-MM-DD (default: the latest scored night)")
     r.add_argument("--only", action="append", help="one report by name (repeatable)")
     r.add_argument("--machine-type", default=None, help="only this machine type's rows (letters, digits, _ . -)")
@@ -500,7 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
         "to reports/ in the store and print where it is",
     )
 
-    q = add(
+
+def _add_sql(sub) -> None:
+    """``slidead sql``."""
+    q = _command(
+        sub,
         "sql",
         cmd_sql,
         "open the duckdb shell on the results lake (read-only; --night sets the night variable): "
@@ -518,7 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
         "args", nargs=argparse.REMAINDER, help="further arguments for duckdb (after --), e.g. -- -c 'FROM runs'"
     )
 
-    sv = add("serve", cmd_serve, "serve the nightly and retrain deployments from this process (needs PREFECT_API_URL)")
+
+def _add_serve(sub) -> None:
+    """``slidead serve``."""
+    sv = _command(
+        sub, "serve", cmd_serve, "serve the nightly and retrain deployments from this process (needs PREFECT_API_URL)"
+    )
     sv.add_argument(
         "--timezone",
         default=None,
@@ -527,44 +310,69 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--machine-type", default="slider", help="machine type of the retrain deployments")
     sv.add_argument("--limit", type=int, default=None, help="most flow runs at once")
 
-    m = add("models", cmd_models, "list registered model versions, their metrics and the champion")
+
+def _add_models(sub) -> None:
+    """``slidead models``."""
+    m = _command(sub, "models", cmd_models, "list registered model versions, their metrics and the champion")
     m.add_argument("--machine-type", default="slider")
-    return p
+
+
+COMMANDS = (
+    _add_demo,
+    _add_generate,
+    _add_import,
+    _add_upload_night,
+    _add_train,
+    _add_evaluate,
+    _add_score,
+    _add_label,
+    _add_commission,
+    _add_report,
+    _add_sql,
+    _add_serve,
+    _add_models,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. An error reaches the terminal as one sentence (what, why, what to do) and
     a non-zero exit: 2 for a domain error or bad input, 1 for anything unforeseen. Its traceback
     goes to ``$SLIDEAD_HOME/logs/<command>-<time>.log``, and to the terminal only with
-    ``--debug`` or ``SLIDEAD_DEBUG=1``."""
+    ``--debug`` or ``SLIDEAD_DEBUG=1``. The library's progress lines reach standard error through
+    one log handler (:func:`slidead.shell.terminal.to_terminal`; debug records too with ``--debug``)."""
     args = build_parser().parse_args(argv)
-    from slidead.errors import SlideadError
-
     debug = getattr(args, "debug", False) or os.environ.get("SLIDEAD_DEBUG", "") not in ("", "0")
     if debug:
         os.environ["SLIDEAD_DEBUG"] = "1"  # the flows' console keeps its tracebacks too
+    with to_terminal(debug):
+        return _run(args, debug)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
+    from slidead.errors import SlideadError
+
     settings = None
     try:
         settings = Settings()
         t0 = time.perf_counter()
         rc = args.fn(args, settings)
         if args.command in ("demo", "train", "score"):
-            say(f"done in {time.perf_counter() - t0:.0f} s")
+            log.info(f"done in {time.perf_counter() - t0:.0f} s")
         return rc
     except KeyboardInterrupt:
-        say(f"slidead {args.command}: interrupted; what was written so far is kept, and a re-run carries on")
+        log.error(f"slidead {args.command}: interrupted; what was written so far is kept, and a re-run carries on")
         return 130
     except Exception as e:  # noqa: BLE001 - every error ends here, as one sentence
         expected = isinstance(e, (SlideadError, ValueError, FileNotFoundError, PermissionError))
-        log = save_traceback(settings, args.command)
+        saved = save_traceback(settings, args.command)
         if debug:
             import traceback
 
             traceback.print_exc()
         what = "error" if expected else f"unexpected error ({type(e).__name__})"
-        say(f"slidead {args.command}: {what}: {error_sentence(e, settings)}")
-        if log and not debug:
-            say(f"the traceback is in {log} (--debug prints it here)")
+        log.error(f"slidead {args.command}: {what}: {error_sentence(e, settings)}")
+        if saved and not debug:
+            log.error(f"the traceback is in {saved} (--debug prints it here)")
         return 2 if expected else 1
 
 

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 from slidead.core.metrics import AT_THRESHOLD_KEYS
 from slidead.errors import NotEnoughDataError
 from slidead.settings import Settings
 
-
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 def prefect_env(settings: Settings) -> None:
@@ -86,57 +83,34 @@ def services(settings: Settings):
     return Services.from_settings(settings)
 
 
+RETRAIN_OPTIONS = ("epochs", "device", "patience", "stream", "metric", "thresholds")  # None: the default
+
+
 def run_retrain(
-    settings: Settings,
-    family: str,
-    machine_type: str,
-    epochs=None,
-    device=None,
-    tolerance=0.0,
-    patience=None,
-    use_prefect: bool | None = None,
-    stream=None,
-    metric=None,
-    thresholds=None,
+    settings: Settings, family: str, machine_type: str, tolerance=0.0, use_prefect: bool | None = None, **options
 ) -> dict:
+    """Train ``family`` for ``machine_type`` as ``slidead train`` does; ``options`` are the command's
+    (:data:`RETRAIN_OPTIONS`: ``epochs``, ``device``, ``patience``, ``stream``, ``metric``,
+    ``thresholds``), each left at its default when None."""
+    unknown = sorted(set(options) - set(RETRAIN_OPTIONS))
+    if unknown:
+        raise TypeError(f"run_retrain() got unexpected options {unknown}; expected some of {RETRAIN_OPTIONS}")
+    options = {k: v for k, v in options.items() if v is not None}
     use_prefect, line = mode(use_prefect)
-    say(line)
+    log.info(line)
     if use_prefect:
         prefect_env(settings)
         from flows.retrain import retrain
 
         quiet_tracebacks()
-        extra = {} if stream is None else {"stream": stream}
-        if metric is not None:
-            extra["metric"] = metric
-        if thresholds is not None:
-            extra["thresholds"] = thresholds
-        return retrain(
-            family=family,
-            machine_type=machine_type,
-            epochs=epochs,
-            device=device,
-            tolerance=tolerance,
-            patience=patience,
-            **extra,
-        )
+        return retrain(family=family, machine_type=machine_type, tolerance=tolerance, **options)
     from slidead.jobs import retrain as job
     from slidead.progress import Progress
     from slidead.progress import epochs as epoch_progress
 
-    cfg = job.run_config(
-        settings,
-        family,
-        machine_type,
-        metric,
-        device,
-        epochs=epochs,
-        patience=patience,
-        stream=stream,
-        threshold_scheme=thresholds,
-    )
-
-    res = job.retrain(services(settings), cfg, tolerance, say, Progress("ingest", say), epoch_progress(family, say))
+    metric, device, scheme = options.pop("metric", None), options.pop("device", None), options.pop("thresholds", None)
+    cfg = job.run_config(settings, family, machine_type, metric, device, threshold_scheme=scheme, **options)
+    res = job.retrain(services(settings), cfg, tolerance, Progress("ingest"), epoch_progress(family))
     return res.summary()
 
 
@@ -152,7 +126,7 @@ def evaluate_version(settings: Settings, family: str, machine_type: str, version
     if not refs:
         raise NotEnoughDataError(f"no labelled clips under eval/{machine_type}/ in {svc.store.uri}")
     res = ingest(svc.store, svc.features, refs, [loaded.config.features], svc.audio)
-    add_plant_clips(svc, machine_type, [loaded.config.features], res, say)
+    add_plant_clips(svc, machine_type, [loaded.config.features], res)
     rows = [res.features[loaded.config.features.hash][c] for c in sorted(res.features[loaded.config.features.hash])]
     report, _ = job.evaluate(loaded.model, loaded.config, rows, loaded.thresholds, folds=loaded.folds)
     per_id = {mid: {k: r[k] for k in AT_THRESHOLD_KEYS if k in r} for mid, r in report["per_id"].items()}
@@ -180,7 +154,7 @@ def run_score(
 
     check_night(night)
     use_prefect, line = mode(use_prefect)
-    say(line)
+    log.info(line)
     if use_prefect:
         prefect_env(settings)
         from flows.score import score
@@ -196,7 +170,6 @@ def run_score(
         family or settings.family,
         machine_type,
         shard_size,
-        progress=Progress("score", say),
-        log=say,
+        progress=Progress("score"),
     )
     return res.summary()

@@ -10,8 +10,8 @@ where the night's HTML report is.
 
 from __future__ import annotations
 
+import logging
 import shutil
-import sys
 
 from slidead.progress import Progress
 from slidead.settings import Settings
@@ -24,8 +24,7 @@ DEMO_NIGHT = "2026-11-23"
 MACHINE_TYPE = "slider"
 
 
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool | None = None, fresh: bool = False) -> int:
@@ -46,26 +45,28 @@ def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool | None = No
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     home.mkdir(parents=True, exist_ok=True)
     svc = Services.from_settings(settings)
-    say(f"slidead demo: state under {home}")
+    log.info(f"slidead demo: state under {home}")
     if next(iter(svc.store.list("train/")), None) is None:
         spec = PlantSpec(machine_type=MACHINE_TYPE, nights=(DEMO_NIGHT,))
-        say(
+        log.info(
             f"[1/4] generating a synthetic plant: IDs {', '.join(spec.machine_ids)}, {spec.n_train} training clips each"
         )
-        generate_plant(svc.store.put, spec, Progress("generate", say))
+        generate_plant(svc.store.put, spec, Progress("generate"))
     else:
-        say("[1/4] synthetic plant already in the store (use --fresh to start over)")
+        log.info("[1/4] synthetic plant already in the store (use --fresh to start over)")
     reports = {}
     for step, family in ((2, "ae"), (3, "vae")):
         # split conformal: a quarter of each machine's 40 clips held out to calibrate (10, enough for a
         # 10% target); the default (cross-conformal) would train five fold models more per family
-        say(f"[{step}/4] retrain {family}: {epochs} epochs (the seed's default is 100), split-conformal thresholds")
+        log.info(
+            f"[{step}/4] retrain {family}: {epochs} epochs (the seed's default is 100), split-conformal thresholds"
+        )
         out = run_retrain(settings, family, MACHINE_TYPE, epochs=epochs, use_prefect=use_prefect, thresholds="split")
         reports[f"{family} v{out['model_version']}"] = out["report"]
-        say(
+        log.info(
             f"      {family} v{out['model_version']}: {'champion' if out['promoted'] else 'not promoted'} ({out['decision']})"
         )
-    say(f"[4/4] score night {DEMO_NIGHT} with the champion VAE")
+    log.info(f"[4/4] score night {DEMO_NIGHT} with the champion VAE")
     night = run_score(settings, DEMO_NIGHT, "vae", use_prefect=use_prefect)
 
     print("\nEvaluation on eval/ (AUC and pAUC at max FPR 0.1, per machine ID):\n")
@@ -88,7 +89,7 @@ def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool | None = No
     if not report:  # scored without the flow (or the flow could not write it)
         from slidead.jobs.night_report import write_night_report
 
-        report = write_night_report(svc, DEMO_NIGHT, log=say)
+        report = write_night_report(svc, DEMO_NIGHT)
     uri = settings.tracking_uri
     print(f"""
 Look further:

@@ -186,6 +186,7 @@ def sessions_bench(a) -> int:
     from slidead.core.config import RunConfig
     from slidead.jobs.fusion import evaluate_fused
     from slidead.settings import Settings
+    from slidead.shell.terminal import to_terminal
     from slidead.store.services import Services
 
     home = Path(a.home)
@@ -208,7 +209,8 @@ def sessions_bench(a) -> int:
         results[label] = _trained(svc, cfg, label, register=scheme is None)
     for select in (True, False):
         t0 = time.perf_counter()
-        out = evaluate_fused(svc, "slider", FUSED, select=select, log=lambda m: print(m, file=sys.stderr))
+        with to_terminal():  # the members chosen per machine, on stderr
+            out = evaluate_fused(svc, "slider", FUSED, select=select)
         label = "fused (tail, " + ("members selected from normal clips)" if select else "all five)")
         results[label] = out
         print(f"{label}: {time.perf_counter() - t0:.0f} s, selected {out.get('selected')}", file=sys.stderr)

@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=str(HERE / "RESULTS.md"), help="where the table is appended")
     ap.add_argument("--work-dir", default=None, help="where the plant is written (default: a temporary folder)")
     ap.add_argument("--no-tests", action="store_true", help="skip the `gpu` tests")
-    ap.add_argument("--epochs", type=int, default=None, help="train this many epochs instead (the night and batch steps unchanged)")
+    ap.add_argument(
+        "--epochs", type=int, default=None, help="train this many epochs instead (the night and batch steps unchanged)"
+    )
     a = ap.parse_args(argv)
     t_start = time.perf_counter()
     if a.device == "cuda":

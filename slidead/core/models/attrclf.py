@@ -33,8 +33,9 @@ called by the retrain job in place of the generic gradient loop.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -44,6 +45,8 @@ from torch import nn
 
 from slidead.core.models.clipstats import clip_statistics, statistics_width
 from slidead.core.models.registry import ROWS, Family, register
+
+log = logging.getLogger(__name__)
 
 SELF = 1e-5  # a cosine distance below this is a clip's own copy in the bank
 
@@ -169,7 +172,7 @@ class AttrClf(nn.Module):
         pairs = list(clips)
         return self.fit_arrays([m for m, _ in pairs], [lm for _, lm in pairs], [None] * len(pairs), [None] * len(pairs))
 
-    def fit_rows(self, rows, train=None, log: Callable[[str], None] = lambda _m: None) -> "AttrClf":
+    def fit_rows(self, rows, train=None) -> "AttrClf":
         """From FeatureRows (their machine ID, log-mel, domain and attributes)."""
         rows = list(rows)
         epochs = min(self.config.epochs, train.epochs) if train is not None else self.config.epochs
@@ -181,10 +184,9 @@ class AttrClf(nn.Module):
             [getattr(r, "attributes", None) for r in rows],
             epochs,
             seed,
-            log,
         )
 
-    def fit_arrays(self, machine_ids, logmels, domains, attributes, epochs=None, seed=0, log=lambda _m: None):
+    def fit_arrays(self, machine_ids, logmels, domains, attributes, epochs=None, seed=0):
         c = self.config
         epochs = epochs or c.epochs
         labels, source = class_labels([str(m) for m in machine_ids], domains, attributes)
@@ -195,9 +197,11 @@ class AttrClf(nn.Module):
                 f"form one class ({classes}); give clips with attributes, or of two or more machine IDs"
             )
         if source == "sections":
-            log(f"{self.family}: the training clips carry no attributes: classifying sections ({len(classes)} classes)")
+            log.info(
+                f"{self.family}: the training clips carry no attributes: classifying sections ({len(classes)} classes)"
+            )
         else:
-            log(f"{self.family}: classifying {len(classes)} section x attribute combinations")
+            log.info(f"{self.family}: classifying {len(classes)} section x attribute combinations")
         self.label_source, self.classes = source, tuple(classes)
         y = torch.tensor([classes.index(lab) for lab in labels])
         gen = torch.Generator().manual_seed(int(seed))

@@ -26,7 +26,7 @@ from slidead.core.models import reconstruction
 # how a family fits (``Family.fits``)
 EPOCHS = "epochs"  # gradient epochs on windows (slidead.core.train.fit; early stopping on a validation split)
 CLIPS = "clips"  # one pass over the training clips: the network's fit_clips((machine_id, logmel) pairs)
-# the network trains itself on the training rows, with their domain and conditions: fit_rows(rows, train, log)
+# the network trains itself on the training rows, with their domain and conditions: fit_rows(rows, train)
 ROWS = "rows"
 FITS = (EPOCHS, CLIPS, ROWS)
 
