@@ -220,6 +220,9 @@ def mlflow_server(trained_store):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the uvicorn worker it starts stops with it
+        # MLflow 3's server starts a job runner and about eight consumer processes that poll for
+        # GenAI jobs, together most of a core for as long as it runs; slidead has none for them
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     try:
         deadline = time.monotonic() + 180
@@ -233,7 +236,6 @@ def mlflow_server(trained_store):
                 time.sleep(0.5)
         yield base
     finally:
-        import os
         import signal
 
         for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):

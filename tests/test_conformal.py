@@ -171,6 +171,9 @@ def test_a_drifted_machine_is_above_target_until_its_own_nights_calibrate_it(one
             flagged_after + after.sum(),
             total + len(later),
         )
-    assert flagged_before / total > 0.3, flagged_before / total
+    # far more than the 10% target before: 43% with the clip-mean statistics, 25% since the
+    # statistics keep brief events (their maxima move less with a broadband drift); twice the target
+    # is what 'far above' must mean for the test to catch a calibration that follows the drift
+    assert flagged_before / total > 0.2, flagged_before / total
     assert 0.05 <= flagged_after / total <= 0.15, flagged_after / total
     assert DRIFT.gain_db > 0  # the drift is the one the commissioning test's nights carry

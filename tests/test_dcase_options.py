@@ -13,7 +13,8 @@ from slidead.core.models.clipstats import ClipStats, ClipStatsConfig, clip_stati
 from slidead.core.models.knn import KNN, KNNConfig
 from slidead.core.models.mahalanobis import TARGET
 from slidead.core.score import ScoreConfig
-from slidead.jobs.retrain import _stats_rows, run_config
+from slidead.jobs.retrain import run_config
+from slidead.jobs.training import stats_rows
 from slidead.settings import Settings
 from slidead.store.features import FeatureRow
 
@@ -67,10 +68,10 @@ def test_a_version_stored_before_events_scores_as_trained():
 def test_per_domain_statistics_only_when_asked():
     rows = [FeatureRow(f"c{i}", "00", "normal", None, "target" if i >= 8 else "source", None) for i in range(10)]
     plain = RunConfig.default("ae", "slider", "mahalanobis")
-    assert _stats_rows(plain, ["00"], rows, [0] * 10) == (["00"], [0] * 10)  # the default: one row per ID
+    assert stats_rows(plain, ["00"], rows, [0] * 10) == (["00"], [0] * 10)  # the default: one row per ID
     apart = run_config(Settings(domain_statistics=True), "ae", "slider", "mahalanobis")
     assert apart.score.domain_statistics
-    assert _stats_rows(apart, ["00"], rows, [0] * 10) == (["00", "00" + TARGET], [0] * 8 + [1] * 2)
+    assert stats_rows(apart, ["00"], rows, [0] * 10) == (["00", "00" + TARGET], [0] * 8 + [1] * 2)
     # where it does not apply, the setting leaves the config alone
     assert not run_config(Settings(domain_statistics=True), "ae", "slider", "mse").score.domain_statistics
     assert not run_config(Settings(domain_statistics=True), "knn", "slider").score.domain_statistics
