@@ -19,7 +19,8 @@ import torch
 
 from slidead.core import conformal
 from slidead.core.config import RunConfig
-from slidead.core.models import family_of
+from slidead.core.models import EPOCHS, family_of
+from slidead.core.models import family as family_by_name
 from slidead.core.score import fit_normal_statistics, score_logmels
 from slidead.core.thresholds import MIN_FIT, SPLIT_MIN
 from slidead.core.train import FrameWindows, split_clips
@@ -52,6 +53,17 @@ def calibration_scheme(cfg: RunConfig, machine_ids, streaming: bool = False) -> 
     if scheme in ("cross", "oof") and fewest < 2:  # a machine with one clip: no fold can hold it out
         return "validation"
     return scheme
+
+
+def validation_mask(cfg: RunConfig, machine_ids, seed: int, scheme: str = "cross") -> np.ndarray:
+    """Which clips early-stop (True): the validation split for a family trained in gradient
+    epochs; none for a family fitted in one pass over its clips (it early-stops on nothing, so
+    every clip goes into the model: with a ten-clip target domain, one clip is a tenth of what
+    the model knows of it), unless the seed's gamma fit (``validation``, ``oof``) needs the
+    validation clips' scores."""
+    if family_by_name(cfg.family).fits != EPOCHS and scheme in ("split", "cross"):
+        return np.zeros(len(machine_ids), dtype=bool)
+    return split_clips(machine_ids, cfg.train.val_fraction, seed)
 
 
 @dataclass
@@ -129,7 +141,7 @@ def _fold_scores(
     out: dict[str, float] = {}
     fold_of: dict[str, int] = {}
     models = []
-    n_main = len(rows) - int(split_clips(ids, cfg.train.val_fraction, cfg.train.seed).sum())
+    n_main = len(rows) - int(validation_mask(cfg, ids, cfg.train.seed).sum())
     for f in range(k):
         held = [r for r, g in zip(rows, fold) if g == f]
         rest = [r for r, g in zip(rows, fold) if g != f]
@@ -137,7 +149,7 @@ def _fold_scores(
             raise NotEnoughDataError(
                 f"{cfg.machine_type}: {len(rows)} training clips are too few for {k} calibration folds"
             )
-        val = split_clips([r.machine_id for r in rest], cfg.train.val_fraction, cfg.train.seed + f + 1)
+        val = validation_mask(cfg, [r.machine_id for r in rest], cfg.train.seed + f + 1)
         # as many optimiser steps as the main model took to its best epoch, on fewer clips
         n_fold = max(1, int((~val).sum()))
         fold_epochs = max(1, int(np.ceil(epochs * n_main / n_fold)))

@@ -28,7 +28,7 @@ from slidead.core.score import fit_normal_statistics, fold_scores, score_logmels
 from slidead.core.thresholds import Thresholds
 from slidead.core.train import FrameWindows, TrainResult, fit, resolve_device, split_clips
 from slidead.errors import NotEnoughDataError
-from slidead.jobs.calibration import CalibrationSet, calibration_scheme, calibration_set
+from slidead.jobs.calibration import CalibrationSet, calibration_scheme, calibration_set, validation_mask
 from slidead.jobs.stream import StoredClips, StreamWindows, stored_rows
 from slidead.store.features import FeatureRow
 
@@ -160,7 +160,7 @@ def deal(cfg: RunConfig, train_rows: list[FeatureRow] | StoredClips) -> Training
         ids = ids[~cal_mask]
     else:
         cal = []
-    val_mask = split_clips(ids, cfg.train.val_fraction, cfg.train.seed)
+    val_mask = validation_mask(cfg, ids, cfg.train.seed, scheme)
     if streaming:
         tr, va = train_rows.subset(~val_mask), train_rows.subset(val_mask)
     else:
