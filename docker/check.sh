@@ -262,8 +262,14 @@ while [ ! -e /tmp/stop ]; do
 done
 "
 reader_start() {
-  compose run -d --no-deps --name "$READER" --entrypoint sh cpu-worker -c "( $READER_SH ) | slidead sql -- -csv -noheader" \
-    || return 1
+  # a plain `docker run` of the worker's image with the worker's environment: compose v1's `run`
+  # links the service's dependencies, which host networking refuses
+  local worker; worker=$(compose ps -q cpu-worker) && [ -n "$worker" ] || { echo "no cpu-worker container"; return 1; }
+  local envf; envf=$(mktemp) || return 1   # the worker's secrets: kept out of the logs, removed at once
+  docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$worker" | grep -v '^$' >"$envf" \
+    && docker run -d --name "$READER" --network host --env-file "$envf" \
+      --entrypoint sh "$(docker inspect -f '{{.Config.Image}}' "$worker")" -c "( $READER_SH ) | slidead sql -- -csv -noheader"
+  local rc=$?; rm -f "$envf"; [ $rc = 0 ] || return 1
   for _ in $(seq 120); do
     docker exec "$READER" test -e /tmp/attached 2>/dev/null && return 0
     [ "$(docker inspect -f '{{.State.Running}}' "$READER" 2>/dev/null)" = true ] || { docker logs "$READER"; echo "the reader exited"; return 1; }
