@@ -101,12 +101,23 @@ def test_commissioning_refits_a_drifted_machine_and_a_false_alarm_moves_its_thre
     assert svc.tracker.load("slidead-slider-ae").version == 3
 
 
-def test_commissioning_without_plant_scores_says_so(tmp_path, capsys, monkeypatch):
+def test_commissioning_without_enough_plant_scores_says_so_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SLIDEAD_COMMISSION_NIGHTS", "0")
     settings, svc, _ = make_plant(tmp_path, nights=(), n_train=6, n_eval_normal=2, n_eval_anomaly=2)
     monkeypatch.setenv("SLIDEAD_HOME", str(settings.home))
     run_retrain(settings, "ae", "slider", epochs=1, use_prefect=False)
     assert main(["commission", "--family", "ae"]) == 2
-    assert "no machine of slidead-slider-ae v1 has 3 or more plant scores" in capsys.readouterr().err
+    assert "no machine of slidead-slider-ae v1 has 9 or more plant scores" in capsys.readouterr().err
+    # a night of 6 clips a machine: scores, but fewer than a p-value needs to reach 10% (9); a
+    # threshold on them would flag nothing, so no machine is re-fitted, nothing is registered
+    make_plant(tmp_path, nights=("2026-11-23",), n_train=6, n_eval_normal=2, n_eval_anomaly=2)
+    assert run_score(settings, "2026-11-23", "ae", use_prefect=False)["n_scored"] == 12
+    assert main(["commission", "--family", "ae", "--nights", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no machine of slidead-slider-ae v1 has 9 or more plant scores" in err and "Traceback" not in err
+    assert svc.tracker.load("slidead-slider-ae").version == 1
+    _, [(n,)] = svc.db.query("SELECT count(*) FROM threshold_changes")
+    assert n == 0
 
 
 def test_train_says_what_its_thresholds_rest_on(tmp_path, capsys, monkeypatch):

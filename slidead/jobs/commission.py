@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from slidead.core import conformal
 from slidead.core.thresholds import MIN_FIT, Thresholds
 from slidead.errors import NotEnoughDataError
 from slidead.store.services import Services
@@ -92,12 +93,17 @@ def commission(
         )
         machine_ids = [r[0] for r in rows]
     q = loaded.config.threshold_quantile
+    # fewer scores than a p-value needs to reach the target would give a threshold nothing can
+    # pass: the machine would go silent, so it is left as it is and said why
+    need = max(MIN_FIT, conformal.min_calibration(1 - q))
     old = loaded.thresholds.map()
     new_per_id, new_scores = {}, {}
     for mid in machine_ids:
         scores, used, n_fa = plant_scores(svc, name, loaded.version, mid, nights)
-        if len(scores) < MIN_FIT:
-            res.skipped[mid] = f"{len(scores)} plant scores by {name} v{loaded.version} (need {MIN_FIT})"
+        if len(scores) < need:
+            res.skipped[mid] = (
+                f"{len(scores)} plant scores by {name} v{loaded.version} (need {need} for a p-value to reach {1 - q:.0%})"
+            )
             log.info(f"machine {mid}: not commissioned: {res.skipped[mid]}")
             continue
         fit = Thresholds.calibrate({mid: scores}, "conformal", q, "commissioning", provisional=False).per_id[mid]
@@ -126,7 +132,7 @@ def commission(
         )
     if not res.changes:
         raise NotEnoughDataError(
-            f"no machine of {name} v{loaded.version} has {MIN_FIT} or more plant scores to commission from: "
+            f"no machine of {name} v{loaded.version} has {need} or more plant scores to commission from: "
             "score its first nights first"
         )
     thresholds = loaded.thresholds.with_fits(new_per_id, new_scores)

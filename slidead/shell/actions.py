@@ -159,7 +159,7 @@ def cmd_commission(a, settings: Settings) -> int:
 
     family = a.family or settings.family
     ids = [m.strip() for m in a.ids.split(",")] if a.ids else None
-    res = commission(services(settings), a.machine_type, family, ids, a.nights or settings.commission_nights)
+    res = commission(services(settings), a.machine_type, family, ids, a.nights or settings.commission_nights or 3)
     if a.json:
         print(json.dumps(res.summary(), default=str))
     else:

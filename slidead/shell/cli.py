@@ -250,7 +250,7 @@ def _add_commission(sub) -> None:
         "--nights",
         type=int,
         default=None,
-        help="first nights of each machine to fit on (default SLIDEAD_COMMISSION_NIGHTS, 3)",
+        help="first nights of each machine to fit on (default SLIDEAD_COMMISSION_NIGHTS, 3; 3 when that is 0, nightly commissioning off)",
     )
     cm.add_argument("--json", action="store_true")
 
