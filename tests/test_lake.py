@@ -195,6 +195,11 @@ def test_slidead_sql_runs_every_file_and_is_read_only(tmp_path):
     assert proc.returncode == 0 and "Error" not in proc.stderr, proc.stderr
     assert "\x1b" not in proc.stdout + proc.stderr  # no colour escape from reading the attach script
     out = proc.stdout
+    # the default box output into a pipe: the shell colours DESCRIBE's box unless told not to
+    boxed = subprocess.run(
+        [str(SLIDEAD), "sql", "--", "-c", "DESCRIBE scores"], capture_output=True, text=True, env=env
+    )
+    assert boxed.returncode == 0 and "model_name" in boxed.stdout and "\x1b" not in boxed.stdout, boxed.stdout[:300]
     assert f"{NIGHT},slider,00,slidead-slider-ae:1,3,3,0,0,0,0.0," in out  # nightly_summary
     assert f"drops/{NIGHT}/slider/id_00/{NIGHT}-00002.wav" in out  # night_ledger
     assert "silent,1" in out  # rejected_by_reason

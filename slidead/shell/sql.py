@@ -80,7 +80,9 @@ def duckdb_shell(
         script.write_text(init_script(db, night, as_of, write))
         # `.read` through -cmd rather than -init: -init announces "-- Loading resources from ..."
         # on stderr wrapped in colour escapes, which landed in front of every output
-        return subprocess.run([duckdb_cli(), "-cmd", f".read {_dot_arg(script)}", *args]).returncode
+        # the shell colours results (DESCRIBE's, for one) even into a pipe or a file: not there
+        plain = [] if sys.stdout.isatty() else ["-cmd", ".highlight off"]
+        return subprocess.run([duckdb_cli(), *plain, "-cmd", f".read {_dot_arg(script)}", *args]).returncode
 
 
 def _dot_arg(path: Path) -> str:
