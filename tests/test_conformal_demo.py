@@ -57,3 +57,14 @@ def test_the_demo_summary_counts_real_faults_and_false_alarms(tmp_path):
     text = truth_summary(svc, {"slidead-slider-vae": 1})
     assert "of 3 flagged clips, 2 are real faults (of 3 faulty clips in the night) and 1 are false alarms" in text
     assert "1 of 10 normal clips, 10%" in text and "at most 10%" in text
+
+
+def test_the_demo_says_how_far_one_calibration_may_be_from_its_promise():
+    from slidead.shell.demo import calibration_spread
+
+    assert calibration_spread([], 0.1) == ""
+    # 10 calibration clips at 10%: the threshold is their maximum; a later clip's rate under one
+    # calibration is Beta(1, 10), its 5th and 95th percentiles 0.5% and 25.9%
+    text = calibration_spread([40, 10, 12], 0.1)
+    assert "on 10 normal clips" in text and "from 1% to 26%" in text
+    assert "on 200 normal clips" in calibration_spread([200], 0.1) and "from 7% to 14%" in calibration_spread([200], 0.1)

@@ -82,7 +82,12 @@ def run_demo(settings: Settings, epochs: int = 50, use_prefect: bool | None = No
         f"({night['n_rejected']} rejected):\n"
     )
     print(format_table(cols, rows))
-    print("\n" + truth_summary(svc, night["models"], 1.0 - settings.threshold_quantile()))
+    alpha = 1.0 - settings.threshold_quantile()
+    print(
+        "\n"
+        + truth_summary(svc, night["models"], alpha)
+        + calibration_spread(calibration_counts(svc, night["models"]), alpha)
+    )
     if night.get("alarms"):
         print("\nMachine alarms raised:\n" + "\n".join(f"  {d}" for d in night["alarms"]))
     report = night.get("report")
@@ -105,6 +110,34 @@ Look further:
 """)
     print(f"Night report (open it in a browser): {report}")
     return 0
+
+
+def calibration_counts(svc: Services, models) -> list[int]:
+    """How many calibration scores each conformal machine of ``models`` rests on."""
+    ns = []
+    for name in models:
+        try:
+            fits = svc.tracker.load(name).thresholds.per_id.values()
+        except Exception:  # noqa: BLE001 - a sentence of the demo's summary, never its failure
+            continue
+        ns += [f.n for f in fits if f.conformal and f.n]
+    return ns
+
+
+def calibration_spread(counts: list[int], alpha: float) -> str:
+    """How far one calibration's own false-alarm rate may be from the promise, for the fewest
+    calibration scores of ``counts`` ("" when there are none)."""
+    from slidead.core.conformal import rate_interval
+
+    if not counts:
+        return ""
+    n = min(counts)
+    _, lo, hi = rate_interval(n, alpha)
+    return (
+        f" That promise is an average over calibrations: a calibration on {n} normal clips of a machine "
+        f"puts its own rate anywhere from {lo:.0%} to {hi:.0%} (9 calibrations in 10); more training "
+        "clips, or `slidead commission` on the plant's first nights, narrow it."
+    )
 
 
 def truth_summary(svc: Services, models, alpha: float = 0.1) -> str:
