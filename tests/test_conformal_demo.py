@@ -67,4 +67,6 @@ def test_the_demo_says_how_far_one_calibration_may_be_from_its_promise():
     # calibration is Beta(1, 10), its 5th and 95th percentiles 0.5% and 25.9%
     text = calibration_spread([40, 10, 12], 0.1)
     assert "on 10 normal clips" in text and "from 1% to 26%" in text
-    assert "on 200 normal clips" in calibration_spread([200], 0.1) and "from 7% to 14%" in calibration_spread([200], 0.1)
+    assert "on 200 normal clips" in calibration_spread([200], 0.1) and "from 7% to 14%" in calibration_spread(
+        [200], 0.1
+    )
