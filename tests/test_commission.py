@@ -105,7 +105,7 @@ def test_commissioning_without_enough_plant_scores_says_so_and_writes_nothing(tm
     monkeypatch.setenv("SLIDEAD_COMMISSION_NIGHTS", "0")
     settings, svc, _ = make_plant(tmp_path, nights=(), n_train=6, n_eval_normal=2, n_eval_anomaly=2)
     monkeypatch.setenv("SLIDEAD_HOME", str(settings.home))
-    run_retrain(settings, "ae", "slider", epochs=1, use_prefect=False)
+    run_retrain(settings, "ae", "slider", epochs=1, use_prefect=False, thresholds="validation")
     assert main(["commission", "--family", "ae"]) == 2
     assert "no machine of slidead-slider-ae v1 has 9 or more plant scores" in capsys.readouterr().err
     # a night of 6 clips a machine: scores, but fewer than a p-value needs to reach 10% (9); a

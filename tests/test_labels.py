@@ -24,7 +24,8 @@ def plant(tmp_path_factory):
         night_normal=4,
         night_anomaly=2,
     )
-    first = run_retrain(settings, "ae", "slider", epochs=3, use_prefect=False)
+    # labels joining the evaluation set, not the calibration: the seed's thresholds, one network a run
+    first = run_retrain(settings, "ae", "slider", epochs=3, use_prefect=False, thresholds="validation")
     run_score(settings, NIGHT, "ae", use_prefect=False)
     _, rows = svc.db.query("SELECT clip_id, uri, machine_id FROM clips WHERE split = 'drop' ORDER BY uri")
     return settings, svc, first, rows
@@ -75,7 +76,7 @@ def test_labelled_night_clips_join_the_evaluation_set(plant, capsys, monkeypatch
     label(svc.db, ids00[2][0], "false_alarm")
     label(svc.db, ids00[3][0], "maintenance")  # left out
     before = first["report"]["per_id"]["00"]
-    again = run_retrain(settings, "ae", "slider", epochs=3, use_prefect=False)
+    again = run_retrain(settings, "ae", "slider", epochs=3, use_prefect=False, thresholds="validation")
     after = again["report"]["per_id"]["00"]
     assert (after["n_anomaly"], after["n_normal"]) == (before["n_anomaly"] + 2, before["n_normal"] + 1)
     assert again["report"]["per_id"]["02"]["n_anomaly"] == first["report"]["per_id"]["02"]["n_anomaly"]
