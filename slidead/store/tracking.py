@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from slidead.core.thresholds import Thresholds
 from slidead.errors import NoChampionError
+from slidead.store.mlflow_db import seed_new_sqlite
 from slidead.store.model_files import (
     DIGEST_TAG,
     MODEL_FILES,
@@ -85,6 +86,7 @@ class Tracker:
         self.mlflow = mlflow
         self.uri = tracking_uri
         self.artifact_root = artifact_root
+        seed_new_sqlite(tracking_uri)  # a new home's database: copied, not migrated step by step
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
