@@ -15,22 +15,17 @@ mismatch" as a flow built its ``Settings``.
 from __future__ import annotations
 
 import re
-import threading
+from functools import cache
 from pathlib import Path
 
 MODELS = Path(__file__).resolve().parent / "models"
 _REGISTERED = re.compile(r"\bregister\(\s*Family\(\s*(?:name\s*=\s*)?[\"']([A-Za-z0-9_.-]+)[\"']")
-_lock = threading.Lock()
-_names: tuple[str, ...] | None = None
 
 
+@cache
 def built_in_families() -> tuple[str, ...]:
     """The names ``slidead/core/models/*.py`` register, sorted."""
-    global _names
-    with _lock:
-        if _names is None:
-            found = set()
-            for path in MODELS.glob("*.py"):
-                found.update(_REGISTERED.findall(path.read_text(encoding="utf-8")))
-            _names = tuple(sorted(found))
-        return _names
+    found = set()
+    for path in MODELS.glob("*.py"):
+        found.update(_REGISTERED.findall(path.read_text(encoding="utf-8")))
+    return tuple(sorted(found))
